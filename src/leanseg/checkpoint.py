@@ -1,0 +1,110 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, checked against the model.
+
+A checkpoint holds only tensors and plain Python values (so the safe loader accepts it): the model and
+optimiser states, the iteration reached, the resolved config and plan, and a signature of the
+architecture that a load compares before touching any weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leanseg import __version__
+from leanseg.config import ExperimentConfig
+from leanseg.data.fingerprint import Plan
+from leanseg.errors import LeansegError
+from leanseg.utils import atomic_path
+
+FORMAT = "leanseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+def model_signature(cfg: ExperimentConfig, plan: Plan) -> str:
+    """Hash of what fixes the architecture: model name and settings, widths, strides, channels, classes."""
+    arch = {
+        "model": cfg.model.name,
+        "kernel": cfg.model.kernel_size,
+        "blocks": cfg.model.blocks_per_stage,
+        "extra": cfg.model.extra,
+        "features": list(plan.features),
+        "strides": [list(s) for s in plan.strides],
+        "in": plan.num_channels,
+        "out": plan.num_classes,
+    }
+    return hashlib.sha1(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, cfg: ExperimentConfig, plan: Plan, **state: Any) -> None:
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "leanseg_version": __version__,
+        "signature": model_signature(cfg, plan),
+        "config": cfg.to_dict(),
+        "plan": plan.to_dict(),
+        "model": model.state_dict(),
+        **state,
+    }
+    with atomic_path(Path(path)) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise LeansegError(f"Checkpoint {path} does not exist; train first (`leanseg train`) or pass the right run folder.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged or unsafe files
+        raise LeansegError(
+            f"Checkpoint {path} cannot be loaded safely ({type(e).__name__}); it is damaged or not a leanseg checkpoint: retrain or restore it."
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise LeansegError(f"{path} is not a leanseg checkpoint; pass a file written by `leanseg train`.")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise LeansegError(
+            f"Checkpoint {path} has format version {ckpt.get('format_version')} but this leanseg reads {FORMAT_VERSION}; "
+            "retrain with this version or install the leanseg that wrote it."
+        )
+    return ckpt
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], cfg: ExperimentConfig, plan: Plan, path: Path) -> None:
+    """Load ``ckpt`` into ``model`` after checking that it was written for the same architecture."""
+    want = model_signature(cfg, plan)
+    if ckpt.get("signature") != want:
+        other = ckpt.get("config", {}).get("model", {}).get("name", "?")
+        raise LeansegError(
+            f"Checkpoint {path} belongs to another model ('{other}', signature {ckpt.get('signature')}) than the one "
+            f"configured ('{cfg.model.name}', {want}); pass the matching run folder or the same model settings."
+        )
+    model.load_state_dict(ckpt["model"])
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir
+    for name in ("checkpoint_final.pt", "checkpoint_latest.pt"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise LeansegError(f"No checkpoint in {run_dir}; train a model there first (`leanseg train --out {run_dir}`).")
+
+
+def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Plan, ExperimentConfig]:
+    """The trained model, its plan and config from a run folder (or a checkpoint file)."""
+    from leanseg.models import build_model
+
+    path = find_checkpoint(Path(run_dir))
+    ckpt = load_checkpoint(path)
+    cfg = ExperimentConfig.from_dict(ckpt["config"])
+    plan = Plan.from_dict(ckpt["plan"])
+    model = build_model(cfg.model, plan)
+    load_weights(model, ckpt, cfg, plan, path)
+    model.eval()
+    return model, plan, cfg

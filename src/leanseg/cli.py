@@ -1,0 +1,271 @@
+"""The ``leanseg`` command line: thin typer commands, each parsing options and calling one library
+function. Heavy imports live inside the commands so that ``leanseg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(
+    help="leanseg: 3D medical image segmentation that costs less (time, memory, tuning).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _run(fn: Any) -> Any:
+    """Run ``fn``; a :class:`LeansegError` becomes one red sentence and exit code 2, no traceback."""
+    from leanseg.errors import LeansegError
+
+    try:
+        return fn()
+    except LeansegError as e:
+        _console().print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _progress(desc: str) -> Any:
+    from rich.progress import track
+
+    return lambda items: track(items, description=desc, transient=True)
+
+
+def _load_config(config: Optional[Path], overrides: list[str], budget: Optional[float] = None) -> Any:
+    from leanseg.config import ExperimentConfig
+
+    cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
+    if overrides:
+        cfg = cfg.with_overrides(overrides)
+    if budget is not None:
+        cfg = cfg.with_overrides({"train.budget_minutes": budget})
+    return cfg
+
+
+@app.command()
+def fingerprint(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
+    config: Annotated[Optional[Path], typer.Option(help="Experiment config YAML.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. data.patch_size=[40,56,40].")] = [],  # noqa: B006
+) -> None:
+    """Show the dataset fingerprint and the plan (spacing, patch, network, normalisation) it chooses."""
+
+    def go() -> None:
+        from rich.table import Table
+
+        from leanseg.data.fingerprint import plan_from_fingerprint
+        from leanseg.train import fingerprint_dataset
+
+        cfg = _load_config(config, set_)
+        ds, fp = fingerprint_dataset(data, progress=_progress("fingerprint"))
+        plan = plan_from_fingerprint(fp, cfg.data, cfg.model)
+        t = Table(title=f"{ds.name} ({ds.layout}, {len(ds.cases)} cases, {fp.modality})")
+        t.add_column("property")
+        t.add_column("value")
+        t.add_row("channels", ", ".join(ds.channel_names))
+        t.add_row("labels", ", ".join(f"{k}: {v}" for k, v in ds.labels.items()))
+        t.add_row("median spacing (mm)", " x ".join(f"{v:.3g}" for v in fp.median_spacing))
+        t.add_row("class voxel fractions", ", ".join(f"{k}: {v:.4f}" for k, v in fp.class_fractions.items()))
+        for c, st in enumerate(fp.intensity):
+            t.add_row(
+                f"intensity ch{c} (foreground)", f"mean {st['mean']:.4g} std {st['std']:.4g} p0.5 {st['p00_5']:.4g} p99.5 {st['p99_5']:.4g}"
+            )
+        t.add_row("target spacing (mm)", " x ".join(f"{v:.3g}" for v in plan.target_spacing))
+        t.add_row("median shape at target", " x ".join(map(str, plan.median_shape)))
+        t.add_row("patch size", " x ".join(map(str, plan.patch_size)))
+        t.add_row("strides", " ".join("x".join(map(str, s)) for s in plan.strides))
+        t.add_row("features", ", ".join(map(str, plan.features)))
+        t.add_row("normalisation", plan.normalization + (f" window {plan.ct_window}" if plan.ct_window else ""))
+        for note in fp.notes:
+            t.add_row("note", note)
+        _console().print(t)
+
+    _run(go)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; an existing run resumes).")],
+    config: Annotated[Optional[Path], typer.Option(help="Experiment config YAML (see configs/).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. train.lr=0.003 (repeatable).")] = [],  # noqa: B006
+    fold: Annotated[Optional[int], typer.Option(help="Validation fold (default: data.fold).")] = None,
+    budget_minutes: Annotated[Optional[float], typer.Option("--budget-minutes", help="Wall-clock training budget.")] = None,
+) -> None:
+    """Train a model on a dataset folder; writes checkpoints, metrics.csv and a training curve."""
+
+    def go() -> None:
+        from leanseg.train import train as run_train
+
+        cfg = _load_config(config, set_, budget_minutes)
+        r = run_train(data, out, cfg, fold=fold)
+        _console().print(
+            f"trained {r.iterations} iterations in {r.seconds / 60:.1f} min; validation Dice "
+            + ", ".join(f"{k.removeprefix('val_dice_') or 'mean'}={v:.4f}" for k, v in r.val.items())
+            + f"; data wait {100 * r.data_wait_share:.1f}% of step time; run folder {r.run_dir}"
+        )
+
+    _run(go)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder (or checkpoint file) from `leanseg train`.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Image file or folder of images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the label files.")],
+    backend: Annotated[Optional[str], typer.Option(help="eager | bf16 | onnx (needs `leanseg export`).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="auto | whole | sliding.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+) -> None:
+    """Segment images; label files get exactly the input's shape and affine."""
+
+    def go() -> None:
+        import numpy as np
+        from rich.table import Table
+
+        from leanseg.inference import Predictor, collect_inputs
+        from leanseg.utils import set_threads
+
+        p = Predictor.from_run(model, backend=backend, mode=mode, num_threads=threads)
+        set_threads(p.cfg.num_threads)
+        cases = collect_inputs(input, p.plan.num_channels)
+        results = p.predict_files(cases, output, progress=_progress("predict"))
+        t = Table(title=f"{len(results)} case(s), back-end {p.cfg.backend}, {p.cfg.num_threads} thread(s)")
+        for col in ("case", "output", "network s", "total s"):
+            t.add_column(col)
+        for r in results:
+            t.add_row(r.case_id, str(r.output), f"{r.timings['network']:.3f}", f"{r.seconds:.3f}")
+        t.add_row(
+            "[bold]mean", "", f"{np.mean([r.timings['network'] for r in results]):.3f}", f"{np.mean([r.seconds for r in results]):.3f}"
+        )
+        _console().print(t)
+
+    _run(go)
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted label files.")],
+    ref: Annotated[Path, typer.Option("--ref", help="Folder of reference label files (same names).")],
+    out: Annotated[Optional[Path], typer.Option(help="Where metrics.csv/.md/.json go (default: --pred).")] = None,
+    dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder, to name the classes.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Dice and HD95 (mm) per case and class, with means; writes CSV, markdown and JSON."""
+
+    def go() -> None:
+        from leanseg.metrics import evaluate_folders
+
+        labels = None
+        if dataset is not None:
+            from leanseg.data.datasets import load_dataset
+
+            labels = load_dataset(dataset, require_labels=False).labels
+        res = evaluate_folders(pred, ref, labels, out)
+        if json_:
+            sys.stdout.write(json.dumps(res["mean"], indent=1) + "\n")
+        else:
+            _print_metrics(res)
+
+    _run(go)
+
+
+def _print_metrics(res: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    labels = {int(k): v for k, v in res["labels"].items()}
+    classes = [k for k in labels if k != 0]
+    t = Table(title="evaluation")
+    t.add_column("case")
+    for k in classes:
+        t.add_column(f"Dice {labels[k]}")
+    for k in classes:
+        t.add_column(f"HD95 {labels[k]} (mm)")
+    rows = res["cases"] if len(res["cases"]) <= 30 else []
+    for r in rows + [{"case": "[bold]mean", **res["mean"]}]:
+        t.add_row(str(r["case"]), *[f"{r[f'dice_{k}']:.4f}" for k in classes], *[f"{r[f'hd95_{k}']:.2f}" for k in classes])
+    _console().print(t)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from `leanseg train`.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="ONNX file (default: RUN/model.onnx).")] = None,
+) -> None:
+    """Export a trained model to ONNX for `leanseg predict --backend onnx`."""
+
+    def go() -> None:
+        from leanseg.export import export_onnx
+
+        path = export_onnx(model, output)
+        _console().print(f"wrote {path}")
+
+    _run(go)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data, run and results.")] = Path("leanseg_demo"),
+    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 2.5,
+    cases: Annotated[int, typer.Option(help="Number of synthetic phantoms.")] = 24,
+    seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
+) -> None:
+    """Generate phantoms, train, predict, evaluate, and draw an overlay: the main job end to end."""
+
+    def go() -> None:
+        from leanseg.demo import run_demo
+
+        run_demo(out, minutes=minutes, num_cases=cases, seed=seed, console=_console())
+
+    _run(go)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    task: Annotated[str, typer.Argument(help="MSD task, e.g. Task04_Hippocampus.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to unpack into.")] = Path("data"),
+    url: Annotated[Optional[str], typer.Option(help="Archive address (default: the MSD mirror MONAI uses).")] = None,
+    md5: Annotated[Optional[str], typer.Option(help="Expected MD5 of the archive (default: MONAI's table).")] = None,
+) -> None:
+    """Download an MSD task archive, verify its checksum and unpack it."""
+
+    def go() -> None:
+        from leanseg.data.fetch import fetch_msd_task
+
+        path = fetch_msd_task(task, out, url=url, md5=md5)
+        _console().print(f"{task} is in {path}")
+
+    _run(go)
+
+
+@data_app.command("phantoms")
+def data_phantoms(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the MSD dataset.")],
+    cases: Annotated[int, typer.Option(help="Number of cases.")] = 24,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write seeded synthetic phantoms as an MSD dataset folder."""
+
+    def go() -> None:
+        from leanseg.data.synthetic import generate_phantom_dataset
+
+        _console().print(f"wrote {generate_phantom_dataset(out, cases, seed)}")
+
+    _run(go)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,196 @@
+"""Experiment configuration: frozen dataclasses per component, composed into one config.
+
+Settings are values, not subclasses (DESIGN.md, example 1). A config round-trips through YAML and
+takes dotted overrides from the command line (``--set train.lr=0.003``), the way Hydra/nnU-Net
+plans do. ``None`` in the data section means "choose from the dataset fingerprint".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from leanseg.errors import LeansegError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Preprocessing and patch sampling. ``None`` values are filled in from the fingerprint."""
+
+    target_spacing: tuple[float, float, float] | None = None  # mm, in RAS axis order
+    patch_size: tuple[int, int, int] | None = None  # voxels
+    normalization: str = "auto"  # auto | zscore | ct | none
+    orientation: str = "RAS"
+    crop_foreground: bool = True
+    foreground_oversample: float = 0.33  # share of patches centred on a foreground voxel
+    num_folds: int = 5
+    fold: int = 0
+    split_seed: int = 12345
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """One probability per augmentation (searched by ``leanseg search strategy``), then magnitudes."""
+
+    flip: float = 0.5  # per axis
+    rotate_scale: float = 0.2
+    noise: float = 0.15
+    smooth: float = 0.1
+    sharpen: float = 0.1
+    contrast: float = 0.15
+    shift: float = 0.15
+    rotate_degrees: float = 15.0
+    scale_range: float = 0.15
+    noise_std: float = 0.1
+    shift_offset: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. ``features``/``strides`` ``None`` are planned from the patch size and spacing."""
+
+    name: str = "resunet"
+    features: tuple[int, ...] | None = None
+    strides: tuple[tuple[int, int, int], ...] | None = None
+    kernel_size: int = 3
+    blocks_per_stage: int = 1
+    deep_supervision: bool = True
+    base_features: int = 16
+    max_features: int = 256
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = 2000
+    batch_size: int = 2
+    optimizer: str = "sgd"  # sgd (Nesterov) | adam
+    lr: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    schedule: str = "poly"  # poly | cosine | constant
+    budget_minutes: float | None = None  # wall-clock budget; the schedule follows it when set
+    val_every: int = 200
+    val_max_cases: int | None = None
+    checkpoint_every: int = 200
+    seed: int = 0
+    num_threads: int = 2
+    num_workers: int = 1
+    bf16: bool = False
+    init_checkpoint: str | None = None  # fine-tune from these weights
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    mode: str = "auto"  # auto | whole | sliding
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    backend: str = "eager"  # eager | bf16 | onnx
+    num_threads: int = 2
+    max_memory_gb: float | None = None  # refuse volumes whose estimate exceeds this
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
+        return _build(cls, d, "config")
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> ExperimentConfig:
+        """Return a copy with dotted overrides applied, e.g. ``["train.lr=0.003"]``."""
+        d = self.to_dict()
+        items = overrides.items() if isinstance(overrides, dict) else map(_split_override, overrides)
+        for key, value in items:
+            *parents, leaf = key.split(".")
+            node = d
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    raise LeansegError(f"Unknown config key '{key}': '{p}' is not a section; see `leanseg train --help`.")
+                node = node[p]
+            if leaf not in node and not (parents and parents[-1] == "extra"):
+                raise LeansegError(f"Unknown config key '{key}'; valid keys in '{'.'.join(parents)}' are {sorted(node)}.")
+            node[leaf] = value
+        return ExperimentConfig.from_dict(d)
+
+    def save(self, path: Path) -> None:
+        from leanseg.utils import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> ExperimentConfig:
+        path = Path(path)
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise LeansegError(f"Cannot read config {path}: {e}; fix the YAML or pass another --config.") from e
+        return cls.from_dict(d)
+
+
+def _split_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise LeansegError(f"Override '{item}' must look like section.key=value, e.g. train.lr=0.003.")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _to_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type (tuples, optionals, nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise LeansegError(f"Config value {where}={value!r} must be a list.")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise LeansegError(f"Config value {where}={value!r} must have {len(args)} entries.")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if origin is dict or tp is dict:
+        return dict(value or {})
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not isinstance(value, tp):
+        raise LeansegError(f"Config value {where}={value!r} must be of type {tp.__name__}.")
+    return value
+
+
+def _build(cls: Any, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise LeansegError(f"Config section '{where}' must be a mapping, got {d!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise LeansegError(f"Unknown config key(s) {sorted(unknown)} in '{where}'; valid keys are {sorted(names)}.")
+    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in d.items()})

@@ -1,0 +1,150 @@
+"""Dataset folders in the two conventions users have: MSD and nnU-Net v2 raw.
+
+MSD (Medical Segmentation Decathlon): ``dataset.json`` with ``modality`` (index -> name), ``labels``
+(int -> name) and a ``training`` list of ``{"image", "label"}``; images may be 4D with channels last.
+
+nnU-Net v2 raw: ``dataset.json`` with ``channel_names``, ``labels`` (name -> int) and
+``file_ending``; ``imagesTr/<case>_<XXXX><ending>`` with one file per channel, ``labelsTr/<case><ending>``.
+Both are read into one :class:`Dataset` of :class:`Case` records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from leanseg.errors import LeansegError
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    images: tuple[Path, ...]  # one path (3D/4D) or one per channel
+    label: Path | None
+
+
+@dataclass
+class Dataset:
+    root: Path
+    name: str
+    layout: str  # "msd" | "nnunetv2"
+    channel_names: list[str]
+    labels: dict[int, str]  # class index -> name, 0 = background
+    cases: list[Case]
+    file_ending: str = ".nii.gz"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output channels including background."""
+        return max(self.labels) + 1
+
+    @property
+    def modality(self) -> str:
+        """``CT`` if any channel is CT (the normalisation differs), else ``MRI``."""
+        return "CT" if any(n.upper() == "CT" for n in self.channel_names) else "MRI"
+
+    def case(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise LeansegError(f"Case '{case_id}' is not in {self.root / 'dataset.json'}.")
+
+
+def load_dataset(root: Path | str, require_labels: bool = True) -> Dataset:
+    """Read a dataset folder, detecting its layout from ``dataset.json``.
+
+    Raises:
+        LeansegError: if the folder, ``dataset.json`` or a listed file is missing or malformed.
+    """
+    root = Path(root)
+    meta_path = root / "dataset.json"
+    if not root.is_dir():
+        raise LeansegError(f"Dataset folder {root} does not exist; pass the folder that holds dataset.json.")
+    if not meta_path.is_file():
+        raise LeansegError(f"{meta_path} is missing; a dataset folder needs an MSD or nnU-Net v2 dataset.json.")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LeansegError(f"{meta_path} is not valid JSON ({e}); fix the file.") from e
+    if not isinstance(meta, dict) or "labels" not in meta:
+        raise LeansegError(f"{meta_path} has no 'labels' entry; add the class names as in the MSD or nnU-Net v2 layout.")
+    if "channel_names" in meta:
+        ds = _load_nnunet(root, meta, meta_path)
+    elif "modality" in meta:
+        ds = _load_msd(root, meta, meta_path)
+    else:
+        raise LeansegError(f"{meta_path} has neither 'modality' (MSD) nor 'channel_names' (nnU-Net v2); add the one your layout uses.")
+    if not ds.cases:
+        raise LeansegError(f"{meta_path} lists no training cases; add them to 'training' or to imagesTr/.")
+    for case in ds.cases:
+        for p in case.images:
+            if not p.is_file():
+                raise LeansegError(f"Image {p} listed for case '{case.case_id}' is missing; add the file or remove the case.")
+        if require_labels and (case.label is None or not case.label.is_file()):
+            raise LeansegError(f"Label {case.label} of case '{case.case_id}' is missing; add it to labelsTr/.")
+    return ds
+
+
+def _int_labels(raw: dict, meta_path: Path, name_to_int: bool) -> dict[int, str]:
+    try:
+        labels = {int(v): str(k) for k, v in raw.items()} if name_to_int else {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError) as e:
+        form = "name -> integer" if name_to_int else "integer -> name"
+        raise LeansegError(f"{meta_path}: 'labels' must map {form}; fix the entry ({e}).") from e
+    if 0 not in labels:
+        raise LeansegError(f"{meta_path}: 'labels' has no background class 0; add it.")
+    return dict(sorted(labels.items()))
+
+
+def _load_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
+    modality = meta["modality"]
+    if not isinstance(modality, dict):
+        raise LeansegError(f'{meta_path}: \'modality\' must map channel index -> name, e.g. {{"0": "MRI"}}.')
+    channels = [str(modality[k]) for k in sorted(modality, key=int)]
+    labels = _int_labels(meta["labels"], meta_path, name_to_int=False)
+    training = meta.get("training")
+    if not isinstance(training, list):
+        raise LeansegError(f"{meta_path}: 'training' must be a list of {{'image', 'label'}} entries.")
+    cases = []
+    for i, entry in enumerate(training):
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise LeansegError(f"{meta_path}: training entry {i} needs an 'image' path.")
+        img = (root / entry["image"]).resolve()
+        lab = (root / entry["label"]).resolve() if entry.get("label") else None
+        cases.append(Case(_strip_ending(img.name), (img,), lab))
+    return Dataset(root, str(meta.get("name", root.name)), "msd", channels, labels, cases, ".nii.gz", meta)
+
+
+def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
+    channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
+    labels = _int_labels(meta["labels"], meta_path, name_to_int=True)
+    ending = meta.get("file_ending")
+    if not ending:
+        raise LeansegError(f"{meta_path}: nnU-Net v2 datasets need 'file_ending' (e.g. \".nii.gz\"); add it.")
+    images_dir = root / "imagesTr"
+    if not images_dir.is_dir():
+        raise LeansegError(f"{images_dir} is missing; nnU-Net v2 datasets keep images in imagesTr/.")
+    pattern = re.compile(rf"^(.*)_(\d{{4}}){re.escape(ending)}$")
+    found: dict[str, dict[int, Path]] = {}
+    for p in sorted(images_dir.iterdir()):
+        m = pattern.match(p.name)
+        if m:
+            found.setdefault(m.group(1), {})[int(m.group(2))] = p
+    cases = []
+    for cid, chans in sorted(found.items()):
+        missing = [c for c in range(len(channels)) if c not in chans]
+        if missing:
+            want = images_dir / f"{cid}_{missing[0]:04d}{ending}"
+            raise LeansegError(f"Channel file {want} is missing for case '{cid}'; add it or remove the case's other files.")
+        cases.append(Case(cid, tuple(chans[c] for c in range(len(channels))), root / "labelsTr" / f"{cid}{ending}"))
+    return Dataset(root, str(meta.get("name", root.name)), "nnunetv2", channels, labels, cases, ending, meta)
+
+
+def _strip_ending(name: str) -> str:
+    for end in (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd"):
+        if name.endswith(end):
+            return name[: -len(end)]
+    return name

@@ -1,0 +1,180 @@
+"""Image I/O that keeps geometry: NIfTI through nibabel, .mha/.mhd/.nrrd through SimpleITK.
+
+Every reader returns the voxel array together with its 4x4 voxel-to-RAS affine (millimetres), and
+every writer takes them back, so nothing downstream re-reads a file to recover its geometry
+(DESIGN.md, example 6). Arrays are indexed (x, y, z) like nibabel; images are channel-first.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from leanseg.errors import LeansegError
+from leanseg.utils import atomic_path
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+ITK_ENDINGS = (".mha", ".mhd", ".nrrd", ".nhdr")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """An array with its geometry. ``array`` is (C, X, Y, Z) for images and (X, Y, Z) for labels."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        s = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return (float(s[0]), float(s[1]), float(s[2]))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.array.shape[-3:])  # type: ignore[return-value]
+
+
+def file_ending(path: Path | str) -> str:
+    name = str(path).lower()
+    for end in NIFTI_ENDINGS + ITK_ENDINGS:
+        if name.endswith(end):
+            return end
+    return Path(name).suffix
+
+
+def _read_any(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return (array indexed x,y,z[,c], affine RAS) for one file."""
+    if not path.is_file():
+        raise LeansegError(f"Image file {path} does not exist; check the dataset folder or the path you passed.")
+    end = file_ending(path)
+    try:
+        if end in NIFTI_ENDINGS:
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            arr = np.asarray(img.dataobj)
+            affine = np.asarray(img.affine, dtype=np.float64)
+        elif end in ITK_ENDINGS:
+            import SimpleITK as sitk
+
+            img = sitk.ReadImage(str(path))
+            arr = sitk.GetArrayFromImage(img)  # (z, y, x[, c])
+            arr = np.moveaxis(arr, [0, 1, 2], [2, 1, 0]) if arr.ndim >= 3 else arr
+            direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+            lps = np.eye(4)
+            lps[:3, :3] = direction * np.asarray(img.GetSpacing())[None, :]
+            lps[:3, 3] = img.GetOrigin()
+            affine = LPS_TO_RAS @ lps
+        else:
+            raise LeansegError(f"Cannot read {path}: unknown file type '{end}'; use .nii.gz, .nii, .mha, .mhd or .nrrd.")
+    except LeansegError:
+        raise
+    except (OSError, EOFError, ValueError, RuntimeError, zlib.error) as e:
+        raise LeansegError(
+            f"Cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'}); "
+            "the file is damaged or truncated: re-export or re-download it."
+        ) from e
+    return arr, affine
+
+
+def read_image(paths: Path | str | list[Path] | list[str], check_values: bool = True) -> Volume:
+    """Read an image as float32 (C, X, Y, Z) with its affine.
+
+    Args:
+        paths: one file (3D, or 4D with channels last as in MSD) or one file per channel
+            (nnU-Net ``_0000``, ``_0001``...), which must share shape and affine.
+        check_values: refuse NaN/inf and constant images.
+    """
+    plist = [Path(p) for p in (paths if isinstance(paths, (list, tuple)) else [paths])]
+    chans: list[np.ndarray] = []
+    affine = None
+    for p in plist:
+        arr, aff = _read_any(p)
+        if arr.ndim == 3:
+            arr = arr[None]
+        elif arr.ndim == 4:
+            arr = np.moveaxis(arr, -1, 0)
+        else:
+            raise LeansegError(f"Image {p} has {arr.ndim} dimensions; leanseg expects a 3D volume or 4D with channels last.")
+        if affine is None:
+            affine = aff
+        else:
+            if arr.shape[1:] != chans[0].shape[1:]:
+                raise LeansegError(
+                    f"Channel file {p} has shape {arr.shape[1:]} but {plist[0]} has {chans[0].shape[1:]}; "
+                    "resample the channels onto one grid."
+                )
+            if not np.allclose(aff, affine, atol=1e-3):
+                raise LeansegError(f"Channel file {p} has another affine than {plist[0]}; resample the channels onto one grid.")
+        chans.append(arr.astype(np.float32, copy=False))
+    assert affine is not None
+    image = np.concatenate(chans, axis=0) if len(chans) > 1 else chans[0]
+    if check_values:
+        if not np.isfinite(image).all():
+            raise LeansegError(f"Image {plist[0]} contains NaN or infinite values; fix or mask them before using it.")
+        for c in range(image.shape[0]):
+            if float(image[c].max()) == float(image[c].min()):
+                raise LeansegError(
+                    f"Image {plist[min(c, len(plist) - 1)]} is constant (every voxel is {float(image[c].min())}); "
+                    "it carries no information: check the export."
+                )
+    return Volume(image, affine)
+
+
+def read_label(path: Path | str) -> Volume:
+    """Read a label map as uint8 (X, Y, Z) with its affine; values must be whole numbers."""
+    path = Path(path)
+    arr, affine = _read_any(path)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise LeansegError(f"Label {path} has shape {arr.shape}; a label map must be a 3D volume of class indices.")
+    if not np.isfinite(arr).all() or (np.issubdtype(arr.dtype, np.floating) and not np.all(np.mod(arr, 1) == 0)):
+        raise LeansegError(f"Label {path} holds non-integer values; save it as an integer class map.")
+    if arr.min() < 0 or arr.max() > 255:
+        raise LeansegError(f"Label {path} holds values outside 0..255; save it as class indices.")
+    return Volume(arr.astype(np.uint8), affine)
+
+
+def write_label(path: Path | str, label: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a (X, Y, Z) label map atomically in the format its name asks for."""
+    path = Path(path)
+    end = file_ending(path)
+    with atomic_path(path) as tmp:
+        if end in NIFTI_ENDINGS:
+            import nibabel as nib
+
+            img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), affine)
+            img.set_qform(affine, code=1)
+            img.set_sform(affine, code=1)
+            nib.save(img, str(tmp))
+        elif end in ITK_ENDINGS:
+            import SimpleITK as sitk
+
+            img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(label.astype(np.uint8), (2, 1, 0))))
+            lps = LPS_TO_RAS @ affine
+            spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+            img.SetSpacing(spacing.tolist())
+            img.SetDirection((lps[:3, :3] / spacing[None, :]).flatten().tolist())
+            img.SetOrigin(lps[:3, 3].tolist())
+            sitk.WriteImage(img, str(tmp), useCompression=True)
+        else:
+            raise LeansegError(f"Cannot write {path}: unknown file type '{end}'; use .nii.gz or .mha.")
+    return path
+
+
+def write_image(path: Path | str, image: np.ndarray, affine: np.ndarray) -> Path:
+    """Write a float (X, Y, Z) or (X, Y, Z, C) NIfTI image atomically (used by the phantom generator)."""
+    import nibabel as nib
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        img = nib.Nifti1Image(np.asarray(image, dtype=np.float32), affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        nib.save(img, str(tmp))
+    return path

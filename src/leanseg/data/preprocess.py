@@ -1,0 +1,168 @@
+"""Preprocessing with MONAI transforms, cached once per dataset, and its inverse for prediction.
+
+Forward: orientation -> crop to the non-zero region -> resampling to the target spacing ->
+intensity normalisation. MONAI records each spatial step on the MetaTensor, so prediction maps the
+network's probabilities back to the input grid with ``Compose.inverse`` (probabilities are
+resampled, then arg-maxed, as nnU-Net does).
+
+The training cache holds, per case, ``<id>_img.npy`` (float32, C x D x H x W), ``<id>_seg.npy``
+(uint8) and ``<id>_locs.npz`` (sampled voxel coordinates per foreground class for oversampling),
+written atomically; a ``manifest.json`` marks a complete cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from leanseg.data.datasets import Case, Dataset
+from leanseg.data.fingerprint import Plan, check_label_matches
+from leanseg.data.io import Volume, read_image, read_label
+from leanseg.errors import LeansegError
+from leanseg.utils import atomic_path, atomic_write_text
+
+LOCATIONS_PER_CLASS = 10000
+_AXIS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def nonzero(x: torch.Tensor) -> torch.Tensor:
+    """Foreground for cropping: any non-zero voxel (nnU-Net's rule; CT air is -1000, so CT is not cropped)."""
+    return x != 0
+
+
+def build_transforms(plan: Plan, with_label: bool) -> Any:
+    """The forward preprocessing as a MONAI ``Compose`` on keys ``image`` (and ``label``)."""
+    from monai.transforms import (
+        Compose,
+        CropForegroundd,
+        NormalizeIntensityd,
+        Orientationd,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+
+    keys = ["image", "label"] if with_label else ["image"]
+    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    ts: list[Any] = [Orientationd(keys=keys, axcodes=plan.orientation, labels=_AXIS_LABELS)]
+    if plan.crop_foreground:
+        ts.append(CropForegroundd(keys=keys, source_key="image", select_fn=nonzero, allow_smaller=True, margin=0))
+    ts.append(Spacingd(keys=keys, pixdim=plan.target_spacing, mode=modes, padding_mode="border"))
+    if plan.normalization == "zscore":
+        ts.append(NormalizeIntensityd(keys="image", channel_wise=True))
+    elif plan.normalization == "ct":
+        assert plan.ct_window is not None
+        lo, hi = plan.ct_window
+        ts.append(ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+    return Compose(ts)
+
+
+class Preprocessor:
+    """Apply a plan's preprocessing to a :class:`Volume` and invert it on predictions."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self._image_only = build_transforms(plan, with_label=False)
+        self._with_label = build_transforms(plan, with_label=True)
+
+    def __call__(self, image: Volume, label: Volume | None = None) -> dict[str, Any]:
+        from monai.data import MetaTensor
+
+        d: dict[str, Any] = {
+            "image": MetaTensor(torch.from_numpy(np.ascontiguousarray(image.array)), affine=torch.from_numpy(image.affine))
+        }
+        if label is not None:
+            d["label"] = MetaTensor(torch.from_numpy(np.ascontiguousarray(label.array[None])), affine=torch.from_numpy(label.affine))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return (self._with_label if label is not None else self._image_only)(d)
+
+    def invert(self, probs: torch.Tensor, preprocessed: Any) -> torch.Tensor:
+        """Map (K, D, H, W) probabilities on the preprocessed grid back to the input grid (K, X, Y, Z)."""
+        from monai.data import MetaTensor
+
+        pred = MetaTensor(probs.float(), meta=dict(preprocessed.meta), applied_operations=list(preprocessed.applied_operations))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = self._image_only.inverse({"image": pred})["image"]
+        return out.as_tensor() if hasattr(out, "as_tensor") else out
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("LEANSEG_CACHE", Path.home() / ".cache" / "leanseg"))
+
+
+def cache_dir_for(ds: Dataset, plan: Plan, cache_root: Path | None = None) -> Path:
+    root_hash = hashlib.sha1(str(ds.root.resolve()).encode()).hexdigest()[:8]
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in ds.name)
+    return Path(cache_root or default_cache_root()) / f"{safe}-{root_hash}-{plan.key()}"
+
+
+def _sample_locations(seg: np.ndarray, num_classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    locs = {}
+    for k in range(1, num_classes):
+        idx = np.argwhere(seg == k)
+        if len(idx) > LOCATIONS_PER_CLASS:
+            idx = idx[rng.choice(len(idx), LOCATIONS_PER_CLASS, replace=False)]
+        locs[str(k)] = idx.astype(np.int32)
+    return locs
+
+
+def preprocess_case(pre: Preprocessor, case: Case, out_dir: Path, seed: int = 0) -> None:
+    image = read_image(list(case.images))
+    label = read_label(case.label) if case.label else None
+    if label is not None:
+        check_label_matches(image, label, case.label, case.images[0])
+    d = pre(image, label)
+    img = d["image"].as_tensor().numpy().astype(np.float32)
+    seg = d["label"].as_tensor().numpy()[0].astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    locs = _sample_locations(seg, pre.plan.num_classes, rng)
+    with atomic_path(out_dir / f"{case.case_id}_img.npy") as tmp:
+        np.save(tmp, img)
+    with atomic_path(out_dir / f"{case.case_id}_seg.npy") as tmp:
+        np.save(tmp, seg)
+    with atomic_path(out_dir / f"{case.case_id}_locs.npz") as tmp:
+        np.savez(tmp, **locs)
+
+
+def preprocess_dataset(
+    ds: Dataset,
+    plan: Plan,
+    cache_root: Path | None = None,
+    progress: Callable[[Any], Any] | None = None,
+) -> Path:
+    """Preprocess every case once into the cache (resumable: finished cases are kept)."""
+    out = cache_dir_for(ds, plan, cache_root)
+    manifest = out / "manifest.json"
+    ids = [c.case_id for c in ds.cases]
+    if manifest.is_file() and set(json.loads(manifest.read_text())["cases"]) >= set(ids):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    pre = Preprocessor(plan)
+    todo = [c for c in ds.cases if not (out / f"{c.case_id}_locs.npz").is_file()]
+    for i, case in enumerate(progress(todo) if progress else todo):
+        preprocess_case(pre, case, out, seed=i)
+    atomic_write_text(manifest, json.dumps({"cases": ids, "plan": plan.to_dict()}, indent=1))
+    return out
+
+
+class CachedCase:
+    """A preprocessed case read from the cache (memory-mapped, so many cases cost little RAM)."""
+
+    def __init__(self, cache_dir: Path, case_id: str) -> None:
+        self.case_id = case_id
+        try:
+            self.image = np.load(cache_dir / f"{case_id}_img.npy", mmap_mode="r")
+            self.label = np.load(cache_dir / f"{case_id}_seg.npy", mmap_mode="r")
+            with np.load(cache_dir / f"{case_id}_locs.npz") as z:
+                self.locations = {int(k): z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise LeansegError(f"Cached case {case_id} in {cache_dir} is unreadable ({e}); delete that folder to rebuild the cache.") from e

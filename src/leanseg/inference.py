@@ -1,0 +1,247 @@
+"""Prediction: the training preprocessing, whole-volume or Gaussian sliding-window inference on a CPU
+back-end (eager fp32, bf16 autocast, ONNX Runtime), inverse preprocessing, and label files with
+exactly the input's shape and affine.
+
+Library first: :class:`Predictor` is what ``leanseg predict``, validation during training and the
+benchmarks all call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from leanseg.config import ExperimentConfig, InferenceConfig
+from leanseg.data.fingerprint import Plan
+from leanseg.data.io import NIFTI_ENDINGS, file_ending, read_image, write_label
+from leanseg.data.preprocess import Preprocessor
+from leanseg.errors import LeansegError
+
+Net = Callable[[torch.Tensor], torch.Tensor]
+BACKENDS = ("eager", "bf16", "onnx")
+
+
+def pad_to_multiple(
+    x: torch.Tensor, divisor: tuple[int, int, int], minimum: tuple[int, int, int] | None = None
+) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad (B, C, D, H, W) symmetrically so each spatial size is a multiple of ``divisor`` (and >= ``minimum``).
+
+    Returns the padded tensor and the slices that crop the result back.
+    """
+    sizes = x.shape[-3:]
+    pads, crop = [], []
+    for s, d, m in zip(sizes, divisor, minimum or (0, 0, 0)):
+        target = max(int(np.ceil(s / d) * d), int(np.ceil(m / d) * d))
+        before = (target - s) // 2
+        pads.append((before, target - s - before))
+        crop.append(slice(before, before + s))
+    flat = [v for p in reversed(pads) for v in p]
+    return F.pad(x, flat), (slice(None), slice(None), *crop)
+
+
+def predict_probabilities(
+    net: Net,
+    image: torch.Tensor,
+    patch_size: tuple[int, int, int],
+    divisor: tuple[int, int, int],
+    cfg: InferenceConfig,
+) -> torch.Tensor:
+    """Softmax probabilities (K, D, H, W) for one preprocessed image (C, D, H, W).
+
+    ``mode='whole'`` runs the padded volume in one pass; ``sliding`` uses MONAI's Gaussian-weighted
+    sliding windows of the training patch size; ``auto`` chooses whole when the volume is at most
+    twice the patch's voxel count (one pass is then cheaper than overlapping windows).
+    """
+    from monai.inferers import sliding_window_inference
+
+    x = image[None].float()
+    mode = cfg.mode
+    if mode == "auto":
+        mode = "whole" if np.prod(x.shape[-3:]) <= 2 * np.prod(patch_size) else "sliding"
+    if mode == "whole":
+        xp, crop = pad_to_multiple(x, divisor)
+        logits = net(xp)[crop]
+    elif mode == "sliding":
+        xp, crop = pad_to_multiple(x, divisor, minimum=patch_size)
+        logits = sliding_window_inference(
+            xp, roi_size=patch_size, sw_batch_size=max(2, cfg.sw_batch_size), predictor=net, overlap=cfg.overlap, mode="gaussian"
+        )[crop]
+    else:
+        raise LeansegError(f"Unknown inference mode '{mode}'; use auto, whole or sliding.")
+    return torch.softmax(logits.float(), dim=1)[0]
+
+
+def torch_net(model: torch.nn.Module, backend: str) -> Net:
+    model.eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=backend == "bf16"):
+            out = model(x)
+        return out.float()
+
+    return run
+
+
+def onnx_net(path: Path, num_threads: int) -> Net:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(sess.run(None, {name: x.numpy().astype(np.float32)})[0])
+
+    return run
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    output: Path | None
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def estimate_memory_bytes(image: Any, plan: Plan) -> float:
+    """Rough peak bytes for one case: input and resampled copies, activations, probabilities on both grids."""
+    ratio = float(np.prod(np.asarray(image.spacing) / np.asarray(plan.target_spacing)))
+    voxels = float(np.prod(image.shape))
+    work = voxels * max(ratio, 1.0)
+    return 4 * (voxels * (plan.num_channels + plan.num_classes) + work * (2 * plan.num_channels + 2 * plan.num_classes + 8))
+
+
+class Predictor:
+    """Load a run folder once, then segment images.
+
+    Example:
+        >>> p = Predictor.from_run("runs/hippo")            # doctest: +SKIP
+        >>> label, affine = p.predict_volume(read_image(path))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: torch.nn.Module, plan: Plan, cfg: InferenceConfig, onnx_path: Path | None = None) -> None:
+        self.plan = plan
+        self.cfg = cfg
+        self.model = model
+        self.divisor = tuple(getattr(model, "divisor", (1, 1, 1)))
+        self.preprocessor = Preprocessor(plan)
+        if cfg.backend not in BACKENDS:
+            raise LeansegError(f"Unknown back-end '{cfg.backend}'; choose one of {BACKENDS}.")
+        if cfg.backend == "onnx":
+            if onnx_path is None or not Path(onnx_path).is_file():
+                raise LeansegError(f"No ONNX model at {onnx_path}; run `leanseg export -m RUN` first.")
+            self.net = onnx_net(Path(onnx_path), cfg.num_threads)
+        else:
+            self.net = torch_net(model, cfg.backend)
+
+    @classmethod
+    def from_run(cls, run_dir: Path | str, **overrides: Any) -> Predictor:
+        """Load ``checkpoint_final.pt`` (or the latest) from a run folder; ``overrides`` set InferenceConfig fields."""
+        from leanseg.checkpoint import load_run_model
+
+        run_dir = Path(run_dir)
+        model, plan, cfg = load_run_model(run_dir)
+        icfg = cfg.inference
+        if overrides:
+            icfg = (
+                ExperimentConfig(inference=icfg)
+                .with_overrides({f"inference.{k}": v for k, v in overrides.items() if v is not None})
+                .inference
+            )
+        return cls(model, plan, icfg, onnx_path=run_dir / "model.onnx")
+
+    def predict_preprocessed(self, image: torch.Tensor) -> torch.Tensor:
+        return predict_probabilities(self.net, image, self.plan.patch_size, self.divisor, self.cfg)  # type: ignore[arg-type]
+
+    def predict_volume(self, image: Any, source: Path | str = "image") -> tuple[np.ndarray, dict[str, float]]:
+        """Segment a :class:`~leanseg.data.io.Volume`; returns the label map on the input grid and timings (s)."""
+        if image.array.shape[0] != self.plan.num_channels:
+            raise LeansegError(
+                f"{source} has {image.array.shape[0]} channel(s) but the model was trained on {self.plan.num_channels}; "
+                "pass one file per channel (nnU-Net _0000, _0001...) or a 4D image."
+            )
+        if self.cfg.max_memory_gb is not None:
+            need = estimate_memory_bytes(image, self.plan)
+            if need > self.cfg.max_memory_gb * 2**30:
+                raise LeansegError(
+                    f"{source} ({'x'.join(map(str, image.shape))} voxels) needs about {need / 2**30:.1f} GiB, over the "
+                    f"{self.cfg.max_memory_gb} GiB limit; use --mode sliding, a coarser spacing, or raise inference.max_memory_gb."
+                )
+        t0 = time.perf_counter()
+        d = self.preprocessor(image)
+        t1 = time.perf_counter()
+        probs = self.predict_preprocessed(d["image"].as_tensor())
+        t2 = time.perf_counter()
+        probs = self.preprocessor.invert(probs, d["image"])
+        label = torch.argmax(probs, dim=0).numpy().astype(np.uint8)
+        t3 = time.perf_counter()
+        if label.shape != image.shape:  # guard the geometry promise
+            raise RuntimeError(f"inverse preprocessing returned {label.shape}, expected {image.shape}")
+        return label, {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
+
+    def predict_files(
+        self, cases: Iterable[tuple[str, list[Path]]], out_dir: Path, progress: Callable[[Any], Any] | None = None
+    ) -> list[CaseResult]:
+        """Segment (case_id, channel files) pairs into ``out_dir/<case_id><ending>``, each written atomically."""
+        out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise LeansegError(f"Output {out_dir} is a file; pass a folder for the predictions.")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results = []
+        cases = list(cases)
+        for case_id, files in progress(cases) if progress else cases:
+            t0 = time.perf_counter()
+            vol = read_image(files)
+            label, timings = self.predict_volume(vol, source=files[0])
+            ending = file_ending(files[0])
+            ending = ending if ending in NIFTI_ENDINGS or ending in (".mha", ".nrrd") else ".nii.gz"
+            out = write_label(out_dir / f"{case_id}{ending}", label, vol.affine)
+            results.append(CaseResult(case_id, out, time.perf_counter() - t0, timings))
+        return results
+
+
+def collect_inputs(path: Path, num_channels: int) -> list[tuple[str, list[Path]]]:
+    """Find images in a file or folder: nnU-Net ``<case>_XXXX`` channel files are grouped per case."""
+    import re
+
+    path = Path(path)
+    if not path.exists():
+        raise LeansegError(f"Input {path} does not exist; pass an image file or a folder of images.")
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.iterdir() if p.is_file() and file_ending(p) in NIFTI_ENDINGS + (".mha", ".mhd", ".nrrd"))
+    )
+    if not files:
+        raise LeansegError(f"No images (.nii.gz, .nii, .mha, .mhd, .nrrd) in {path}; pass a folder that holds them.")
+    groups: dict[str, dict[int, Path]] = {}
+    for f in files:
+        ending = file_ending(f)
+        stem = f.name[: -len(ending)]
+        m = re.match(r"^(.*)_(\d{4})$", stem)
+        if m and (num_channels > 1 or path.is_dir()):
+            groups.setdefault(m.group(1), {})[int(m.group(2))] = f
+        else:
+            groups.setdefault(stem, {})[0] = f
+    out = []
+    for cid, chans in sorted(groups.items()):
+        if num_channels > 1 and len(chans) > 1:
+            missing = [c for c in range(num_channels) if c not in chans]
+            if missing:
+                raise LeansegError(
+                    f"Channel {missing[0]:04d} of case '{cid}' is missing in {path}; add {cid}_{missing[0]:04d} next to the others."
+                )
+            out.append((cid, [chans[c] for c in range(num_channels)]))
+        else:
+            out.append((cid, [chans[min(chans)]]))
+    return out

@@ -1,0 +1,131 @@
+"""Residual 3D U-Net (nnU-Net's ResEnc variant) and MONAI's ``UNet`` as a registered peer.
+
+After Isensee et al., "nnU-Net Revisited" (MICCAI 2024): residual encoder stages, a plain
+convolutional decoder with transposed-convolution upsampling, instance norm, leaky ReLU and optional
+deep supervision. Shapes: input (B, C_in, D, H, W) -> logits (B, K, D, H, W); in training with deep
+supervision, a list of logits from full resolution down to 1/8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from leanseg.config import ModelConfig
+from leanseg.nn.blocks import ConvNormAct, ResidualBlock
+from leanseg.registry import MODELS
+
+
+class ResidualUNet(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        features: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[Sequence[int]] = ((1, 1, 1), (2, 2, 2), (2, 2, 2), (2, 2, 2)),
+        kernel_size: int = 3,
+        blocks_per_stage: int = 1,
+        deep_supervision: bool = False,
+        num_ds_heads: int = 3,
+    ) -> None:
+        super().__init__()
+        if len(features) != len(strides):
+            raise ValueError("features and strides need one entry per stage")
+        self.strides = [tuple(s) for s in strides]
+        self.deep_supervision = deep_supervision
+        self.stem = ConvNormAct(in_channels, features[0], kernel_size)
+        self.encoder = nn.ModuleList()
+        prev = features[0]
+        for f, s in zip(features, self.strides):
+            blocks = [ResidualBlock(prev, f, kernel_size, s)]
+            blocks += [ResidualBlock(f, f, kernel_size) for _ in range(blocks_per_stage - 1)]
+            self.encoder.append(nn.Sequential(*blocks))
+            prev = f
+        self.up = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        for i in range(len(features) - 1, 0, -1):
+            s = self.strides[i]
+            self.up.append(nn.ConvTranspose3d(features[i], features[i - 1], s, stride=s, bias=False))
+            self.decoder.append(
+                nn.Sequential(
+                    ConvNormAct(2 * features[i - 1], features[i - 1], kernel_size),
+                    ConvNormAct(features[i - 1], features[i - 1], kernel_size),
+                )
+            )
+            self.heads.append(nn.Conv3d(features[i - 1], out_channels, 1))
+        self.num_ds_heads = min(num_ds_heads, len(self.heads))  # heads used, full resolution included
+
+    @property
+    def divisor(self) -> tuple[int, int, int]:
+        """Input sizes must be multiples of this per axis."""
+        d = torch.tensor(self.strides).prod(dim=0)
+        return tuple(int(v) for v in d)  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips = []
+        x = self.stem(x)
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        decoded = []
+        for up, dec in zip(self.up, self.decoder):
+            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+            decoded.append(x)
+        logits = self.heads[-1](decoded[-1])
+        if self.deep_supervision and self.training:
+            # coarser heads, from 1/2 resolution down; MONAI's DeepSupervisionLoss resizes the target
+            lower = [self.heads[-2 - i](decoded[-2 - i]) for i in range(self.num_ds_heads - 1)]
+            return [logits, *lower]
+        return logits
+
+
+@MODELS.register("resunet")
+def resunet(in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]) -> nn.Module:
+    return ResidualUNet(
+        in_channels,
+        out_channels,
+        features=features,
+        strides=strides,
+        kernel_size=cfg.kernel_size,
+        blocks_per_stage=cfg.blocks_per_stage,
+        deep_supervision=cfg.deep_supervision,
+        **cfg.extra,
+    )
+
+
+class _DivisorUNet(nn.Module):
+    """MONAI ``UNet`` with the ``divisor`` attribute the predictor uses to pad inputs."""
+
+    def __init__(self, net: nn.Module, strides: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        self.net = net
+        d = torch.tensor([tuple(s) for s in strides]).prod(dim=0)
+        self.divisor = tuple(int(v) for v in d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@MODELS.register("monai_unet")
+def monai_unet(
+    in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]
+) -> nn.Module:
+    """MONAI's ``UNet`` (Kerfoot et al. 2018) with residual units, instance norm, same widths and strides."""
+    from monai.networks.nets import UNet
+
+    kwargs = {"num_res_units": 2, "norm": "instance", "act": ("leakyrelu", {"negative_slope": 0.01})}
+    kwargs.update(cfg.extra)
+    net = UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(features),
+        strides=tuple(tuple(s) for s in strides[1:]),
+        kernel_size=cfg.kernel_size,
+        **kwargs,
+    )
+    return _DivisorUNet(net, strides)

@@ -1,0 +1,54 @@
+"""Convolution, normalisation and residual blocks (instance norm + leaky ReLU, as in nnU-Net)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _pad(kernel: int | Sequence[int]) -> int | tuple[int, ...]:
+    return kernel // 2 if isinstance(kernel, int) else tuple(k // 2 for k in kernel)
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv3d -> InstanceNorm3d (affine) -> LeakyReLU(0.01); ``act=False`` leaves the activation out."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int | Sequence[int] = 3,
+        stride: int | Sequence[int] = 1,
+        act: bool = True,
+    ) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv3d(in_ch, out_ch, kernel, stride=stride, padding=_pad(kernel), bias=False),
+            nn.InstanceNorm3d(out_ch, affine=True, eps=1e-5),
+        ]
+        if act:
+            layers.append(nn.LeakyReLU(0.01, inplace=True))
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3x3 conv-norm layers with an identity (or strided 1x1x1 projection) shortcut.
+
+    Shapes: (B, in_ch, D, H, W) -> (B, out_ch, D/s, H/s, W/s).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int | Sequence[int] = 1) -> None:
+        super().__init__()
+        self.conv1 = ConvNormAct(in_ch, out_ch, kernel, stride)
+        self.conv2 = ConvNormAct(out_ch, out_ch, kernel, 1, act=False)
+        needs_proj = in_ch != out_ch or any(s != 1 for s in ((stride,) * 3 if isinstance(stride, int) else stride))
+        self.shortcut: nn.Module = (
+            nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=stride, bias=False), nn.InstanceNorm3d(out_ch, affine=True))
+            if needs_proj
+            else nn.Identity()
+        )
+        self.act = nn.LeakyReLU(0.01, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
