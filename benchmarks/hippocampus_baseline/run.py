@@ -23,13 +23,14 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("resunet", "monai_unet")
 BACKENDS = ("eager", "bf16", "onnx")
+CONFIG = ROOT / "configs" / "hippocampus_baseline.yaml"
 
 
 def train_job(data: str, run: str, overrides: dict, fold: int) -> dict:
     from leanseg.config import ExperimentConfig
     from leanseg.train import train
 
-    cfg = ExperimentConfig().with_overrides(overrides)
+    cfg = ExperimentConfig.load(CONFIG).with_overrides(overrides)
     r = train(data, run, cfg, fold=fold, show_progress=False)
     return {"iterations": r.iterations, "train_seconds": r.seconds, "data_wait_share": r.data_wait_share, **r.val}
 
@@ -88,6 +89,7 @@ def main() -> None:
         "data": {"path": args.data, "cases": len(ds.cases), "split": f"5-fold, split_seed 12345, validation fold {args.fold}"},
         "seed": args.seed,
         "budget_minutes": args.minutes,
+        "config": str(CONFIG.relative_to(ROOT)),
         "preprocessing_seconds": prep_s,
         "models": {},
     }
@@ -96,16 +98,7 @@ def main() -> None:
         run = work / name
         if run.exists():
             shutil.rmtree(run)
-        overrides = {
-            "model.name": name,
-            "train.budget_minutes": args.minutes,
-            "train.iterations": 10**6,
-            "train.seed": args.seed,
-            "train.num_threads": args.threads,
-            "train.val_every": 500,
-            "train.val_max_cases": 20,
-            "train.checkpoint_every": 500,
-        }
+        overrides = {"model.name": name, "train.budget_minutes": args.minutes, "train.seed": args.seed, "train.num_threads": args.threads}
         print(f"training {name} for {args.minutes} min", flush=True)
         summary, train_rss = run_isolated(train_job, args.data, str(run), overrides, args.fold)
         export_onnx(run)
@@ -144,7 +137,7 @@ def render_markdown(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB; {m['threads']} threads; "
         f"Python {m['python']}, torch {m['torch']}, MONAI {m['monai']}, ONNX Runtime {m['onnxruntime']}; commit {m['leanseg_commit']}; {m['date']}.",
         f"Data: {r['data']['cases']} MSD hippocampus cases, {r['data']['split']}; seed {r['seed']}; "
-        f"training budget {r['budget_minutes']} min per model; preprocessing {r['preprocessing_seconds']:.0f} s (once, cached).",
+        f"config `{r['config']}`, training budget {r['budget_minutes']} min per model; preprocessing {r['preprocessing_seconds']:.0f} s (once, cached).",
         "",
         "Dice and HD95 on the held-out fold, on the original grid (label files written by `leanseg predict`).",
         "",

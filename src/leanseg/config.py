@@ -82,7 +82,7 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 2
     num_workers: int = 1
-    bf16: bool = False
+    bf16: bool | None = None  # bf16 autocast; None: on where the CPU has native bf16 (2x faster steps here)
     init_checkpoint: str | None = None  # fine-tune from these weights
 
 
@@ -93,7 +93,7 @@ class InferenceConfig:
     sw_batch_size: int = 2
     backend: str = "eager"  # eager | bf16 | onnx
     num_threads: int = 2
-    max_memory_gb: float | None = None  # refuse volumes whose estimate exceeds this
+    max_memory_gb: float | None = None  # refuse volumes whose estimate exceeds this (None: memory available now)
 
 
 @dataclass(frozen=True)

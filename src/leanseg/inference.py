@@ -170,13 +170,15 @@ class Predictor:
                 f"{source} has {image.array.shape[0]} channel(s) but the model was trained on {self.plan.num_channels}; "
                 "pass one file per channel (nnU-Net _0000, _0001...) or a 4D image."
             )
-        if self.cfg.max_memory_gb is not None:
-            need = estimate_memory_bytes(image, self.plan)
-            if need > self.cfg.max_memory_gb * 2**30:
-                raise LeansegError(
-                    f"{source} ({'x'.join(map(str, image.shape))} voxels) needs about {need / 2**30:.1f} GiB, over the "
-                    f"{self.cfg.max_memory_gb} GiB limit; use --mode sliding, a coarser spacing, or raise inference.max_memory_gb."
-                )
+        import psutil
+
+        limit_gb = self.cfg.max_memory_gb if self.cfg.max_memory_gb is not None else psutil.virtual_memory().available / 2**30
+        need = estimate_memory_bytes(image, self.plan)
+        if need > limit_gb * 2**30:
+            raise LeansegError(
+                f"{source} ({'x'.join(map(str, image.shape))} voxels) needs about {need / 2**30:.1f} GiB, over the "
+                f"{limit_gb:.3g} GiB limit; free memory, choose a coarser data.target_spacing, or raise inference.max_memory_gb."
+            )
         t0 = time.perf_counter()
         d = self.preprocessor(image)
         t1 = time.perf_counter()

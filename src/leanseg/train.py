@@ -29,7 +29,7 @@ from leanseg.data.datasets import Dataset, load_dataset
 from leanseg.data.fingerprint import Fingerprint, Plan, compute_fingerprint, plan_from_fingerprint
 from leanseg.data.preprocess import CachedCase, default_cache_root, preprocess_dataset
 from leanseg.errors import LeansegError
-from leanseg.utils import atomic_write_text, seed_everything, set_threads
+from leanseg.utils import atomic_write_text, cpu_has_fast_bf16, seed_everything, set_threads
 
 
 @dataclass
@@ -95,13 +95,15 @@ def make_optimizer(params: Any, cfg: ExperimentConfig) -> torch.optim.Optimizer:
     raise LeansegError(f"Unknown optimizer '{t.optimizer}'; use sgd or adam.")
 
 
-def validate(model: torch.nn.Module, cache_dir: Path, case_ids: list[str], plan: Plan, cfg: ExperimentConfig) -> dict[str, float]:
+def validate(
+    model: torch.nn.Module, cache_dir: Path, case_ids: list[str], plan: Plan, cfg: ExperimentConfig, bf16: bool = False
+) -> dict[str, float]:
     """Dice per foreground class on preprocessed validation cases (nnU-Net's pseudo-Dice, no resampling back)."""
     from leanseg.inference import predict_probabilities, torch_net
     from leanseg.metrics import dice_per_class
 
     classes = [k for k in plan.labels if k != 0]
-    net = torch_net(model, "bf16" if cfg.train.bf16 else "eager")
+    net = torch_net(model, "bf16" if bf16 else "eager")
     scores = []
     for cid in case_ids:
         case = CachedCase(cache_dir, cid)
@@ -183,6 +185,7 @@ def train(
         history = json.loads(ckpt.get("history", "[]"))
     t = cfg.train
     budget_s = t.budget_minutes * 60 if t.budget_minutes else None
+    use_bf16 = cpu_has_fast_bf16() if t.bf16 is None else t.bf16
 
     loss_fn = DeepSupervisionLoss(
         DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5),
@@ -243,7 +246,7 @@ def train(
             batch = next(batches)
             t1 = time.perf_counter()
             x, y = batch["image"], batch["label"].float()  # float: DeepSupervisionLoss resizes it
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(x)
             loss = loss_fn(logits, y)
             if not torch.isfinite(loss):
@@ -260,7 +263,7 @@ def train(
             row: dict[str, Any] = {"iteration": it, "seconds": round(elapsed_before + t2 - t_start, 2), "lr": lr, "loss": loss.item()}
             done = progress_fraction() >= 1.0
             if it % t.val_every == 0 or done:
-                val = validate(model, prep.cache_dir, val_ids, plan, cfg)
+                val = validate(model, prep.cache_dir, val_ids, plan, cfg, use_bf16)
                 row.update(val)
             if it % t.checkpoint_every == 0 or done:
                 row["data_wait_share"] = wait_s / max(step_s, 1e-9)

@@ -48,3 +48,13 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(n)))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

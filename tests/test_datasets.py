@@ -1,0 +1,115 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leanseg.data.datasets import load_dataset
+from leanseg.data.fingerprint import compute_fingerprint
+from leanseg.errors import LeansegError
+from tests.conftest import SHARED_DATA, write_nifti
+
+
+def make_msd(root: Path, labels: list[np.ndarray], label_affine=None, declared=None) -> Path:
+    rng = np.random.default_rng(0)
+    training = []
+    for i, lab in enumerate(labels):
+        write_nifti(root / "imagesTr" / f"c{i}.nii.gz", rng.random(lab.shape).astype(np.float32))
+        write_nifti(root / "labelsTr" / f"c{i}.nii.gz", lab.astype(np.uint8), label_affine)
+        training.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
+    meta = {"modality": {"0": "MRI"}, "labels": declared or {"0": "background", "1": "a"}, "training": training}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def make_nnunet(root: Path, n_cases: int = 2, channels=("T1", "T2"), skip=None) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n_cases):
+        for c in range(len(channels)):
+            if skip == (i, c):
+                continue
+            write_nifti(root / "imagesTr" / f"case{i}_{c:04d}.nii.gz", rng.random((6, 6, 6)).astype(np.float32))
+        lab = np.zeros((6, 6, 6), np.uint8)
+        lab[2:4, 2:4, 2:4] = 2
+        write_nifti(root / "labelsTr" / f"case{i}.nii.gz", lab)
+    meta = {
+        "channel_names": {str(c): n for c, n in enumerate(channels)},
+        "labels": {"background": 0, "a": 1, "b": 2},
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_msd_folder(phantoms: Path) -> None:
+    ds = load_dataset(phantoms)
+    assert ds.layout == "msd" and len(ds.cases) == 6 and ds.labels == {0: "background", 1: "structure", 2: "lesion"}
+    assert ds.cases[0].images[0].is_file() and ds.num_classes == 3 and ds.modality == "MRI"
+
+
+def test_nnunet_v2_folder(tmp_path: Path) -> None:
+    ds = load_dataset(make_nnunet(tmp_path))
+    assert ds.layout == "nnunetv2" and [c.case_id for c in ds.cases] == ["case0", "case1"]
+    assert [p.name for p in ds.cases[0].images] == ["case0_0000.nii.gz", "case0_0001.nii.gz"]
+    assert ds.labels == {0: "background", 1: "a", 2: "b"}
+
+
+def test_missing_channel_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(LeansegError, match="case1_0001.nii.gz is missing"):
+        load_dataset(make_nnunet(tmp_path, skip=(1, 1)))
+
+
+def test_missing_and_malformed_dataset_json(tmp_path: Path) -> None:
+    with pytest.raises(LeansegError, match="dataset.json is missing"):
+        load_dataset(tmp_path)
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(LeansegError, match="not valid JSON"):
+        load_dataset(tmp_path)
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "bg"}}))
+    with pytest.raises(LeansegError, match="neither 'modality'"):
+        load_dataset(tmp_path)
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "modality": {"0": "MRI"},
+                "labels": {"0": "bg"},
+                "training": [{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}],
+            }
+        )
+    )
+    with pytest.raises(LeansegError, match="x.nii.gz listed for case 'x' is missing"):
+        load_dataset(tmp_path)
+
+
+def test_labels_outside_the_declared_ones(tmp_path: Path) -> None:
+    lab = np.zeros((5, 5, 5))
+    lab[1, 1, 1] = 3
+    ds = load_dataset(make_msd(tmp_path, [lab]))
+    with pytest.raises(LeansegError, match=r"contains values \[3\] that dataset.json does not declare"):
+        compute_fingerprint(ds)
+
+
+def test_label_grid_must_match_image(tmp_path: Path) -> None:
+    lab = np.zeros((5, 5, 5))
+    lab[1, 1, 1] = 1
+    ds = load_dataset(make_msd(tmp_path, [lab], label_affine=np.diag([1.0, 1, 2, 1])))
+    with pytest.raises(LeansegError, match="c0.nii.gz has another affine"):
+        compute_fingerprint(ds)
+
+
+def test_empty_labels_note_and_error(tmp_path: Path) -> None:
+    full = np.zeros((5, 5, 5))
+    full[2, 2, 2] = 1
+    fp = compute_fingerprint(load_dataset(make_msd(tmp_path / "a", [full, np.zeros((5, 5, 5))])))
+    assert fp.empty_label_cases == ["c1"] and "empty label" in fp.notes[0]
+    with pytest.raises(LeansegError, match="Every label .* is empty"):
+        compute_fingerprint(load_dataset(make_msd(tmp_path / "b", [np.zeros((5, 5, 5))] * 2)))
+
+
+@pytest.mark.realdata
+def test_real_hippocampus_and_brats_folders() -> None:
+    hip = load_dataset(SHARED_DATA / "Task04_Hippocampus")
+    assert len(hip.cases) == 208 and hip.labels == {0: "background", 1: "Anterior", 2: "Posterior"}
+    brats = load_dataset(SHARED_DATA / "BraTS2013_subset")
+    assert brats.layout == "nnunetv2" and len(brats.cases) == 6 and brats.channel_names == ["FLAIR", "T1c"]
+    assert brats.num_classes == 5

@@ -1,0 +1,88 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from leanseg.data.datasets import load_dataset
+from leanseg.data.io import read_image, read_label
+from leanseg.errors import LeansegError
+from leanseg.inference import Predictor, collect_inputs, pad_to_multiple
+from tests.conftest import write_nifti
+
+
+def test_pad_to_multiple_and_crop_back() -> None:
+    x = torch.randn(1, 2, 5, 9, 8)
+    xp, crop = pad_to_multiple(x, (4, 4, 4), minimum=(12, 4, 4))
+    assert xp.shape[2:] == (12, 12, 8)
+    assert torch.equal(xp[crop], x)
+
+
+def test_labels_keep_the_input_shape_and_affine(trained_run: Path, phantoms: Path, tmp_path: Path) -> None:
+    ds = load_dataset(phantoms)
+    case = ds.cases[0]
+    img = read_image(list(case.images))
+    # the same image on an oblique, anisotropic grid: output must follow that grid exactly
+    affine = np.array([[0, -1.2, 0, 30], [0.9, 0, 0, -4], [0, 0, 2.0, 7], [0, 0, 0, 1]])
+    src = write_nifti(tmp_path / "in" / "odd.nii.gz", img.array[0], affine)
+    p = Predictor.from_run(trained_run)
+    res = p.predict_files([("odd", [src])], tmp_path / "out")
+    out = read_label(res[0].output)
+    assert out.shape == img.shape and np.allclose(out.affine, affine)
+    assert res[0].seconds > 0 and set(res[0].timings) == {"preprocess", "network", "postprocess", "total"}
+
+
+def test_whole_and_sliding_agree(trained_run: Path, phantoms: Path) -> None:
+    img = read_image(list(load_dataset(phantoms).cases[1].images))
+    whole, _ = Predictor.from_run(trained_run, mode="whole").predict_volume(img)
+    sliding, _ = Predictor.from_run(trained_run, mode="sliding", overlap=0.5).predict_volume(img)
+    assert np.mean(whole == sliding) > 0.9
+
+
+def test_onnx_and_bf16_match_eager(trained_run: Path, phantoms: Path) -> None:
+    from leanseg.export import export_onnx
+
+    export_onnx(trained_run)
+    p = Predictor.from_run(trained_run)
+    x = torch.randn(2, 1, 16, 24, 16)
+    eager = p.net(x)
+    onnx = Predictor.from_run(trained_run, backend="onnx").net(x)
+    assert torch.allclose(eager, onnx, atol=1e-3)
+    bf16 = Predictor.from_run(trained_run, backend="bf16").net(x)
+    assert torch.allclose(eager, bf16, atol=0.1 * float(eager.abs().max()))
+
+
+def test_bad_inputs_stop_with_one_sentence(trained_run: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    two = write_nifti(tmp_path / "two.nii.gz", rng.random((8, 8, 8, 2)).astype(np.float32))
+    p = Predictor.from_run(trained_run)
+    with pytest.raises(LeansegError, match="two.nii.gz has 2 channel"):
+        p.predict_files([("two", [two])], tmp_path / "out")
+    assert not (tmp_path / "out" / "two.nii.gz").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LeansegError, match="is a file"):
+        p.predict_files([], tmp_path / "file")
+    big = write_nifti(tmp_path / "big.nii.gz", rng.random((64, 64, 64)).astype(np.float32))
+    with pytest.raises(LeansegError, match="big.nii.gz .* over the 0.001 GiB limit"):
+        Predictor.from_run(trained_run, max_memory_gb=0.001).predict_files([("big", [big])], tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_onnx_backend_needs_an_export(trained_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("model.onnx"))
+    with pytest.raises(LeansegError, match="No ONNX model .* run `leanseg export"):
+        Predictor.from_run(run, backend="onnx")
+
+
+def test_collect_inputs_groups_channels(tmp_path: Path) -> None:
+    for c in range(2):
+        write_nifti(tmp_path / f"a_{c:04d}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    assert collect_inputs(tmp_path, 2) == [("a", [tmp_path / "a_0000.nii.gz", tmp_path / "a_0001.nii.gz"])]
+    (tmp_path / "a_0001.nii.gz").unlink()
+    write_nifti(tmp_path / "b_0000.nii.gz", np.zeros((2, 2, 2), np.float32))
+    write_nifti(tmp_path / "b_0001.nii.gz", np.zeros((2, 2, 2), np.float32))
+    with pytest.raises(LeansegError, match="Channel 0001 of case 'a' is missing"):
+        collect_inputs(tmp_path, 2)

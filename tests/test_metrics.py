@@ -1,0 +1,70 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from leanseg.errors import LeansegError
+from leanseg.metrics import dice, evaluate_folders, hd95, summarise
+from tests.conftest import write_nifti
+
+
+def cube(shape, lo, size):
+    a = np.zeros(shape, dtype=np.uint8)
+    a[lo[0] : lo[0] + size, lo[1] : lo[1] + size, lo[2] : lo[2] + size] = 1
+    return a
+
+
+def test_dice_by_hand() -> None:
+    a = np.zeros((4, 4, 4), bool)
+    b = np.zeros((4, 4, 4), bool)
+    a[:2] = True  # 32 voxels
+    b[1:3] = True  # 32 voxels, 16 shared
+    assert dice(a, b) == pytest.approx(2 * 16 / 64)
+    assert math.isnan(dice(np.zeros_like(a), np.zeros_like(b)))
+    assert dice(a, np.zeros_like(b)) == 0.0
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("axis,spacing", [(0, (1.0, 1.0, 1.0)), (2, (0.8, 0.8, 2.5)), (0, (0.8, 0.8, 2.5))])
+def test_hd95_of_a_shifted_cube_is_the_shift_in_mm(k: int, axis: int, spacing) -> None:
+    a = cube((30, 30, 30), (8, 8, 8), 10)
+    b = np.roll(a, k, axis=axis)
+    assert hd95(b, a, spacing) == pytest.approx(k * spacing[axis], rel=1e-6)
+
+
+def test_hd95_conventions_for_empty_masks() -> None:
+    a = cube((10, 10, 10), (2, 2, 2), 3)
+    z = np.zeros_like(a)
+    assert math.isnan(hd95(z, z))
+    assert hd95(z, a, (2.0, 1.0, 1.0)) == pytest.approx(np.linalg.norm([20, 10, 10]))
+
+
+def test_summarise_leaves_nan_out() -> None:
+    rows = [
+        {"dice_1": 1.0, "hd95_1": 1.0, "dice_2": math.nan, "hd95_2": math.nan},
+        {"dice_1": 0.5, "hd95_1": 3.0, "dice_2": 0.2, "hd95_2": 4.0},
+    ]
+    m = summarise(rows, [1, 2])
+    assert m["dice_1"] == 0.75 and m["dice_2"] == 0.2 and m["dice_mean"] == pytest.approx((0.75 + 0.2) / 2)
+
+
+def test_evaluate_folders_writes_tables(tmp_path: Path) -> None:
+    aff = np.diag([2.0, 1.0, 1.0, 1.0])
+    ref = cube((20, 20, 20), (5, 5, 5), 6)
+    pred = np.roll(ref, 1, axis=0)
+    write_nifti(tmp_path / "ref" / "c1.nii.gz", ref, aff)
+    write_nifti(tmp_path / "pred" / "c1.nii.gz", pred, aff)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"})
+    assert res["cases"][0]["dice_1"] == pytest.approx(2 * 5 * 36 / (2 * 216))
+    assert res["cases"][0]["hd95_1"] == pytest.approx(2.0)  # 1 voxel along x at 2 mm
+    for name in ("metrics.csv", "metrics.md", "metrics.json"):
+        assert (tmp_path / "pred" / name).is_file()
+    assert "| **mean** |" in (tmp_path / "pred" / "metrics.md").read_text()
+
+
+def test_evaluate_refuses_mismatched_shapes(tmp_path: Path) -> None:
+    write_nifti(tmp_path / "ref" / "c1.nii.gz", np.zeros((5, 5, 5), np.uint8))
+    write_nifti(tmp_path / "pred" / "c1.nii.gz", np.zeros((5, 5, 6), np.uint8))
+    with pytest.raises(LeansegError, match="c1.nii.gz has shape"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "ref")

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from leanseg.config import DataConfig, ModelConfig
+from leanseg.data.fingerprint import MAX_PATCH_VOXELS, Fingerprint, compute_fingerprint, plan_from_fingerprint
+from tests.conftest import SHARED_DATA
+
+
+def fingerprint(spacings, shapes, modality="MRI") -> Fingerprint:
+    return Fingerprint(
+        dataset="x",
+        modality=modality,
+        num_channels=1,
+        labels={0: "bg", 1: "a"},
+        case_ids=[str(i) for i in range(len(shapes))],
+        spacings=spacings,
+        shapes=shapes,
+        intensity=[{"mean": 0.0, "std": 1.0, "p00_5": -100.0, "p99_5": 250.0}],
+        class_fractions={0: 0.9, 1: 0.1},
+        empty_label_cases=[],
+        notes=[],
+    )
+
+
+def test_isotropic_small_volumes_get_the_median_shape_rounded_to_the_strides() -> None:
+    fp = fingerprint([[1, 1, 1]] * 3, [[35, 50, 36], [34, 52, 35], [36, 49, 34]])
+    plan = plan_from_fingerprint(fp, DataConfig(), ModelConfig())
+    divisor = np.prod(plan.strides, axis=0)
+    assert plan.patch_size == (40, 56, 40)
+    assert all(p % d == 0 for p, d in zip(plan.patch_size, divisor))
+    assert plan.features == (16, 32, 64, 128) and plan.normalization == "zscore" and plan.ct_window is None
+
+
+def test_large_volumes_are_capped_for_the_cpu() -> None:
+    fp = fingerprint([[1, 1, 1]] * 2, [[300, 300, 200]] * 2)
+    plan = plan_from_fingerprint(fp, DataConfig(), ModelConfig())
+    assert np.prod(plan.patch_size) <= MAX_PATCH_VOXELS * 1.5
+    assert len(plan.strides) == 5 and plan.features[-1] == 256
+
+
+def test_anisotropic_ct_keeps_z_unpooled_early_and_uses_a_window() -> None:
+    fp = fingerprint([[0.8, 0.8, 5.0]] * 2, [[160, 160, 26]] * 2, modality="CT")
+    plan = plan_from_fingerprint(fp, DataConfig(), ModelConfig())
+    assert plan.strides[1][2] == 1 and plan.strides[1][0] == 2
+    assert plan.normalization == "ct" and plan.ct_window == (-100.0, 250.0)
+
+
+def test_config_values_override_the_plan() -> None:
+    fp = fingerprint([[1, 1, 1]] * 2, [[40, 40, 40]] * 2)
+    plan = plan_from_fingerprint(
+        fp, DataConfig(target_spacing=(2, 2, 2), patch_size=(32, 32, 32)), ModelConfig(features=(8, 16), strides=((1, 1, 1), (2, 2, 2)))
+    )
+    assert plan.target_spacing == (2, 2, 2) and plan.patch_size == (32, 32, 32) and plan.features == (8, 16)
+
+
+@pytest.mark.realdata
+def test_real_spleen_ct_fingerprint() -> None:
+    from leanseg.data.datasets import load_dataset
+
+    fp = compute_fingerprint(load_dataset(SHARED_DATA / "Spleen_crop"))
+    plan = plan_from_fingerprint(fp, DataConfig(), ModelConfig())
+    assert fp.modality == "CT" and plan.normalization == "ct"
+    lo, hi = plan.ct_window
+    assert -300 < lo < 100 < hi < 400  # spleen tissue, not air
+    assert plan.target_spacing[2] == pytest.approx(5.0) and plan.strides[1][2] == 1

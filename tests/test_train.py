@@ -1,0 +1,110 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import leanseg.train as train_mod
+from leanseg.errors import LeansegError
+from leanseg.train import lr_at, make_splits, train
+
+
+def test_splits_are_deterministic_and_partition_the_cases() -> None:
+    ids = [f"c{i}" for i in range(11)]
+    a, b = make_splits(ids, 5, 7), make_splits(list(reversed(ids)), 5, 7)
+    assert a == b
+    vals = [c for s in a for c in s["val"]]
+    assert sorted(vals) == sorted(ids)
+    assert all(set(s["train"]) | set(s["val"]) == set(ids) and not set(s["train"]) & set(s["val"]) for s in a)
+    assert make_splits(ids, 5, 8) != a
+
+
+def test_schedules() -> None:
+    assert lr_at(0.01, "poly", 0) == 0.01 and lr_at(0.01, "poly", 1) == 0
+    assert lr_at(0.01, "cosine", 0.5) == pytest.approx(0.005)
+    assert lr_at(0.01, "poly", 0.5) == pytest.approx(0.01 * 0.5**0.9)
+
+
+def test_run_folder_contents(trained_run: Path) -> None:
+    for name in (
+        "config.yaml",
+        "plan.json",
+        "fingerprint.json",
+        "splits.json",
+        "checkpoint_final.pt",
+        "metrics.csv",
+        "training_curve.png",
+        "summary.json",
+    ):
+        assert (trained_run / name).is_file(), name
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["iterations"] == 8 and 0 <= summary["data_wait_share"] < 1 and 0 <= summary["val_dice"] <= 1
+    assert len(json.loads((trained_run / "splits.json").read_text())) == 3
+    assert (trained_run / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _weights(run: Path) -> dict:
+    return torch.load(run / "checkpoint_final.pt", weights_only=True)["model"]
+
+
+def test_same_seed_same_weights_and_resume_matches(phantoms: Path, tiny_cfg, trained_run: Path, tmp_path: Path, monkeypatch) -> None:
+    again = tmp_path / "again"
+    train(phantoms, again, tiny_cfg, show_progress=False)
+    ref = _weights(trained_run)
+    for k, v in _weights(again).items():
+        assert torch.equal(v, ref[k]), k
+
+    # interrupt at iteration 6 (after the checkpoint at 4), then resume: same weights as straight through
+    calls = {"n": 0}
+    real = train_mod.lr_at
+
+    def interrupting(*a):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(train_mod, "lr_at", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(phantoms, resumed, tiny_cfg, show_progress=False)
+    assert not (resumed / "checkpoint_final.pt").exists()
+    assert torch.load(resumed / "checkpoint_latest.pt", weights_only=True)["iteration"] == 4
+    monkeypatch.setattr(train_mod, "lr_at", real)
+    train(phantoms, resumed, tiny_cfg, show_progress=False)
+    for k, v in _weights(resumed).items():
+        assert torch.allclose(v, ref[k], atol=1e-6), k
+
+
+def test_resume_refuses_another_config(phantoms: Path, tiny_cfg, trained_run: Path) -> None:
+    import shutil
+
+    shutil.copy(trained_run / "checkpoint_final.pt", trained_run / "checkpoint_latest.pt")
+    with pytest.raises(LeansegError, match="another config"):
+        train(phantoms, trained_run, tiny_cfg.with_overrides(["train.lr=0.5"]), show_progress=False)
+
+
+def test_budget_stops_training(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg.with_overrides({"train.iterations": 10**6, "train.budget_minutes": 0.05, "train.val_every": 10**6})
+    r = train(phantoms, tmp_path / "b", cfg, show_progress=False)
+    assert 0 < r.iterations < 10**6 and r.seconds < 3 * 60 * 0.05 + 20
+
+
+def test_training_learns_the_phantoms(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg.with_overrides(
+        {
+            "train.iterations": 150,
+            "train.val_every": 150,
+            "model.features": [8, 16, 32],
+            "data.patch_size": [24, 24, 24],
+            "train.bf16": True,
+        }
+    )
+    r = train(phantoms, tmp_path / "l", cfg, show_progress=False)
+    assert r.val["val_dice_1"] > 0.6  # the structure is learnt (chance is ~0.1)
+
+
+def test_output_that_is_a_file(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(LeansegError, match="is a file"):
+        train(phantoms, tmp_path / "f", tiny_cfg, show_progress=False)
