@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from leanseg.config import DataConfig, ModelConfig
-from leanseg.data.fingerprint import MAX_PATCH_VOXELS, Fingerprint, compute_fingerprint, plan_from_fingerprint
+from leanseg.data.fingerprint import MAX_PATCH_VOXELS, MIN_FEATURE_SIZE, Fingerprint, compute_fingerprint, plan_from_fingerprint
 from tests.conftest import SHARED_DATA
 
 
@@ -35,7 +35,9 @@ def test_large_volumes_are_capped_for_the_cpu() -> None:
     fp = fingerprint([[1, 1, 1]] * 2, [[300, 300, 200]] * 2)
     plan = plan_from_fingerprint(fp, DataConfig(), ModelConfig())
     assert np.prod(plan.patch_size) <= MAX_PATCH_VOXELS * 1.5
-    assert len(plan.strides) == 5 and plan.features[-1] == 256
+    coarsest = np.asarray(plan.patch_size) / np.prod(plan.strides, axis=0)
+    assert np.all(coarsest >= MIN_FEATURE_SIZE) and np.all(coarsest < 2 * MIN_FEATURE_SIZE)  # pooled as far as it goes
+    assert plan.features == tuple(16 * 2**i for i in range(len(plan.strides)))
 
 
 def test_anisotropic_ct_keeps_z_unpooled_early_and_uses_a_window() -> None:

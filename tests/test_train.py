@@ -101,7 +101,8 @@ def test_training_learns_the_phantoms(phantoms: Path, tiny_cfg, tmp_path: Path) 
         }
     )
     r = train(phantoms, tmp_path / "l", cfg, show_progress=False)
-    assert r.val["val_dice_1"] > 0.6  # the structure is learnt (chance is ~0.1)
+    # lesions are learnt (chance is ~0); in these 24-voxel phantoms lesions cover most of the small structure
+    assert r.val["val_dice_2"] > 0.5
 
 
 def test_output_that_is_a_file(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:

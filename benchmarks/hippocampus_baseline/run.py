@@ -35,7 +35,7 @@ def train_job(data: str, run: str, overrides: dict, fold: int) -> dict:
     return {"iterations": r.iterations, "train_seconds": r.seconds, "data_wait_share": r.data_wait_share, **r.val}
 
 
-def predict_job(data: str, run: str, out: str, backend: str, threads: int, fold: int) -> dict:
+def predict_job(data: str, run: str, out: str, backend: str, threads: int, fold: int, tta: bool = False) -> dict:
     import torch
 
     from leanseg.data.datasets import load_dataset
@@ -44,7 +44,7 @@ def predict_job(data: str, run: str, out: str, backend: str, threads: int, fold:
     torch.set_num_threads(threads)
     ds = load_dataset(data)
     val = json.loads((Path(run) / "splits.json").read_text())[fold]["val"]
-    p = Predictor.from_run(run, backend=backend, num_threads=threads)
+    p = Predictor.from_run(run, backend=backend, num_threads=threads, tta=tta)
     cases = [(c, list(ds.case(c).images)) for c in val]
     p.predict_files(cases[:2], Path(out) / "warmup")  # first calls allocate and tune kernels
     results = p.predict_files(cases, out)
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/leanseg_bench/hippocampus_baseline")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
+    ap.add_argument("--reuse", action="store_true", help="keep trained runs in --work and their training figures; predict again")
     args = ap.parse_args()
 
     from leanseg.bench import machine_info, run_isolated, timing_stats, write_results
@@ -96,26 +97,37 @@ def main() -> None:
     curves = {}
     for name in args.models:
         run = work / name
-        if run.exists():
-            shutil.rmtree(run)
-        overrides = {"model.name": name, "train.budget_minutes": args.minutes, "train.seed": args.seed, "train.num_threads": args.threads}
-        print(f"training {name} for {args.minutes} min", flush=True)
-        summary, train_rss = run_isolated(train_job, args.data, str(run), overrides, args.fold)
-        export_onnx(run)
-        entry = {"train": summary, "train_peak_rss_mib": train_rss, "backends": {}}
+        previous = _previous(name) if args.reuse and (run / "checkpoint_final.pt").is_file() else None
+        if previous is None:
+            if run.exists():
+                shutil.rmtree(run)
+            overrides = {
+                "model.name": name,
+                "train.budget_minutes": args.minutes,
+                "train.seed": args.seed,
+                "train.num_threads": args.threads,
+            }
+            print(f"training {name} for {args.minutes} min", flush=True)
+            summary, train_rss = run_isolated(train_job, args.data, str(run), overrides, args.fold)
+            export_onnx(run)
+            trained_at = f"commit {out['machine']['leanseg_commit']}, {out['machine']['date']}"
+            entry = {"train": summary, "train_peak_rss_mib": train_rss, "trained_at": trained_at, "backends": {}}
+        else:
+            entry = {k: previous[k] for k in ("train", "train_peak_rss_mib", "trained_at")} | {"backends": {}}
         import csv
 
         with open(run / "metrics.csv") as f:
             curves[name] = [r for r in csv.DictReader(f) if r.get("val_dice")]
-        for backend in BACKENDS:
-            pred_dir = work / f"pred_{name}_{backend}"
+        for backend, tta in [(b, False) for b in BACKENDS] + [("bf16", True)]:
+            key = backend + (" + mirroring" if tta else "")
+            pred_dir = work / f"pred_{name}_{backend}{'_tta' if tta else ''}"
             if pred_dir.exists():
                 shutil.rmtree(pred_dir)
-            print(f"predicting with {name} / {backend}", flush=True)
-            timing, rss = run_isolated(predict_job, args.data, str(run), str(pred_dir), backend, args.threads, args.fold)
+            print(f"predicting with {name} / {key}", flush=True)
+            timing, rss = run_isolated(predict_job, args.data, str(run), str(pred_dir), backend, args.threads, args.fold, tta)
             shutil.rmtree(pred_dir / "warmup")
             metrics = evaluate_folders(pred_dir, refs, ds.labels)
-            entry["backends"][backend] = {
+            entry["backends"][key] = {
                 "seconds_per_case": timing_stats(timing["seconds"]),
                 "network_seconds_per_case": timing_stats(timing["network_seconds"]),
                 "peak_rss_mib": rss,
@@ -127,6 +139,17 @@ def main() -> None:
     plot(curves, RESULTS / "hippocampus_baseline.png")
     write_results(RESULTS / "hippocampus_baseline.json", out, render_markdown(out))
     print(render_markdown(out))
+
+
+def _previous(name: str) -> dict | None:
+    path = RESULTS / "hippocampus_baseline.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    entry = old.get("models", {}).get(name)
+    if entry is not None:
+        entry.setdefault("trained_at", f"commit {old['machine']['leanseg_commit']}, {old['machine']['date']}")
+    return entry
 
 
 def render_markdown(r: dict) -> str:

@@ -34,7 +34,9 @@ def _run(fn: Any) -> Any:
     try:
         return fn()
     except LeansegError as e:
-        _console().print(f"[bold red]error:[/] {e}", highlight=False)
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
         raise typer.Exit(2) from None
 
 
@@ -129,6 +131,7 @@ def predict(
     backend: Annotated[Optional[str], typer.Option(help="eager | bf16 | onnx (needs `leanseg export`).")] = None,
     mode: Annotated[Optional[str], typer.Option(help="auto | whole | sliding.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Test-time mirroring (8 flips, ~8x network time).")] = None,
 ) -> None:
     """Segment images; label files get exactly the input's shape and affine."""
 
@@ -139,11 +142,13 @@ def predict(
         from leanseg.inference import Predictor, collect_inputs
         from leanseg.utils import set_threads
 
-        p = Predictor.from_run(model, backend=backend, mode=mode, num_threads=threads)
+        p = Predictor.from_run(model, backend=backend, mode=mode, num_threads=threads, tta=tta)
         set_threads(p.cfg.num_threads)
         cases = collect_inputs(input, p.plan.num_channels)
         results = p.predict_files(cases, output, progress=_progress("predict"))
-        t = Table(title=f"{len(results)} case(s), back-end {p.cfg.backend}, {p.cfg.num_threads} thread(s)")
+        t = Table(
+            title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}, {p.cfg.num_threads} thread(s)"
+        )
         for col in ("case", "output", "network s", "total s"):
             t.add_column(col)
         for r in results:
@@ -219,7 +224,7 @@ def export(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's data, run and results.")] = Path("leanseg_demo"),
-    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 2.5,
+    minutes: Annotated[float, typer.Option(help="Training budget in minutes.")] = 3.0,
     cases: Annotated[int, typer.Option(help="Number of synthetic phantoms.")] = 24,
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
 ) -> None:

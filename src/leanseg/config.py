@@ -92,6 +92,7 @@ class InferenceConfig:
     overlap: float = 0.5
     sw_batch_size: int = 2
     backend: str = "eager"  # eager | bf16 | onnx
+    tta: bool = False  # test-time mirroring over all 8 axis flips (costs about 8x network time)
     num_threads: int = 2
     max_memory_gb: float | None = None  # refuse volumes whose estimate exceeds this (None: memory available now)
 

@@ -78,11 +78,26 @@ def predict_probabilities(
     return torch.softmax(logits.float(), dim=1)[0]
 
 
+def mirrored(net: Net) -> Net:
+    """Test-time mirroring (nnU-Net): run all 8 flips of the spatial axes as one batch, average the logits."""
+    import itertools
+
+    combos = [c for r in range(4) for c in itertools.combinations((2, 3, 4), r)]
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = net(torch.cat([x.flip(c) if c else x for c in combos]))
+        parts = out.chunk(len(combos))
+        return torch.stack([p.flip(c) if c else p for p, c in zip(parts, combos)]).mean(0)
+
+    return run
+
+
 def torch_net(model: torch.nn.Module, backend: str) -> Net:
     model.eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=backend == "bf16"):
+        # no_grad rather than inference_mode: MONAI's sliding window adds into buffers in place
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=backend == "bf16"):
             out = model(x)
         return out.float()
 
@@ -143,6 +158,8 @@ class Predictor:
             self.net = onnx_net(Path(onnx_path), cfg.num_threads)
         else:
             self.net = torch_net(model, cfg.backend)
+        if cfg.tta:
+            self.net = mirrored(self.net)
 
     @classmethod
     def from_run(cls, run_dir: Path | str, **overrides: Any) -> Predictor:
@@ -158,7 +175,7 @@ class Predictor:
                 .with_overrides({f"inference.{k}": v for k, v in overrides.items() if v is not None})
                 .inference
             )
-        return cls(model, plan, icfg, onnx_path=run_dir / "model.onnx")
+        return cls(model, plan, icfg, onnx_path=(run_dir if run_dir.is_dir() else run_dir.parent) / "model.onnx")
 
     def predict_preprocessed(self, image: torch.Tensor) -> torch.Tensor:
         return predict_probabilities(self.net, image, self.plan.patch_size, self.divisor, self.cfg)  # type: ignore[arg-type]
@@ -213,37 +230,33 @@ class Predictor:
 
 
 def collect_inputs(path: Path, num_channels: int) -> list[tuple[str, list[Path]]]:
-    """Find images in a file or folder: nnU-Net ``<case>_XXXX`` channel files are grouped per case."""
+    """Find images in a file or folder. nnU-Net ``<case>_XXXX`` channel files are grouped per case and
+    every case must have all ``num_channels``; other files are one case each (3D, or 4D with channels last).
+    """
     import re
 
     path = Path(path)
     if not path.exists():
         raise LeansegError(f"Input {path} does not exist; pass an image file or a folder of images.")
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(p for p in path.iterdir() if p.is_file() and file_ending(p) in NIFTI_ENDINGS + (".mha", ".mhd", ".nrrd"))
-    )
+    endings = NIFTI_ENDINGS + (".mha", ".mhd", ".nrrd")
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and file_ending(p) in endings)
     if not files:
         raise LeansegError(f"No images (.nii.gz, .nii, .mha, .mhd, .nrrd) in {path}; pass a folder that holds them.")
-    groups: dict[str, dict[int, Path]] = {}
+    channel_files: dict[str, dict[int, Path]] = {}
+    single: dict[str, Path] = {}
     for f in files:
-        ending = file_ending(f)
-        stem = f.name[: -len(ending)]
+        stem = f.name[: -len(file_ending(f))]
         m = re.match(r"^(.*)_(\d{4})$", stem)
-        if m and (num_channels > 1 or path.is_dir()):
-            groups.setdefault(m.group(1), {})[int(m.group(2))] = f
+        if m and (path.is_dir() or num_channels > 1):
+            channel_files.setdefault(m.group(1), {})[int(m.group(2))] = f
         else:
-            groups.setdefault(stem, {})[0] = f
-    out = []
-    for cid, chans in sorted(groups.items()):
-        if num_channels > 1 and len(chans) > 1:
-            missing = [c for c in range(num_channels) if c not in chans]
-            if missing:
-                raise LeansegError(
-                    f"Channel {missing[0]:04d} of case '{cid}' is missing in {path}; add {cid}_{missing[0]:04d} next to the others."
-                )
-            out.append((cid, [chans[c] for c in range(num_channels)]))
-        else:
-            out.append((cid, [chans[min(chans)]]))
-    return out
+            single[stem] = f
+    out = [(cid, [f]) for cid, f in single.items()]
+    for cid, chans in channel_files.items():
+        missing = [c for c in range(num_channels) if c not in chans]
+        if missing:
+            raise LeansegError(
+                f"Channel {missing[0]:04d} of case '{cid}' is missing in {path}; add {cid}_{missing[0]:04d} next to the others."
+            )
+        out.append((cid, [chans[c] for c in range(num_channels)]))
+    return sorted(out)

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0
         return math.nan
     if not p.any() or not r.any():
         return float(np.linalg.norm(np.asarray(p.shape) * np.asarray(spacing)))
-    d = compute_hausdorff_distance(_onehot(p), _onehot(r), percentile=95, spacing=list(map(float, spacing)), directed=False)
+    with warnings.catch_warnings():  # MONAI 1.6 warns about its own deprecated argument
+        warnings.simplefilter("ignore", FutureWarning)
+        d = compute_hausdorff_distance(_onehot(p), _onehot(r), percentile=95, spacing=list(map(float, spacing)), directed=False)
     return float(d.item())
 
 

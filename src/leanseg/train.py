@@ -247,8 +247,10 @@ def train(
             t1 = time.perf_counter()
             x, y = batch["image"], batch["label"].float()  # float: DeepSupervisionLoss resizes it
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-            loss = loss_fn(logits, y)
+                out_ = model(x)
+            # a model may add its own regulariser (the invertible U-Nets' VAE branch): {"logits", "aux_loss"}
+            logits, aux = (out_["logits"], out_["aux_loss"]) if isinstance(out_, dict) else (out_, 0.0)
+            loss = loss_fn(logits, y) + aux
             if not torch.isfinite(loss):
                 raise LeansegError(f"The training loss became {loss.item()} at iteration {it}; lower train.lr (now {t.lr}).")
             optimizer.zero_grad(set_to_none=True)

@@ -22,7 +22,7 @@ def msd_tasks() -> dict[str, tuple[str, str]]:
 
 def fetch_msd_task(task: str, out_dir: Path | str, url: str | None = None, md5: str | None = None) -> Path:
     """Download ``task`` into ``out_dir/<task>`` unless it is already there; return that folder."""
-    from monai.apps.utils import download_url, extractall
+    from monai.apps.utils import HashCheckError, download_url, extractall
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -41,8 +41,10 @@ def fetch_msd_task(task: str, out_dir: Path | str, url: str | None = None, md5: 
         archive = Path(tmp) / Path(url.split("?")[0]).name
         try:
             download_url(url, str(archive), hash_val=md5, hash_type="md5", progress=True)
-        except RuntimeError as e:
-            raise LeansegError(f"Download of {url} failed its MD5 check or broke off ({e}); try again or check --md5.") from e
+        except (RuntimeError, HashCheckError) as e:
+            raise LeansegError(
+                f"Download of {url} failed its MD5 check or broke off; try again or check --md5 ({type(e).__name__})."
+            ) from e
         except OSError as e:
             raise LeansegError(f"Cannot download {url} ({e}); check the address and the network.") from e
         unpacked = Path(tmp) / "unpacked"

@@ -221,15 +221,15 @@ def plan_from_fingerprint(fp: Fingerprint, data: DataConfig, model: ModelConfig)
         strides = [tuple(int(v) for v in s) for s in model.strides]
     else:
         strides = [(1, 1, 1)]
-        size, spacing = patch.astype(float), target.astype(float)
         while len(strides) < MAX_STAGES:
-            # Pool an axis only while its feature map stays >= MIN_FEATURE_SIZE and its spacing is not
-            # much coarser than the finest one (keeps anisotropic z at stride 1 early on).
+            # Pool an axis only while its coarsest feature map (patch rounded up) stays >= MIN_FEATURE_SIZE
+            # and its spacing is not much coarser than the finest one (keeps anisotropic z at stride 1 early on).
+            divisor = np.prod(np.asarray(strides), axis=0)
+            size, spacing = np.ceil(patch / divisor), target * divisor
             s = tuple(2 if size[i] / 2 >= MIN_FEATURE_SIZE and spacing[i] <= 2 * spacing.min() else 1 for i in range(3))
             if s == (1, 1, 1):
                 break
             strides.append(s)  # type: ignore[arg-type]
-            size, spacing = size / np.asarray(s), spacing * np.asarray(s)
     if data.patch_size is None:
         divisor = np.prod(np.asarray(strides), axis=0)
         patch = (np.ceil(patch / divisor) * divisor).astype(int)

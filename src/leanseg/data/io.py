@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 from leanseg.errors import LeansegError
 from leanseg.utils import atomic_path
@@ -73,7 +74,7 @@ def _read_any(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise LeansegError(f"Cannot read {path}: unknown file type '{end}'; use .nii.gz, .nii, .mha, .mhd or .nrrd.")
     except LeansegError:
         raise
-    except (OSError, EOFError, ValueError, RuntimeError, zlib.error) as e:
+    except (OSError, EOFError, ValueError, RuntimeError, zlib.error, ImageFileError) as e:
         raise LeansegError(
             f"Cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'}); "
             "the file is damaged or truncated: re-export or re-download it."

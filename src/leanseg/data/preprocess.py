@@ -38,8 +38,12 @@ def nonzero(x: torch.Tensor) -> torch.Tensor:
     return x != 0
 
 
-def build_transforms(plan: Plan, with_label: bool) -> Any:
-    """The forward preprocessing as a MONAI ``Compose`` on keys ``image`` (and ``label``)."""
+def build_transforms(plan: Plan) -> Any:
+    """The forward preprocessing as one MONAI ``Compose`` on ``image`` and, when present, ``label``.
+
+    One instance serves images with and without labels, so that its ``inverse`` recognises the
+    transforms recorded on either.
+    """
     from monai.transforms import (
         Compose,
         CropForegroundd,
@@ -49,12 +53,11 @@ def build_transforms(plan: Plan, with_label: bool) -> Any:
         Spacingd,
     )
 
-    keys = ["image", "label"] if with_label else ["image"]
-    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
-    ts: list[Any] = [Orientationd(keys=keys, axcodes=plan.orientation, labels=_AXIS_LABELS)]
+    keys = ["image", "label"]
+    ts: list[Any] = [Orientationd(keys=keys, axcodes=plan.orientation, labels=_AXIS_LABELS, allow_missing_keys=True)]
     if plan.crop_foreground:
-        ts.append(CropForegroundd(keys=keys, source_key="image", select_fn=nonzero, allow_smaller=True, margin=0))
-    ts.append(Spacingd(keys=keys, pixdim=plan.target_spacing, mode=modes, padding_mode="border"))
+        ts.append(CropForegroundd(keys=keys, source_key="image", select_fn=nonzero, allow_smaller=True, margin=0, allow_missing_keys=True))
+    ts.append(Spacingd(keys=keys, pixdim=plan.target_spacing, mode=["bilinear", "nearest"], padding_mode="border", allow_missing_keys=True))
     if plan.normalization == "zscore":
         ts.append(NormalizeIntensityd(keys="image", channel_wise=True))
     elif plan.normalization == "ct":
@@ -69,8 +72,7 @@ class Preprocessor:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self._image_only = build_transforms(plan, with_label=False)
-        self._with_label = build_transforms(plan, with_label=True)
+        self.transforms = build_transforms(plan)
 
     def __call__(self, image: Volume, label: Volume | None = None) -> dict[str, Any]:
         from monai.data import MetaTensor
@@ -82,7 +84,7 @@ class Preprocessor:
             d["label"] = MetaTensor(torch.from_numpy(np.ascontiguousarray(label.array[None])), affine=torch.from_numpy(label.affine))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return (self._with_label if label is not None else self._image_only)(d)
+            return self.transforms(d)
 
     def invert(self, probs: torch.Tensor, preprocessed: Any) -> torch.Tensor:
         """Map (K, D, H, W) probabilities on the preprocessed grid back to the input grid (K, X, Y, Z)."""
@@ -91,7 +93,7 @@ class Preprocessor:
         pred = MetaTensor(probs.float(), meta=dict(preprocessed.meta), applied_operations=list(preprocessed.applied_operations))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            out = self._image_only.inverse({"image": pred})["image"]
+            out = self.transforms.inverse({"image": pred})["image"]
         return out.as_tensor() if hasattr(out, "as_tensor") else out
 
 

@@ -32,7 +32,7 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
 def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, num_lesions: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """One (image float32, label uint8) pair of ``shape`` (x, y, z)."""
     grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), axis=-1)
-    image = 100 + 12 * _smooth_noise(rng, shape, 2.0) + 25 * _smooth_noise(rng, shape, 12.0)
+    image = 100 + 10 * _smooth_noise(rng, shape, 2.0) + 10 * _smooth_noise(rng, shape, 12.0)
     label = np.zeros(shape, dtype=np.uint8)
     dims = np.asarray(shape, dtype=np.float32)
     for _ in range(rng.integers(1, 3)):
@@ -42,10 +42,10 @@ def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, num_lesi
         inside = ((local / radii) ** 2).sum(-1) <= 1.0
         label[inside] = 1
     texture = 8 * _smooth_noise(rng, shape, 1.0)
-    image = np.where(label == 1, 160 + texture, image)
+    image = np.where(label == 1, 170 + texture, image)
     structure = np.argwhere(label == 1)
     for i in range(num_lesions):
-        r = rng.uniform(1.5, 3.5)
+        r = rng.uniform(2.0, 4.0)
         if i % 2 == 0 and len(structure):
             centre = structure[rng.integers(len(structure))].astype(np.float32)
         else:
@@ -53,7 +53,7 @@ def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, num_lesi
         inside = ((grid - centre) ** 2).sum(-1) <= r * r
         label[inside] = 2
         image = np.where(inside, 230 + 6 * _smooth_noise(rng, shape, 0.7), image)
-    bias = np.exp(0.15 * _smooth_noise(rng, shape, 20.0))
+    bias = np.exp(0.1 * _smooth_noise(rng, shape, 20.0))
     image = image * bias + rng.normal(0, 6, shape)
     image = ndimage.gaussian_filter(image, 0.6)
     return image.astype(np.float32), label
@@ -63,7 +63,7 @@ def generate_phantom_dataset(
     out_dir: Path | str,
     num_cases: int = 24,
     seed: int = 0,
-    sizes: tuple[tuple[int, int, int], ...] = ((40, 48, 40), (48, 48, 44), (44, 52, 40), (52, 56, 48)),
+    sizes: tuple[tuple[int, int, int], ...] = ((40, 44, 36), (44, 44, 40), (40, 48, 36), (48, 48, 40)),
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> Path:
     """Write ``num_cases`` phantoms as an MSD folder (``dataset.json``, ``imagesTr``, ``labelsTr``)."""
