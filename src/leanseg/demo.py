@@ -40,7 +40,7 @@ def save_overlay(image: np.ndarray, reference: np.ndarray, prediction: np.ndarra
     return path
 
 
-def run_demo(out: Path, minutes: float = 2.5, num_cases: int = 24, seed: int = 0, console: Any = None) -> dict[str, Any]:
+def run_demo(out: Path, minutes: float = 3.0, num_cases: int = 24, seed: int = 0, console: Any = None) -> dict[str, Any]:
     """Run the whole road on synthetic phantoms and return the evaluation means."""
     from rich.console import Console
 
