@@ -29,8 +29,12 @@ class ResidualUNet(nn.Module):
         blocks_per_stage: int = 1,
         deep_supervision: bool = False,
         num_ds_heads: int = 3,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        # recompute each stage in backward instead of storing its activations (torch.utils.checkpoint):
+        # the baseline users try first for memory, compared with the invertible U-Nets
+        self.gradient_checkpointing = gradient_checkpointing
         if len(features) != len(strides):
             raise ValueError("features and strides need one entry per stage")
         self.strides = [tuple(s) for s in strides]
@@ -55,8 +59,11 @@ class ResidualUNet(nn.Module):
                     ConvNormAct(features[i - 1], features[i - 1], kernel_size),
                 )
             )
+        # output heads for the finest decoder levels, coarse to fine: only the full-resolution one
+        # without deep supervision, else ``num_ds_heads`` of them
+        self.num_ds_heads = min(num_ds_heads, len(features) - 1) if deep_supervision else 1
+        for i in range(self.num_ds_heads, 0, -1):
             self.heads.append(nn.Conv3d(features[i - 1], out_channels, 1))
-        self.num_ds_heads = min(num_ds_heads, len(self.heads))  # heads used, full resolution included
 
     @property
     def divisor(self) -> tuple[int, int, int]:
@@ -65,15 +72,16 @@ class ResidualUNet(nn.Module):
         return tuple(int(v) for v in d)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        run = self._checkpointed if self.gradient_checkpointing and self.training and torch.is_grad_enabled() else _call
         skips = []
         x = self.stem(x)
         for stage in self.encoder:
-            x = stage(x)
+            x = run(stage, x)
             skips.append(x)
         x = skips.pop()
         decoded = []
         for up, dec in zip(self.up, self.decoder):
-            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+            x = run(dec, torch.cat([up(x), skips.pop()], dim=1))
             decoded.append(x)
         logits = self.heads[-1](decoded[-1])
         if self.deep_supervision and self.training:
@@ -81,6 +89,16 @@ class ResidualUNet(nn.Module):
             lower = [self.heads[-2 - i](decoded[-2 - i]) for i in range(self.num_ds_heads - 1)]
             return [logits, *lower]
         return logits
+
+    @staticmethod
+    def _checkpointed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(module, x, use_reentrant=False)
+
+
+def _call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
 
 
 @MODELS.register("resunet")

@@ -1,0 +1,191 @@
+"""Partially and fully invertible residual U-Nets with an optional VAE regulariser.
+
+After Yamazaki, Rathour and Le, "Invertible Residual Network with Regularization for Effective
+Volumetric Segmentation", with the VAE branch of Myronenko, "3D MRI brain tumor segmentation using
+autoencoder regularization" (BrainLes 2018).
+
+- ``partially_invres``: the U-Net with a chain of invertible couplings inside every encoder and
+  decoder stage; max-pooling down and trilinear interpolation up (those two are not invertible).
+- ``fully_invres``: down- and up-sampling are invertible too: 3D pixel shuffle (2x2x2 squeeze to
+  8x channels and back). At each encoder level three quarters of the channels go over the skip
+  connection and one quarter is squeezed, so the widths double per level as in a plain U-Net
+  (C -> C/4 * 8 = 2C); the decoder unsqueezes 2C -> C/4 and concatenates the C * 3/4 skip channels.
+  Everything between the stem and the head is a bijection.
+- With ``vae=True`` a VAE branch reconstructs the input from the bottleneck; the model then returns
+  ``{"logits", "aux_loss"}`` where ``aux_loss = 0.1 * L2 + 0.1 * KL`` (the paper's weights), and the
+  trainer adds it to Dice + CE.
+
+Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); sizes must be multiples of 2^(stages-1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leanseg.config import ModelConfig
+from leanseg.nn.blocks import ConvNormAct
+from leanseg.nn.invertible import invertible_stage, squeeze3d, unsqueeze3d
+from leanseg.registry import MODELS
+
+
+def vae_loss_terms(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Myronenko's terms: L2 = mean squared reconstruction error; KL = mean(mu^2 + var - log var - 1)."""
+    l2 = F.mse_loss(recon, x)
+    kl = torch.mean(mu.pow(2) + logvar.exp() - logvar - 1.0)
+    return l2, kl
+
+
+class VAEBranch(nn.Module):
+    """Bottleneck (B, C, d, h, w) -> latent N(mu, var) of ``latent`` dims -> reconstruction of the input."""
+
+    def __init__(self, in_channels: int, image_channels: int, latent: int = 128, grid: int = 4, width: int = 16) -> None:
+        super().__init__()
+        self.grid, self.width = grid, width
+        self.reduce = ConvNormAct(in_channels, width, 3)
+        self.to_stats = nn.Linear(width * grid**3, 2 * latent)
+        self.from_latent = nn.Linear(latent, width * grid**3)
+        self.refine = ConvNormAct(width, width, 3)
+        self.out = nn.Conv3d(width, image_channels, 1)
+
+    def forward(self, feats: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = F.adaptive_avg_pool3d(self.reduce(feats), self.grid).flatten(1)
+        mu, logvar = self.to_stats(h).chunk(2, dim=1)
+        logvar = logvar.clamp(-10, 10)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        g = self.from_latent(z).view(-1, self.width, self.grid, self.grid, self.grid)
+        g = F.interpolate(self.refine(g), size=tuple(size), mode="trilinear", align_corners=False)
+        return self.out(g), mu, logvar
+
+
+class _VAEMixin(nn.Module):
+    vae: VAEBranch | None
+
+    def _finish(self, x: torch.Tensor, logits: torch.Tensor, bottleneck: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.vae is None or not self.training:
+            return logits
+        recon, mu, logvar = self.vae(bottleneck, x.shape[2:])
+        l2, kl = vae_loss_terms(x, recon, mu, logvar)
+        return {"logits": logits, "aux_loss": 0.1 * l2 + 0.1 * kl}
+
+
+class PartiallyInvertibleUNet(_VAEMixin):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        features: Sequence[int] = (16, 32, 64, 128),
+        depth: int = 2,
+        kernel_size: int = 3,
+        vae: bool = False,
+        memory_saving: bool = True,
+    ) -> None:
+        super().__init__()
+        self.divisor = (2 ** (len(features) - 1),) * 3
+        self.stem = ConvNormAct(in_channels, features[0], kernel_size)
+        self.enc = nn.ModuleList([invertible_stage(f, depth, kernel_size, memory_saving) for f in features])
+        self.down = nn.ModuleList([ConvNormAct(features[i], features[i + 1], 1) for i in range(len(features) - 1)])
+        self.up = nn.ModuleList([ConvNormAct(features[i + 1], features[i], 1) for i in range(len(features) - 1)])
+        self.merge = nn.ModuleList([ConvNormAct(2 * features[i], features[i], 1) for i in range(len(features) - 1)])
+        self.dec = nn.ModuleList([invertible_stage(features[i], depth, kernel_size, memory_saving) for i in range(len(features) - 1)])
+        self.head = nn.Conv3d(features[0], out_channels, 1)
+        self.vae = VAEBranch(features[-1], in_channels) if vae else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        h = self.stem(x)
+        skips = []
+        for i, stage in enumerate(self.enc):
+            h = stage(h)
+            if i < len(self.down):
+                skips.append(h)
+                h = self.down[i](F.max_pool3d(h, 2))
+        bottleneck = h
+        for i in reversed(range(len(self.dec))):
+            skip = skips[i]
+            h = self.up[i](F.interpolate(h, size=skip.shape[2:], mode="trilinear", align_corners=False))
+            h = self.dec[i](self.merge[i](torch.cat([h, skip], dim=1)))
+        return self._finish(x, self.head(h), bottleneck)
+
+
+class FullyInvertibleUNet(_VAEMixin):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        features: Sequence[int] = (16, 32, 64, 128),
+        depth: int = 2,
+        kernel_size: int = 3,
+        vae: bool = False,
+        memory_saving: bool = True,
+    ) -> None:
+        super().__init__()
+        for a, b in zip(features[:-1], features[1:]):
+            if b != 2 * a or a % 8:
+                raise ValueError(f"fully_invres needs widths that double from a multiple of 8, got {tuple(features)}")
+        self.features = tuple(features)
+        self.divisor = (2 ** (len(features) - 1),) * 3
+        self.stem = ConvNormAct(in_channels, features[0], kernel_size)
+        self.enc = nn.ModuleList([invertible_stage(f, depth, kernel_size, memory_saving) for f in features])
+        self.dec = nn.ModuleList([invertible_stage(features[i], depth, kernel_size, memory_saving) for i in range(len(features) - 1)])
+        self.head = nn.Conv3d(features[0], out_channels, 1)
+        self.vae = VAEBranch(features[-1], in_channels) if vae else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        h = self.stem(x)
+        skips = []
+        for i, stage in enumerate(self.enc):
+            h = stage(h)
+            if i < len(self.enc) - 1:
+                keep = 3 * self.features[i] // 4
+                skip, rest = h[:, :keep], h[:, keep:]
+                skips.append(skip)
+                h = squeeze3d(rest)
+        bottleneck = h
+        for i in reversed(range(len(self.dec))):
+            h = self.dec[i](torch.cat([skips[i], unsqueeze3d(h)], dim=1))
+        return self._finish(x, self.head(h), bottleneck)
+
+    def core_inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Invert everything between stem and head: the decoder output back to the stem output."""
+        skips = []
+        h = y
+        for i in range(len(self.dec)):
+            z = self.dec[i].inverse(h)
+            keep = 3 * self.features[i] // 4
+            skips.append(z[:, :keep])
+            h = squeeze3d(z[:, keep:])
+        h = self.enc[-1].inverse(h)
+        for i in reversed(range(len(self.enc) - 1)):
+            h = self.enc[i].inverse(torch.cat([skips[i], unsqueeze3d(h)], dim=1))
+        return h
+
+
+def _kwargs(cfg: ModelConfig) -> dict:
+    extra = dict(cfg.extra)
+    return {"depth": extra.pop("depth", 2), "vae": extra.pop("vae", False), **extra}
+
+
+@MODELS.register("partially_invres")
+def partially_invres(
+    in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]
+) -> nn.Module:
+    _isotropic(strides, "partially_invres")
+    return PartiallyInvertibleUNet(in_channels, out_channels, features, kernel_size=cfg.kernel_size, **_kwargs(cfg))
+
+
+@MODELS.register("fully_invres")
+def fully_invres(
+    in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]
+) -> nn.Module:
+    _isotropic(strides, "fully_invres")
+    return FullyInvertibleUNet(in_channels, out_channels, features, kernel_size=cfg.kernel_size, **_kwargs(cfg))
+
+
+def _isotropic(strides: Sequence[Sequence[int]], name: str) -> None:
+    if any(tuple(s) != (2, 2, 2) for s in strides[1:]):
+        from leanseg.errors import LeansegError
+
+        raise LeansegError(f"{name} pools by 2 on every axis; set model.strides to [[1,1,1],[2,2,2],...] for this dataset.")
