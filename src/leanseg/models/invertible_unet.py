@@ -15,6 +15,9 @@ autoencoder regularization" (BrainLes 2018).
   ``{"logits", "aux_loss"}`` where ``aux_loss = 0.1 * L2 + 0.1 * KL`` (the paper's weights), and the
   trainer adds it to Dice + CE.
 
+``depth`` couplings per stage (default 1): one coupling holds four 3x3x3 convolution layers (two in F,
+two in G, on half the channels each), as many layers as two residual units of the plain U-Net.
+
 Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); sizes must be multiples of 2^(stages-1).
 """
 
@@ -78,7 +81,7 @@ class PartiallyInvertibleUNet(_VAEMixin):
         in_channels: int,
         out_channels: int,
         features: Sequence[int] = (16, 32, 64, 128),
-        depth: int = 2,
+        depth: int = 1,
         kernel_size: int = 3,
         vae: bool = False,
         memory_saving: bool = True,
@@ -116,7 +119,7 @@ class FullyInvertibleUNet(_VAEMixin):
         in_channels: int,
         out_channels: int,
         features: Sequence[int] = (16, 32, 64, 128),
-        depth: int = 2,
+        depth: int = 1,
         kernel_size: int = 3,
         vae: bool = False,
         memory_saving: bool = True,
@@ -165,7 +168,7 @@ class FullyInvertibleUNet(_VAEMixin):
 
 def _kwargs(cfg: ModelConfig) -> dict:
     extra = dict(cfg.extra)
-    return {"depth": extra.pop("depth", 2), "vae": extra.pop("vae", False), **extra}
+    return {"depth": extra.pop("depth", 1), "vae": extra.pop("vae", False), **extra}
 
 
 @MODELS.register("partially_invres")
