@@ -24,6 +24,7 @@ Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); sizes must be multiples of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,18 +65,9 @@ class VAEBranch(nn.Module):
         return self.out(g), mu, logvar
 
 
-class _VAEMixin(nn.Module):
-    vae: VAEBranch | None
+class _InvertibleUNet(nn.Module):
+    """What both variants share: stem, invertible encoder and decoder stages, head, optional VAE."""
 
-    def _finish(self, x: torch.Tensor, logits: torch.Tensor, bottleneck: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if self.vae is None or not self.training:
-            return logits
-        recon, mu, logvar = self.vae(bottleneck, x.shape[2:])
-        l2, kl = vae_loss_terms(x, recon, mu, logvar)
-        return {"logits": logits, "aux_loss": 0.1 * l2 + 0.1 * kl}
-
-
-class PartiallyInvertibleUNet(_VAEMixin):
     def __init__(
         self,
         in_channels: int,
@@ -87,15 +79,29 @@ class PartiallyInvertibleUNet(_VAEMixin):
         memory_saving: bool = True,
     ) -> None:
         super().__init__()
+        self.features = tuple(features)
         self.divisor = (2 ** (len(features) - 1),) * 3
         self.stem = ConvNormAct(in_channels, features[0], kernel_size)
         self.enc = nn.ModuleList([invertible_stage(f, depth, kernel_size, memory_saving) for f in features])
-        self.down = nn.ModuleList([ConvNormAct(features[i], features[i + 1], 1) for i in range(len(features) - 1)])
-        self.up = nn.ModuleList([ConvNormAct(features[i + 1], features[i], 1) for i in range(len(features) - 1)])
-        self.merge = nn.ModuleList([ConvNormAct(2 * features[i], features[i], 1) for i in range(len(features) - 1)])
         self.dec = nn.ModuleList([invertible_stage(features[i], depth, kernel_size, memory_saving) for i in range(len(features) - 1)])
         self.head = nn.Conv3d(features[0], out_channels, 1)
         self.vae = VAEBranch(features[-1], in_channels) if vae else None
+
+    def _finish(self, x: torch.Tensor, logits: torch.Tensor, bottleneck: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if self.vae is None or not self.training:
+            return logits
+        recon, mu, logvar = self.vae(bottleneck, x.shape[2:])
+        l2, kl = vae_loss_terms(x, recon, mu, logvar)
+        return {"logits": logits, "aux_loss": 0.1 * l2 + 0.1 * kl}
+
+
+class PartiallyInvertibleUNet(_InvertibleUNet):
+    def __init__(self, in_channels: int, out_channels: int, features: Sequence[int] = (16, 32, 64, 128), **kwargs: Any) -> None:
+        super().__init__(in_channels, out_channels, features, **kwargs)
+        pairs = range(len(features) - 1)
+        self.down = nn.ModuleList([ConvNormAct(features[i], features[i + 1], 1) for i in pairs])
+        self.up = nn.ModuleList([ConvNormAct(features[i + 1], features[i], 1) for i in pairs])
+        self.merge = nn.ModuleList([ConvNormAct(2 * features[i], features[i], 1) for i in pairs])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         h = self.stem(x)
@@ -113,28 +119,12 @@ class PartiallyInvertibleUNet(_VAEMixin):
         return self._finish(x, self.head(h), bottleneck)
 
 
-class FullyInvertibleUNet(_VAEMixin):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        features: Sequence[int] = (16, 32, 64, 128),
-        depth: int = 1,
-        kernel_size: int = 3,
-        vae: bool = False,
-        memory_saving: bool = True,
-    ) -> None:
-        super().__init__()
+class FullyInvertibleUNet(_InvertibleUNet):
+    def __init__(self, in_channels: int, out_channels: int, features: Sequence[int] = (16, 32, 64, 128), **kwargs: Any) -> None:
         for a, b in zip(features[:-1], features[1:]):
             if b != 2 * a or a % 8:
                 raise ValueError(f"fully_invres needs widths that double from a multiple of 8, got {tuple(features)}")
-        self.features = tuple(features)
-        self.divisor = (2 ** (len(features) - 1),) * 3
-        self.stem = ConvNormAct(in_channels, features[0], kernel_size)
-        self.enc = nn.ModuleList([invertible_stage(f, depth, kernel_size, memory_saving) for f in features])
-        self.dec = nn.ModuleList([invertible_stage(features[i], depth, kernel_size, memory_saving) for i in range(len(features) - 1)])
-        self.head = nn.Conv3d(features[0], out_channels, 1)
-        self.vae = VAEBranch(features[-1], in_channels) if vae else None
+        super().__init__(in_channels, out_channels, features, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         h = self.stem(x)
