@@ -130,7 +130,7 @@ def main() -> None:
         "seed": 0,
         "precision": "float32",
         "widths": COMMON["model.features"],
-        "depth_per_stage": 2,
+        "conv_layers_per_stage": 4,
     }
     print("1/4 memory and step time at the datasets' patch sizes", flush=True)
     out["steps"] = {}
