@@ -86,3 +86,18 @@ def test_collect_inputs_groups_channels(tmp_path: Path) -> None:
     write_nifti(tmp_path / "b_0001.nii.gz", np.zeros((2, 2, 2), np.float32))
     with pytest.raises(LeansegError, match="Channel 0001 of case 'a' is missing"):
         collect_inputs(tmp_path, 2)
+
+
+@pytest.mark.realdata
+def test_real_hippocampus_train_predict_keeps_geometry(tmp_path: Path, tiny_cfg) -> None:
+    from leanseg.train import train
+    from tests.conftest import SHARED_DATA
+
+    data = SHARED_DATA / "Task04_Hippocampus"
+    cfg = tiny_cfg.with_overrides({"train.iterations": 4, "train.val_max_cases": 2, "data.num_folds": 5})
+    train(data, tmp_path / "run", cfg, show_progress=False)
+    case = load_dataset(data).cases[0]
+    res = Predictor.from_run(tmp_path / "run", backend="bf16").predict_files([(case.case_id, list(case.images))], tmp_path / "pred")
+    out, ref = read_label(res[0].output), read_label(case.label)
+    assert out.shape == ref.shape and np.allclose(out.affine, ref.affine)
+    assert set(np.unique(out.array)) <= {0, 1, 2}
