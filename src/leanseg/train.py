@@ -153,7 +153,12 @@ def train(
         raise LeansegError(f"Output {out} is a file; pass a folder for the run.")
     set_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
-    prep = prepare_data(Path(data_dir), cfg, cache_root)
+    progress = None
+    if show_progress:
+        from rich.progress import track
+
+        progress = lambda items: track(items, description="fingerprint / preprocess", transient=True)  # noqa: E731
+    prep = prepare_data(Path(data_dir), cfg, cache_root, progress=progress)
     plan = prep.plan
     splits = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)
     if not 0 <= cfg.data.fold < len(splits):
