@@ -231,6 +231,8 @@ def render(r: dict) -> str:
         lines += [
             f"## Validation Dice after {d['minutes']} min of training: {data_name} (fold {d['fold']})",
             "",
+            "A budget this short stops every model early in training: these figures do not rank the models' quality.",
+            "",
             "| model | iterations | mean Dice | per class | training peak RSS MiB |",
             "|---|---|---|---|---|",
         ]
