@@ -41,9 +41,9 @@ def _run(fn: Any) -> Any:
 
 
 def _progress(desc: str) -> Any:
-    from rich.progress import track
+    from leanseg.utils import progress_bar
 
-    return lambda items: track(items, description=desc, transient=True)
+    return progress_bar(desc)
 
 
 def _load_config(config: Optional[Path], overrides: list[str], budget: Optional[float] = None) -> Any:

@@ -1,8 +1,9 @@
 """Segmentation metrics as pure functions of label arrays and voxel spacing in millimetres.
 
-Dice and the 95th-percentile Hausdorff distance (HD95) come from MONAI (``compute_dice``,
-``compute_hausdorff_distance``); this module adds the conventions for empty structures and the
-per-case / per-class tables that ``leanseg evaluate`` writes.
+Dice is counted directly on the boolean masks (one line of NumPy, no one-hot tensors); the
+95th-percentile Hausdorff distance (HD95) comes from MONAI's ``compute_hausdorff_distance``. This
+module adds the conventions for empty structures and the per-case / per-class tables that
+``leanseg evaluate`` writes.
 
 Conventions: a class absent from both prediction and reference has Dice and HD95 ``nan`` (left out
 of means, as nnU-Net does). A class present in only one of them has Dice 0 and HD95 equal to the

@@ -29,7 +29,7 @@ from leanseg.data.datasets import Dataset, load_dataset
 from leanseg.data.fingerprint import Fingerprint, Plan, compute_fingerprint, plan_from_fingerprint
 from leanseg.data.preprocess import CachedCase, default_cache_root, preprocess_dataset
 from leanseg.errors import LeansegError
-from leanseg.utils import atomic_write_text, cpu_has_fast_bf16, seed_everything, set_threads
+from leanseg.utils import atomic_write_text, cpu_has_fast_bf16, progress_bar, seed_everything, set_threads
 
 
 @dataclass
@@ -153,12 +153,7 @@ def train(
         raise LeansegError(f"Output {out} is a file; pass a folder for the run.")
     set_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
-    progress = None
-    if show_progress:
-        from rich.progress import track
-
-        progress = lambda items: track(items, description="fingerprint / preprocess", transient=True)  # noqa: E731
-    prep = prepare_data(Path(data_dir), cfg, cache_root, progress=progress)
+    prep = prepare_data(Path(data_dir), cfg, cache_root, progress=progress_bar("fingerprint / preprocess") if show_progress else None)
     plan = prep.plan
     splits = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)
     if not 0 <= cfg.data.fold < len(splits):

@@ -6,10 +6,13 @@ import contextlib
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -34,6 +37,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def progress_bar(description: str) -> Callable[[Iterable[T]], Iterable[T]]:
+    """A function that wraps an iterable in a transient rich progress bar (for long loops)."""
+    from rich.progress import track
+
+    return lambda items: track(items, description=description, transient=True)
 
 
 def seed_everything(seed: int) -> None:
