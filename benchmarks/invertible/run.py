@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--cap-mib", type=float, default=3072.0, help="peak-RSS cap for the largest-patch search")
     ap.add_argument("--work", default="/tmp/leanseg_bench/invertible")
     ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--only-training", action="store_true", help="keep parts 1-3 from the committed JSON, rerun part 4")
     args = ap.parse_args()
 
     from leanseg.bench import machine_info, run_isolated, write_results
@@ -132,6 +133,39 @@ def main() -> None:
         "widths": COMMON["model.features"],
         "conv_layers_per_stage": 4,
     }
+    if args.only_training:
+        import json
+
+        kept = json.loads((RESULTS / "invertible.json").read_text())
+        out.update({k: kept[k] for k in ("steps", "depth_sweep", "patch_sweep", "largest_patch")})
+        out["memory_parts_from"] = kept["machine"]
+    else:
+        measure_memory(out, args.cap_mib)
+
+    if not args.skip_training:
+        print("4/4 validation Dice under the same budget", flush=True)
+        out["training"] = {}
+        for data_name, path, minutes, fold, extra in (
+            ("hippocampus", SHARED / "Task04_Hippocampus", args.minutes, 0, {"train.val_max_cases": None}),
+            ("brats", SHARED / "BraTS2013_subset", args.brats_minutes, 0, {"data.num_folds": 3, "data.patch_size": [64, 64, 64]}),
+        ):
+            out["training"][data_name] = {"minutes": minutes, "fold": fold, "models": {}}
+            for name in MODELS:
+                res, rss = run_isolated(
+                    train_job, str(path), f"{args.work}/{data_name}_{name.replace(' ', '_')}", name, minutes, fold, extra
+                )
+                res["train_peak_rss_mib"] = rss
+                out["training"][data_name]["models"][name] = res
+                print(data_name, name, res, flush=True)
+                write_results(RESULTS / "invertible.json", out, render(out))
+    plot(out, RESULTS / "invertible.png")
+    write_results(RESULTS / "invertible.json", out, render(out))
+    print(render(out))
+
+
+def measure_memory(out: dict, cap_mib: float) -> None:
+    from leanseg.bench import run_isolated, write_results
+
     print("1/4 memory and step time at the datasets' patch sizes", flush=True)
     out["steps"] = {}
     for data_name, in_ch, out_ch, patch in (("hippocampus", 1, 3, (40, 56, 40)), ("brats", 2, 5, (96, 96, 96))):
@@ -159,38 +193,18 @@ def main() -> None:
             out["patch_sweep"][name][edge] = res["saved_mib"]
     write_results(RESULTS / "invertible.json", out, render(out))
 
-    print(f"3/4 largest cubic patch under {args.cap_mib:.0f} MiB of peak resident memory", flush=True)
-    out["largest_patch"] = {"cap_mib": args.cap_mib, "models": {}}
+    print(f"3/4 largest cubic patch under {cap_mib:.0f} MiB of peak resident memory", flush=True)
+    out["largest_patch"] = {"cap_mib": cap_mib, "models": {}}
     for name in MODELS:
         best = None
         for edge in (64, 96, 128, 160, 192):
             res, rss = run_isolated(step_job, name, 1, 3, (edge,) * 3, 1)
-            if rss > args.cap_mib:
+            if rss > cap_mib:
                 break
             best = {"edge": edge, "process_peak_rss_mib": rss}
         out["largest_patch"]["models"][name] = best
         print(name, best, flush=True)
     write_results(RESULTS / "invertible.json", out, render(out))
-
-    if not args.skip_training:
-        print("4/4 validation Dice under the same budget", flush=True)
-        out["training"] = {}
-        for data_name, path, minutes, fold, extra in (
-            ("hippocampus", SHARED / "Task04_Hippocampus", args.minutes, 0, {"train.val_max_cases": None}),
-            ("brats", SHARED / "BraTS2013_subset", args.brats_minutes, 0, {"data.num_folds": 3, "data.patch_size": [64, 64, 64]}),
-        ):
-            out["training"][data_name] = {"minutes": minutes, "fold": fold, "models": {}}
-            for name in MODELS:
-                res, rss = run_isolated(
-                    train_job, str(path), f"{args.work}/{data_name}_{name.replace(' ', '_')}", name, minutes, fold, extra
-                )
-                res["train_peak_rss_mib"] = rss
-                out["training"][data_name]["models"][name] = res
-                print(data_name, name, res, flush=True)
-                write_results(RESULTS / "invertible.json", out, render(out))
-    plot(out, RESULTS / "invertible.png")
-    write_results(RESULTS / "invertible.json", out, render(out))
-    print(render(out))
 
 
 def render(r: dict) -> str:
@@ -203,6 +217,9 @@ def render(r: dict) -> str:
         "`saved MiB`: bytes autograd holds for backward in one step; `peak RSS`: the step's peak resident memory above the process's baseline.",
         "",
     ]
+    if "memory_parts_from" in r:
+        k = r["memory_parts_from"]
+        lines += [f"Memory and step-time tables from commit {k['leanseg_commit']}, {k['date']}; the Dice tables from the run above.", ""]
     for data_name, d in r.get("steps", {}).items():
         plain = d["models"].get("plain U-Net")
         lines += [
@@ -231,8 +248,11 @@ def render(r: dict) -> str:
         lines += [
             f"## Validation Dice after {d['minutes']} min of training: {data_name} (fold {d['fold']})",
             "",
-            "A budget this short stops every model early in training: these figures do not rank the models' quality.",
-            "",
+            *(
+                ["A budget this short stops every model early in training: these figures do not rank the models' quality.", ""]
+                if d["minutes"] < 10
+                else []
+            ),
             "| model | iterations | mean Dice | per class | training peak RSS MiB |",
             "|---|---|---|---|---|",
         ]
