@@ -132,6 +132,9 @@ def predict(
     mode: Annotated[Optional[str], typer.Option(help="auto | whole | sliding.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     tta: Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Test-time mirroring (8 flips, ~8x network time).")] = None,
+    policy: Annotated[
+        Optional[Path], typer.Option(help="AutoPath policy (from `leanseg train-policy`): each image runs on its own blocks.")
+    ] = None,
 ) -> None:
     """Segment images; label files get exactly the input's shape and affine."""
 
@@ -142,21 +145,103 @@ def predict(
         from leanseg.inference import Predictor, collect_inputs
         from leanseg.utils import set_threads
 
-        p = Predictor.from_run(model, backend=backend, mode=mode, num_threads=threads, tta=tta)
+        p = Predictor.from_run(model, policy=policy, backend=backend, mode=mode, num_threads=threads, tta=tta)
         set_threads(p.cfg.num_threads)
         cases = collect_inputs(input, p.plan.num_channels)
         results = p.predict_files(cases, output, progress=_progress("predict"))
         t = Table(
             title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}, {p.cfg.num_threads} thread(s)"
         )
-        for col in ("case", "output", "network s", "total s"):
+        blocks = policy is not None
+        n_blocks = getattr(p.model, "num_gated_blocks", 0)
+        for col in ("case", "output", *(["blocks used"] if blocks else []), "network s", "total s"):
             t.add_column(col)
         for r in results:
-            t.add_row(r.case_id, str(r.output), f"{r.timings['network']:.3f}", f"{r.seconds:.3f}")
+            used = [f"{r.timings['blocks_used']:.0f}/{n_blocks}"] if blocks else []
+            t.add_row(r.case_id, str(r.output), *used, f"{r.timings['network']:.3f}", f"{r.seconds:.3f}")
+        mean_used = [f"{np.mean([r.timings['blocks_used'] for r in results]):.2f}/{n_blocks}"] if blocks else []
         t.add_row(
-            "[bold]mean", "", f"{np.mean([r.timings['network'] for r in results]):.3f}", f"{np.mean([r.seconds for r in results]):.3f}"
+            "[bold]mean",
+            "",
+            *mean_used,
+            f"{np.mean([r.timings['network'] for r in results]):.3f}",
+            f"{np.mean([r.seconds for r in results]):.3f}",
         )
         _console().print(t)
+
+    _run(go)
+
+
+@app.command("train-policy")
+def train_policy(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder of a deeplab3d_r18/r50 model.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The dataset folder the model was trained on.")],
+    tau: Annotated[Optional[float], typer.Option(help="Penalty of a wrong voxel (default autopath.tau): higher keeps more blocks.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Policy file (default RUN/policies/policy_tau<tau>.pt).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. autopath.steps=400 (repeatable).")] = [],  # noqa: B006
+    backend: Annotated[Optional[str], typer.Option(help="eager | bf16 for the frozen model (default: bf16 where fast).")] = None,
+) -> None:
+    """Train an AutoPath policy (REINFORCE) that picks which residual blocks each image runs."""
+
+    def go() -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from leanseg.dynamic.run import train_policy_for_run
+
+        overrides = list(set_) + ([f"autopath.tau={tau}"] if tau is not None else [])
+        with Progress(TextColumn("[bold]policy"), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")) as bar:
+            task = bar.add_task("policy", total=None, info="")
+
+            def show(step: int, row: dict[str, float]) -> None:
+                bar.update(
+                    task,
+                    completed=step,
+                    info=f"step {step} stage {row['stage']} reward {row['reward']:.3f} blocks {row['greedy_blocks_used']:.1f}",
+                )
+
+            s = train_policy_for_run(model, data, overrides, out, backend, progress=show)
+        _console().print(
+            f"policy tau={s['tau']:g}: {s['steps']} updates in {s['train_seconds'] / 60:.1f} min; on {s['val_cases']} validation cases "
+            f"Dice {s['dice']:.4f}, blocks used {s['mean_blocks_used']:.2f}/{s['num_blocks']}; written to {s['path']}"
+        )
+
+    _run(go)
+
+
+@app.command("drop-sweep")
+def drop_sweep(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder of a deeplab3d_r18/r50 model.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="The dataset folder the model was trained on.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for sweep.json and sweep.png.")],
+    repeats: Annotated[Optional[int], typer.Option(help="DropRandomN draws per level (default autopath.random_repeats).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="eager | bf16 (default: bf16 where fast).")] = None,
+) -> None:
+    """Dice against blocks dropped for DropN, DropFirstN, DropLastN and DropRandomN on the validation split."""
+
+    def go() -> None:
+        from rich.table import Table
+
+        from leanseg.dynamic.run import sweep_run
+
+        res = sweep_run(model, data, out, repeats, backend, progress=_progress("sweep"))
+        t = Table(title=f"mean Dice on {res['val_cases']} validation cases (DropRandomN: mean of {res['repeats']} draws)")
+        t.add_column("blocks dropped")
+        names = [k for k in res["summary"] if k != "Full"]
+        for n in names:
+            t.add_column(n)
+        full = res["summary"]["Full"][0]["dice"]
+        t.add_row("0", *[f"{full:.4f}"] * len(names))
+        levels = sorted({v["blocks_dropped"] for k in names if k != "DropN" for v in res["summary"][k].values()})
+        for lv in levels:
+            cells = []
+            for k in names:
+                vals = [v["dice"] for v in res["summary"][k].values() if v["blocks_dropped"] == lv]
+                cells.append(f"{np.mean(vals):.4f}" + (" (mean)" if k == "DropN" and vals else "") if vals else "")
+            t.add_row(str(lv), *cells)
+        _console().print(t)
+        _console().print(f"written {Path(out) / 'sweep.json'} and {Path(out) / 'sweep.png'}")
+
+    import numpy as np
 
     _run(go)
 

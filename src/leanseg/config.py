@@ -98,12 +98,32 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class AutoPathConfig:
+    """Per-image block dropping (AutoPath): the policy network, its REINFORCE training, the heuristic sweep."""
+
+    tau: float = 50.0  # penalty of a wrongly predicted voxel: the accuracy-versus-compute dial
+    policy_size: tuple[int, int, int] = (32, 32, 32)  # the policy sees the image resized to this
+    policy_features: tuple[int, ...] = (8, 16, 32)
+    bound: float = 0.05  # drop probabilities are kept in [bound, 1 - bound]
+    entropy_weight: float = 0.01
+    lr: float = 1e-3
+    images_per_step: int = 4
+    stage_steps: int = 40  # curriculum: updates per stage; stage c decides only the last c blocks
+    steps: int = 800  # policy updates in all, curriculum included
+    budget_minutes: float | None = None  # stop earlier when this wall-clock budget is spent
+    random_repeats: int = 5  # DropRandomN draws per dropping level in the sweep
+    seed: int = 0
+    num_threads: int = 2
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    autopath: AutoPathConfig = field(default_factory=AutoPathConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -92,13 +92,14 @@ def mirrored(net: Net) -> Net:
     return run
 
 
-def torch_net(model: torch.nn.Module, backend: str) -> Net:
+def torch_net(model: torch.nn.Module, backend: str, **call_kwargs: Any) -> Net:
+    """``model`` in eval mode as a function of a batch; ``call_kwargs`` go to every call (a keep mask)."""
     model.eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         # no_grad rather than inference_mode: MONAI's sliding window adds into buffers in place
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=backend == "bf16"):
-            out = model(x)
+            out = model(x, **call_kwargs)
         return out.float()
 
     return run
@@ -139,19 +140,25 @@ def estimate_memory_bytes(image: Any, plan: Plan) -> float:
 class Predictor:
     """Load a run folder once, then segment images.
 
+    With a ``policy`` (AutoPath, :mod:`leanseg.dynamic`), each image runs on the path the policy
+    chooses for it, and the timings report ``policy`` seconds and ``blocks_used``.
+
     Example:
         >>> p = Predictor.from_run("runs/hippo")            # doctest: +SKIP
-        >>> label, affine = p.predict_volume(read_image(path))  # doctest: +SKIP
+        >>> label, timings = p.predict_volume(read_image(path))  # doctest: +SKIP
     """
 
-    def __init__(self, model: torch.nn.Module, plan: Plan, cfg: InferenceConfig, onnx_path: Path | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, plan: Plan, cfg: InferenceConfig, onnx_path: Path | None = None, policy: Any = None) -> None:
         self.plan = plan
         self.cfg = cfg
         self.model = model
+        self.policy = policy
         self.divisor = tuple(getattr(model, "divisor", (1, 1, 1)))
         self.preprocessor = Preprocessor(plan)
         if cfg.backend not in BACKENDS:
             raise LeansegError(f"Unknown back-end '{cfg.backend}'; choose one of {BACKENDS}.")
+        if policy is not None and cfg.backend == "onnx":
+            raise LeansegError("A policy chooses blocks per image, which the exported ONNX graph cannot skip; use --backend eager or bf16.")
         if cfg.backend == "onnx":
             if onnx_path is None or not Path(onnx_path).is_file():
                 raise LeansegError(f"No ONNX model at {onnx_path}; run `leanseg export -m RUN` first.")
@@ -162,12 +169,20 @@ class Predictor:
             self.net = mirrored(self.net)
 
     @classmethod
-    def from_run(cls, run_dir: Path | str, **overrides: Any) -> Predictor:
-        """Load ``checkpoint_final.pt`` (or the latest) from a run folder; ``overrides`` set InferenceConfig fields."""
+    def from_run(cls, run_dir: Path | str, policy: Path | str | None = None, **overrides: Any) -> Predictor:
+        """Load ``checkpoint_final.pt`` (or the latest) from a run folder; ``overrides`` set InferenceConfig fields.
+
+        ``policy``: a policy file from ``leanseg train-policy`` for this run's model (refused for another).
+        """
         from leanseg.checkpoint import load_run_model
 
         run_dir = Path(run_dir)
         model, plan, cfg = load_run_model(run_dir)
+        pol = None
+        if policy is not None:
+            from leanseg.dynamic.policy import load_policy
+
+            pol, _ = load_policy(Path(policy), model)
         icfg = cfg.inference
         if overrides:
             icfg = (
@@ -175,10 +190,16 @@ class Predictor:
                 .with_overrides({f"inference.{k}": v for k, v in overrides.items() if v is not None})
                 .inference
             )
-        return cls(model, plan, icfg, onnx_path=(run_dir if run_dir.is_dir() else run_dir.parent) / "model.onnx")
+        return cls(model, plan, icfg, onnx_path=(run_dir if run_dir.is_dir() else run_dir.parent) / "model.onnx", policy=pol)
 
-    def predict_preprocessed(self, image: torch.Tensor) -> torch.Tensor:
-        return predict_probabilities(self.net, image, self.plan.patch_size, self.divisor, self.cfg)  # type: ignore[arg-type]
+    def predict_preprocessed(self, image: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Probabilities (K, D, H, W) for a preprocessed image (C, D, H, W); ``keep`` (N,) fixes the gated blocks run."""
+        net = self.net
+        if keep is not None:
+            net = torch_net(self.model, self.cfg.backend, keep=keep)
+            if self.cfg.tta:
+                net = mirrored(net)
+        return predict_probabilities(net, image, self.plan.patch_size, self.divisor, self.cfg)  # type: ignore[arg-type]
 
     def predict_volume(self, image: Any, source: Path | str = "image") -> tuple[np.ndarray, dict[str, float]]:
         """Segment a :class:`~leanseg.data.io.Volume`; returns the label map on the input grid and timings (s)."""
@@ -199,14 +220,20 @@ class Predictor:
         t0 = time.perf_counter()
         d = self.preprocessor(image)
         t1 = time.perf_counter()
-        probs = self.predict_preprocessed(d["image"].as_tensor())
+        x = d["image"].as_tensor()
+        extra: dict[str, float] = {}
+        keep = None
+        if self.policy is not None:
+            keep = self.policy.keep_mask(x[None].float())[0]
+            extra = {"policy": time.perf_counter() - t1, "blocks_used": float(keep.sum())}
+        probs = self.predict_preprocessed(x, keep)
         t2 = time.perf_counter()
         probs = self.preprocessor.invert(probs, d["image"])
         label = torch.argmax(probs, dim=0).numpy().astype(np.uint8)
         t3 = time.perf_counter()
         if label.shape != image.shape:  # guard the geometry promise
             raise RuntimeError(f"inverse preprocessing returned {label.shape}, expected {image.shape}")
-        return label, {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
+        return label, {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0, **extra}
 
     def predict_files(
         self, cases: Iterable[tuple[str, list[Path]]], out_dir: Path, progress: Callable[[Any], Any] | None = None

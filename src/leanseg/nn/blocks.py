@@ -52,3 +52,25 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLabV3): MONAI's ``SimpleASPP`` branches plus an image-pooling branch.
+
+    Shapes: (B, in_ch, D, H, W) -> (B, out_channels, D, H, W), ``out_channels = branch_ch * (len(dilations) + 1)``.
+    """
+
+    def __init__(self, in_ch: int, branch_ch: int, dilations: Sequence[int] = (1, 2, 4, 6)) -> None:
+        from monai.networks.blocks import SimpleASPP
+
+        super().__init__()
+        kernels = [1] + [3] * (len(dilations) - 1)
+        self.branches = SimpleASPP(3, in_ch, branch_ch, kernels, list(dilations), norm_type="INSTANCE", acti_type="LEAKYRELU")
+        # instance norm of a 1x1x1 map is undefined: the pooled branch has a bias and no norm
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Conv3d(in_ch, branch_ch, 1), nn.LeakyReLU(0.01))
+        self.out_channels = branch_ch * (len(dilations) + 1)
+        self.project = ConvNormAct(self.out_channels, self.out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(x).expand(-1, -1, *x.shape[-3:])
+        return self.project(torch.cat([self.branches(x), pooled], dim=1))

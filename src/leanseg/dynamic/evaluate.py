@@ -1,0 +1,149 @@
+"""Evaluating dynamic paths: the heuristic-strategy sweep, a policy's paths, and their plots.
+
+All Dice figures here are on the preprocessed grid of a run's own split (nnU-Net's pseudo-Dice, as
+the trainer's validation), mean over foreground classes per case, then over cases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from leanseg.dynamic.reinforce import segment
+from leanseg.dynamic.strategies import sweep_masks
+from leanseg.errors import LeansegError
+from leanseg.metrics import dice_per_class
+
+Case = tuple[str, torch.Tensor, torch.Tensor]
+
+
+def load_split_cases(run_dir: Path, data_dir: Path, split: str) -> tuple[Any, Any, Any, list[Case]]:
+    """The trained model of ``run_dir`` and the preprocessed cases of its ``split`` ('train' or 'val').
+
+    Returns (model, plan, config, [(case_id, image (C, D, H, W), label (D, H, W))]).
+    """
+    from leanseg.checkpoint import load_run_model
+    from leanseg.data.preprocess import CachedCase
+    from leanseg.train import prepare_data
+
+    model, plan, cfg = load_run_model(Path(run_dir))
+    if not hasattr(model, "num_gated_blocks"):
+        raise LeansegError(
+            f"The model in {run_dir} ('{cfg.model.name}') has no gated blocks; train a deeplab3d_r18 or deeplab3d_r50 model first."
+        )
+    splits_path = Path(run_dir) / "splits.json"
+    if not splits_path.is_file():
+        raise LeansegError(f"{splits_path} is missing; pass the run folder written by `leanseg train`.")
+    ids = json.loads(splits_path.read_text())[cfg.data.fold][split]
+    prep = prepare_data(Path(data_dir), cfg)
+    cases = []
+    for cid in ids:
+        c = CachedCase(prep.cache_dir, cid)
+        label = torch.from_numpy(np.array(c.label)).long()
+        cases.append((cid, torch.from_numpy(np.array(c.image)).float(), label.reshape(label.shape[-3:])))
+    return model, plan, cfg, cases
+
+
+def case_dice(pred: torch.Tensor, label: torch.Tensor, classes: list[int]) -> float:
+    return float(np.nanmean(dice_per_class(pred.numpy(), label.numpy(), classes)))
+
+
+def evaluate_paths(
+    model: Any, cases: list[Case], keep_for: Callable[[torch.Tensor], torch.Tensor], classes: list[int], bf16: bool
+) -> list[dict[str, Any]]:
+    """Per case: Dice and blocks used, on the path ``keep_for(image) -> (N,) bool`` chooses."""
+    rows = []
+    for cid, image, label in cases:
+        keep = keep_for(image).reshape(1, -1)
+        pred = segment(model, image, keep, bf16)[0]
+        rows.append({"case": cid, "dice": case_dice(pred, label, classes), "blocks_used": int(keep.sum())})
+    return rows
+
+
+def sweep_strategies(
+    model: Any,
+    cases: list[Case],
+    classes: list[int],
+    repeats: int,
+    seed: int,
+    bf16: bool,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> list[dict[str, Any]]:
+    """Mean Dice for every heuristic mask of :func:`sweep_masks`, plus the full network."""
+    n = model.num_gated_blocks
+    masks = [("Full", 0, 0, torch.ones(n, dtype=torch.bool)), *sweep_masks(n, repeats, seed)]
+    rows = []
+    for strategy, param, dropped, keep in progress(masks) if progress else masks:
+        per_case = evaluate_paths(model, cases, lambda _img, k=keep: k, classes, bf16)
+        rows.append(
+            {
+                "strategy": strategy,
+                "n": param,
+                "blocks_dropped": dropped,
+                "keep": keep.int().tolist(),
+                "dice": float(np.mean([r["dice"] for r in per_case])),
+            }
+        )
+    return rows
+
+
+def summarise_sweep(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
+    """Strategy -> parameter n -> mean and std of Dice (DropRandomN over its repeats)."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        out[strategy] = {}
+        for n in sorted({r["n"] for r in rows if r["strategy"] == strategy}):
+            vals = [r["dice"] for r in rows if r["strategy"] == strategy and r["n"] == n]
+            dropped = next(r["blocks_dropped"] for r in rows if r["strategy"] == strategy and r["n"] == n)
+            out[strategy][n] = {"dice": float(np.mean(vals)), "std": float(np.std(vals)), "blocks_dropped": dropped}
+    return out
+
+
+def random_dice_at(summary: dict[str, dict[int, dict[str, float]]], dropped: float) -> float:
+    """DropRandomN's mean Dice at a fractional number of dropped blocks (linear between integers)."""
+    pts = sorted((v["blocks_dropped"], v["dice"]) for v in summary["DropRandomN"].values())
+    full = summary["Full"][0]["dice"]
+    xs, ys = [0.0] + [p[0] for p in pts], [full] + [p[1] for p in pts]
+    return float(np.interp(dropped, xs, ys))
+
+
+def plot_sweep(summary: dict[str, dict[int, dict[str, float]]], path: Path, policies: list[dict[str, Any]] | None = None) -> None:
+    """Dice against blocks dropped for each strategy (AutoPath Figures 3-7), policies as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    full = summary["Full"][0]["dice"]
+    dn = summary["DropN"]
+    a.bar([n + 1 for n in dn], [v["dice"] for v in dn.values()], color="tab:gray")
+    a.axhline(full, color="k", ls="--", lw=1, label=f"full network {full:.3f}")
+    a.set_xlabel("dropped block (DropN)")
+    a.set_ylabel("mean Dice")
+    a.legend(fontsize=8)
+    for name, style in (("DropFirstN", "s-"), ("DropLastN", "^-"), ("DropRandomN", "o-")):
+        d = summary[name]
+        xs = [v["blocks_dropped"] for v in d.values()]
+        ys = [v["dice"] for v in d.values()]
+        b.plot(xs, ys, style, label=name)
+        if name == "DropRandomN":
+            sd = [v["std"] for v in d.values()]
+            b.fill_between(xs, np.subtract(ys, sd), np.add(ys, sd), alpha=0.2)
+    for p in policies or []:
+        b.plot(p["mean_blocks_dropped"], p["dice"], "*", ms=12, label=f"AutoPath tau={p['tau']:g}")
+    b.axhline(full, color="k", ls="--", lw=1)
+    b.set_xlabel("blocks dropped")
+    b.set_ylabel("mean Dice")
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,126 @@
+"""The AutoPath policy network, and policy files bound to the segmentation model they were trained for.
+
+After Sun et al. 2020 (AutoPath) and Wu et al. 2018 (BlockDrop): a small 3D CNN sees a downsampled
+copy of the image and outputs one drop probability per gated block. It only produces masks; it never
+imports the segmentation model, and a model never imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leanseg.config import AutoPathConfig
+from leanseg.errors import LeansegError
+from leanseg.nn.blocks import ConvNormAct
+from leanseg.utils import atomic_path
+
+FORMAT = "leanseg-policy"
+
+
+class PolicyNet(nn.Module):
+    """(B, C, D, H, W) image at any size -> (B, N) drop probabilities in [bound, 1 - bound]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_blocks: int,
+        size: Sequence[int] = (32, 32, 32),
+        features: Sequence[int] = (8, 16, 32),
+        bound: float = 0.05,
+    ) -> None:
+        super().__init__()
+        if not 0 <= bound < 0.5:
+            raise ValueError("bound must lie in [0, 0.5)")
+        self.size = tuple(int(s) for s in size)
+        if min(self.size) < 2 ** (len(features) + 1):
+            raise LeansegError(
+                f"autopath.policy_size {list(self.size)} is too small for {len(features)} stride-2 layers; "
+                f"use at least {2 ** (len(features) + 1)} per axis or fewer autopath.policy_features."
+            )
+        self.bound = float(bound)
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for f in features:
+            layers.append(ConvNormAct(prev, f, 3, stride=2))
+            prev = f
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool3d(1), nn.Flatten())
+        self.head = nn.Linear(prev, num_blocks)
+        nn.init.zeros_(self.head.weight)
+        nn.init.constant_(self.head.bias, -2.0)  # start by keeping most blocks (drop probability ~0.12)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(image.float(), size=self.size, mode="trilinear", align_corners=False)
+        p = torch.sigmoid(self.head(self.features(x)))
+        return self.bound + (1 - 2 * self.bound) * p
+
+    @torch.no_grad()
+    def keep_mask(self, image: torch.Tensor) -> torch.Tensor:
+        """The greedy path: keep a block where its drop probability is at most 0.5. (B, N) bool."""
+        return self(image) <= 0.5
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-1 of a model's state (names, shapes and bytes): the identity a policy is bound to."""
+    h = hashlib.sha1()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_policy(in_channels: int, num_blocks: int, cfg: AutoPathConfig) -> PolicyNet:
+    return PolicyNet(in_channels, num_blocks, cfg.policy_size, cfg.policy_features, cfg.bound)
+
+
+def save_policy(path: Path, policy: PolicyNet, model: nn.Module, cfg: AutoPathConfig, **info: Any) -> Path:
+    """Write a policy with the fingerprint of ``model`` (atomically)."""
+    import dataclasses
+
+    payload = {
+        "format": FORMAT,
+        "model_fingerprint": weights_fingerprint(model),
+        "num_blocks": int(policy.head.out_features),
+        "in_channels": int(policy.features[0][0].in_channels),
+        "autopath": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
+        "state": policy.state_dict(),
+        **info,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_policy(path: Path, model: nn.Module) -> tuple[PolicyNet, dict[str, Any]]:
+    """Load a policy and check that it was trained for exactly ``model`` (same weights)."""
+    from leanseg.config import ExperimentConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise LeansegError(f"Policy {path} does not exist; train one with `leanseg train-policy` or pass the right file.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise LeansegError(f"Policy {path} cannot be loaded safely ({type(e).__name__}); it is damaged: retrain it.") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise LeansegError(f"{path} is not a leanseg policy; pass a file written by `leanseg train-policy`.")
+    want = weights_fingerprint(model)
+    if ckpt["model_fingerprint"] != want or ckpt["num_blocks"] != getattr(model, "num_gated_blocks", None):
+        raise LeansegError(
+            f"Policy {path} was trained for another segmentation model (fingerprint {ckpt['model_fingerprint']}, this one {want}); "
+            "pass the run folder it was trained with, or train a policy for this model with `leanseg train-policy`."
+        )
+    cfg = ExperimentConfig().with_overrides({f"autopath.{k}": v for k, v in ckpt["autopath"].items()}).autopath
+    policy = build_policy(ckpt["in_channels"], ckpt["num_blocks"], cfg)
+    policy.load_state_dict(ckpt["state"])
+    policy.eval()
+    return policy, ckpt

@@ -1,0 +1,157 @@
+"""Training the AutoPath policy with REINFORCE while the segmentation model stays frozen.
+
+Sun et al. 2020 (AutoPath), after BlockDrop (Wu et al. 2018):
+
+* voxel-level reward: a correctly predicted voxel earns ``1 - (blocks used / N)^2``, a wrong one
+  ``-tau``; an image's reward is the mean over its voxels. ``tau`` trades accuracy for compute;
+* self-critical baseline: the advantage of a sampled path is its reward minus the reward of the
+  greedy path (drop where the probability exceeds 0.5) on the same image;
+* entropy bonus, drop probabilities bounded away from 0 and 1 (see :class:`PolicyNet`);
+* curriculum: at stage c only the last c blocks are decided by the policy, the others are kept,
+  until every block is decided.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from leanseg.config import AutoPathConfig
+from leanseg.dynamic.policy import PolicyNet, build_policy
+
+
+def voxel_reward(pred: torch.Tensor, target: torch.Tensor, blocks_used: torch.Tensor, num_blocks: int, tau: float) -> torch.Tensor:
+    """Mean voxel reward per sample.
+
+    Args:
+        pred: (B, D, H, W) predicted labels.
+        target: (D, H, W) or (B, D, H, W) true labels.
+        blocks_used: (B,) blocks run per sample.
+        num_blocks: N, the model's gated blocks.
+        tau: penalty of a wrong voxel.
+    Returns:
+        (B,) rewards: correct share * (1 - (used/N)^2) - tau * wrong share.
+    """
+    correct = (pred == target).flatten(1).float().mean(1)
+    gain = 1.0 - (blocks_used.float() / num_blocks) ** 2
+    return correct * gain - tau * (1.0 - correct)
+
+
+def curriculum_decided(step: int, stage_steps: int, num_blocks: int) -> torch.Tensor:
+    """(N,) bool: the blocks the policy decides at ``step``; stage c = step // stage_steps + 1 decides the last c."""
+    stage = min(num_blocks, step // max(stage_steps, 1) + 1)
+    decided = torch.zeros(num_blocks, dtype=torch.bool)
+    decided[num_blocks - stage :] = True
+    return decided
+
+
+def sample_actions(probs: torch.Tensor, decided: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Drop actions (B, N) in {0, 1} from Bernoulli(probs); undecided blocks are never dropped."""
+    a = torch.bernoulli(probs.detach(), generator=generator)
+    return a * decided.to(a.dtype)
+
+
+def greedy_actions(probs: torch.Tensor, decided: torch.Tensor) -> torch.Tensor:
+    return (probs.detach() > 0.5).to(probs.dtype) * decided.to(probs.dtype)
+
+
+def policy_loss(
+    probs: torch.Tensor, actions: torch.Tensor, decided: torch.Tensor, advantage: torch.Tensor, entropy_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE loss ``-mean(A * log pi(a)) - beta * mean entropy``, over the decided blocks only.
+
+    Args:
+        probs: (B, N) drop probabilities (with grad).
+        actions: (B, N) sampled drop actions.
+        decided: (N,) bool.
+        advantage: (B,) reward minus baseline (no grad).
+    Returns:
+        (loss, mean entropy of the decided blocks).
+    """
+    d = decided.to(probs.dtype)
+    logp = (actions * torch.log(probs) + (1 - actions) * torch.log1p(-probs)) * d
+    ent = -(probs * torch.log(probs) + (1 - probs) * torch.log1p(-probs)) * d
+    entropy = ent.sum(1) / d.sum().clamp(min=1)
+    loss = -(advantage.detach() * logp.sum(1)).mean() - entropy_weight * entropy.mean()
+    return loss, entropy.mean().detach()
+
+
+def segment(model: Any, image: torch.Tensor, keep: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Labels (B, D, H, W) for one preprocessed image (C, D, H, W) run once per keep mask (B, N)."""
+    from leanseg.inference import pad_to_multiple
+
+    xp, crop = pad_to_multiple(image[None].float(), model.divisor)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(xp.expand(keep.shape[0], -1, -1, -1, -1), keep)
+    return logits[crop].argmax(1)
+
+
+@dataclass
+class PolicyTraining:
+    policy: PolicyNet
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train_policy(
+    model: Any,
+    cases: list[tuple[str, torch.Tensor, torch.Tensor]],
+    cfg: AutoPathConfig,
+    bf16: bool = False,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> PolicyTraining:
+    """Train a policy for the frozen ``model`` on (case_id, image (C,D,H,W), label (D,H,W)) cases."""
+    from leanseg.utils import set_threads
+
+    set_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    n_blocks = model.num_gated_blocks
+    policy = build_policy(cases[0][1].shape[0], n_blocks, cfg)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    out = PolicyTraining(policy)
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        if cfg.budget_minutes and time.perf_counter() - t0 > cfg.budget_minutes * 60:
+            break
+        decided = curriculum_decided(step, cfg.stage_steps, n_blocks)
+        losses, rewards, greedy_rewards, used, ents = [], [], [], [], []
+        for i in rng.choice(len(cases), size=cfg.images_per_step, replace=len(cases) < cfg.images_per_step):
+            _, image, label = cases[int(i)]
+            probs = policy(image[None])
+            a, g = sample_actions(probs, decided, gen), greedy_actions(probs, decided)
+            keep = torch.cat([a, g]) < 0.5  # row 0: sampled path, row 1: greedy path
+            r = voxel_reward(segment(model, image, keep, bf16), label, keep.sum(1), n_blocks, cfg.tau)
+            loss, ent = policy_loss(probs, a, decided, (r[0] - r[1]).reshape(1), cfg.entropy_weight)
+            losses.append(loss)
+            rewards.append(float(r[0]))
+            greedy_rewards.append(float(r[1]))
+            used.append(float(keep[1].sum()))
+            ents.append(float(ent))
+        opt.zero_grad()
+        torch.stack(losses).mean().backward()
+        opt.step()
+        row = {
+            "step": step + 1,
+            "stage": int(decided.sum()),
+            "reward": float(np.mean(rewards)),
+            "greedy_reward": float(np.mean(greedy_rewards)),
+            "greedy_blocks_used": float(np.mean(used)),
+            "entropy": float(np.mean(ents)),
+            "seconds": time.perf_counter() - t0,
+        }
+        out.history.append(row)
+        if progress:
+            progress(step + 1, row)
+    out.seconds = time.perf_counter() - t0
+    policy.eval()
+    return out

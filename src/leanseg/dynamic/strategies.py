@@ -1,0 +1,53 @@
+"""Heuristic block-dropping strategies, the baselines of AutoPath (Sun et al. 2020, Figures 3-7).
+
+Each returns a keep mask of shape (N,) (True: run the block) for a model with N gated blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def drop_n(num_blocks: int, n: int) -> torch.Tensor:
+    """DropN: drop only block ``n`` (0-based)."""
+    if not 0 <= n < num_blocks:
+        raise ValueError(f"block {n} does not exist in a model with {num_blocks} gated blocks")
+    keep = torch.ones(num_blocks, dtype=torch.bool)
+    keep[n] = False
+    return keep
+
+
+def drop_first(num_blocks: int, n: int) -> torch.Tensor:
+    """DropFirstN: drop the first ``n`` blocks."""
+    keep = torch.ones(num_blocks, dtype=torch.bool)
+    keep[:n] = False
+    return keep
+
+
+def drop_last(num_blocks: int, n: int) -> torch.Tensor:
+    """DropLastN: drop the last ``n`` blocks."""
+    keep = torch.ones(num_blocks, dtype=torch.bool)
+    keep[num_blocks - n :] = False
+    return keep
+
+
+def drop_random(num_blocks: int, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """DropRandomN: drop ``n`` blocks chosen uniformly without replacement."""
+    keep = torch.ones(num_blocks, dtype=torch.bool)
+    keep[torch.from_numpy(rng.choice(num_blocks, size=n, replace=False))] = False
+    return keep
+
+
+def sweep_masks(num_blocks: int, repeats: int, seed: int = 0) -> list[tuple[str, int, int, torch.Tensor]]:
+    """Every (strategy, parameter n, blocks dropped, keep mask) the sweep evaluates.
+
+    DropN for each block; DropFirstN, DropLastN for n = 1..N-1; DropRandomN ``repeats`` times for each n.
+    """
+    rng = np.random.default_rng(seed)
+    out = [("DropN", n, 1, drop_n(num_blocks, n)) for n in range(num_blocks)]
+    for n in range(1, num_blocks):
+        out.append(("DropFirstN", n, n, drop_first(num_blocks, n)))
+        out.append(("DropLastN", n, n, drop_last(num_blocks, n)))
+        out += [("DropRandomN", n, n, drop_random(num_blocks, n, rng)) for _ in range(repeats)]
+    return out

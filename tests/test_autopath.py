@@ -1,0 +1,254 @@
+"""AutoPath: gated DeepLabV3 blocks, heuristic strategies, reward and policy-gradient pieces, policies bound to their model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from leanseg.dynamic.policy import PolicyNet, load_policy, save_policy, weights_fingerprint
+from leanseg.dynamic.reinforce import (
+    curriculum_decided,
+    greedy_actions,
+    policy_loss,
+    sample_actions,
+    train_policy,
+    voxel_reward,
+)
+from leanseg.dynamic.strategies import drop_first, drop_last, drop_n, drop_random, sweep_masks
+from leanseg.errors import LeansegError
+from leanseg.models.deeplab3d import DeepLab3D
+
+
+def tiny(depth: int = 18, seed: int = 0) -> DeepLab3D:
+    torch.manual_seed(seed)
+    return DeepLab3D(1, 3, depth=depth, base_features=4, aspp_features=4, decoder_features=8).eval()
+
+
+@pytest.mark.parametrize("depth,blocks", [(18, 8), (50, 16)])
+def test_backbones_have_the_papers_block_counts_and_all_keep_is_exact(depth: int, blocks: int) -> None:
+    net = tiny(depth)
+    assert net.num_gated_blocks == blocks
+    x = torch.randn(2, 1, 16, 16, 12)
+    with torch.no_grad():
+        plain = net(x)
+        assert torch.equal(net(x, torch.ones(2, blocks, dtype=torch.bool)), plain)
+        assert torch.equal(net(x, torch.ones(blocks)), plain)
+        assert not torch.allclose(net(x, drop_n(blocks, blocks - 1)), plain)
+
+
+def test_a_dropped_block_is_not_called_and_a_mixed_batch_runs_only_the_keepers() -> None:
+    net = tiny()
+    x = torch.randn(2, 1, 16, 16, 16)
+    seen: dict[int, list[int]] = {}
+    for i, blk in enumerate(net.blocks):
+        blk.residual.register_forward_hook(lambda m, inp, out, i=i: seen.setdefault(i, []).append(inp[0].shape[0]))
+    keep = torch.ones(2, 8, dtype=torch.bool)
+    keep[:, 3] = False  # block 3 dropped for both samples
+    keep[0, 5] = False  # block 5 dropped for sample 0 only
+    with torch.no_grad():
+        net(x, keep)
+    assert 3 not in seen
+    assert seen[5] == [1]
+    assert all(seen[i] == [2] for i in (0, 1, 2, 4, 6, 7))
+    assert [b.calls for b in net.blocks] == [1, 1, 1, 0, 1, 1, 1, 1]
+
+
+def test_dropping_runs_only_the_shortcut_per_sample() -> None:
+    net = tiny()
+    x = torch.randn(2, 1, 16, 16, 16)
+    keep = torch.ones(2, 8, dtype=torch.bool)
+    keep[0, 2] = False  # block 2 opens stage 2: its shortcut is a strided projection
+    with torch.no_grad():
+        mixed = net(x, keep)
+        alone = net(x[:1], keep[:1])
+        h = net.stem(x[:1])
+        h = net.blocks[1](net.blocks[0](h))
+        by_hand = net.blocks[2].act(net.blocks[2].shortcut(h))
+        assert torch.allclose(net.blocks[2](h, torch.tensor([False])), by_hand)
+    assert torch.allclose(mixed[:1], alone, atol=1e-5)
+
+
+def test_anisotropic_plan_keeps_z_at_full_resolution() -> None:
+    from leanseg.config import ModelConfig
+    from leanseg.registry import MODELS
+
+    net = MODELS.create(
+        "deeplab3d_r18", 1, 2, ModelConfig(name="deeplab3d_r18", base_features=4), features=(4, 8, 16), strides=((1, 1, 1), (2, 2, 1), (2, 2, 1))
+    )
+    assert net.divisor == (4, 4, 1)
+    assert net(torch.randn(2, 1, 8, 8, 5)).shape == (2, 2, 8, 8, 5)
+
+
+def test_stochastic_depth_drops_blocks_only_in_training() -> None:
+    torch.manual_seed(0)
+    net = DeepLab3D(1, 2, base_features=4, aspp_features=4, decoder_features=8, drop_prob=0.5).train()
+    net(torch.randn(2, 1, 8, 8, 8))
+    assert sum(b.calls for b in net.blocks) < 8
+    net.eval()
+    for b in net.blocks:
+        b.calls = 0
+    with torch.no_grad():
+        net(torch.randn(2, 1, 8, 8, 8))
+    assert [b.calls for b in net.blocks] == [1] * 8
+
+
+def test_heuristic_strategies() -> None:
+    assert drop_n(4, 2).tolist() == [True, True, False, True]
+    assert drop_first(4, 3).tolist() == [False, False, False, True]
+    assert drop_last(4, 1).tolist() == [True, True, True, False]
+    a = drop_random(8, 3, np.random.default_rng(5))
+    assert int((~a).sum()) == 3
+    assert torch.equal(a, drop_random(8, 3, np.random.default_rng(5)))
+    with pytest.raises(ValueError):
+        drop_n(4, 4)
+    masks = sweep_masks(8, repeats=3)
+    assert len(masks) == 8 + 7 * (2 + 3)
+    assert all(int((~k).sum()) == dropped for _, _, dropped, k in masks)
+
+
+def test_voxel_reward_worked_by_hand() -> None:
+    target = torch.tensor([[[0, 1], [1, 2]]])  # 4 voxels
+    pred = torch.stack([torch.tensor([[[0, 1], [1, 0]]]), target])  # 3 right; 4 right
+    r = voxel_reward(pred, target, torch.tensor([2, 4]), num_blocks=4, tau=2.0)
+    # 0.75 * (1 - (2/4)^2) - 2 * 0.25 = 0.0625 ; 1 * (1 - 1) - 0 = 0
+    assert torch.allclose(r, torch.tensor([0.0625, 0.0]))
+
+
+def test_policy_loss_and_gradient_worked_by_hand() -> None:
+    z = torch.tensor([[math.log(0.2 / 0.8), math.log(0.6 / 0.4)]], requires_grad=True)
+    probs = torch.sigmoid(z)  # [0.2, 0.6]
+    actions = torch.tensor([[1.0, 0.0]])
+    decided = torch.tensor([False, True])
+    beta = 0.1
+    loss, ent = policy_loss(probs, actions, decided, torch.tensor([2.0]), beta)
+    h = -(0.6 * math.log(0.6) + 0.4 * math.log(0.4))
+    assert loss.item() == pytest.approx(-2.0 * math.log(0.4) - beta * h, rel=1e-6)
+    assert ent.item() == pytest.approx(h, rel=1e-6)
+    loss.backward()
+    # d/dz of -A log(1 - p) = A p ; of -beta H(p) = beta * p(1-p) * log(p / (1-p))
+    assert z.grad[0, 0].item() == 0.0  # undecided block: no gradient
+    assert z.grad[0, 1].item() == pytest.approx(2.0 * 0.6 + beta * 0.24 * math.log(1.5), rel=1e-5)
+
+
+def test_curriculum_decides_the_last_blocks_first() -> None:
+    assert curriculum_decided(0, 10, 4).tolist() == [False, False, False, True]
+    assert curriculum_decided(25, 10, 4).tolist() == [False, True, True, True]
+    assert curriculum_decided(10_000, 10, 4).all()
+
+
+def test_actions_never_drop_undecided_blocks() -> None:
+    probs = torch.full((64, 4), 0.9)
+    decided = torch.tensor([False, False, True, True])
+    a = sample_actions(probs, decided, torch.Generator().manual_seed(0))
+    assert a[:, :2].sum() == 0 and a[:, 2:].mean() > 0.7
+    assert greedy_actions(torch.tensor([[0.9, 0.4, 0.6, 0.5]]), torch.ones(4, dtype=torch.bool)).tolist() == [[1, 0, 1, 0]]
+
+
+def test_policy_probabilities_are_bounded() -> None:
+    pol = PolicyNet(1, 5, size=(8, 8, 8), features=(4,), bound=0.1)
+    torch.nn.init.constant_(pol.head.bias, 50.0)
+    p = pol(torch.randn(3, 1, 20, 18, 16))
+    assert p.shape == (3, 5) and torch.allclose(p, torch.full_like(p, 0.9))
+    assert not pol.keep_mask(torch.randn(1, 1, 8, 8, 8)).any()
+    with pytest.raises(LeansegError, match="too small"):
+        PolicyNet(1, 5, size=(8, 8, 8), features=(4, 8, 16))
+
+
+def test_policy_refuses_another_model(tmp_path: Path) -> None:
+    from leanseg.config import AutoPathConfig
+
+    model, other = tiny(seed=0), tiny(seed=1)
+    pol = PolicyNet(1, 8, size=(8, 8, 8), features=(4,))
+    path = save_policy(tmp_path / "p.pt", pol, model, AutoPathConfig(policy_size=(8, 8, 8), policy_features=(4,)))
+    loaded, _ = load_policy(path, model)
+    x = torch.randn(1, 1, 12, 12, 12)
+    assert torch.equal(loaded(x), pol.eval()(x))
+    assert weights_fingerprint(model) != weights_fingerprint(other)
+    with pytest.raises(LeansegError, match="trained for another segmentation model"):
+        load_policy(path, other)
+    with pytest.raises(LeansegError, match="does not exist"):
+        load_policy(tmp_path / "missing.pt", model)
+
+
+def test_without_an_error_penalty_the_policy_learns_to_drop() -> None:
+    """tau = 0 rewards every dropped block, so REINFORCE must raise the drop probabilities it decides."""
+    from leanseg.config import AutoPathConfig
+
+    model = tiny()
+    gen = torch.Generator().manual_seed(0)
+    cases = [(f"c{i}", torch.randn(1, 16, 16, 16, generator=gen), torch.randint(0, 3, (16, 16, 16), generator=gen)) for i in range(3)]
+    cfg = AutoPathConfig(
+        tau=0.0, policy_size=(8, 8, 8), policy_features=(4,), steps=30, stage_steps=1000, images_per_step=2, lr=0.05, num_threads=1
+    )
+    res = train_policy(model, cases, cfg)
+    assert len(res.history) == 30 and all(r["stage"] == 1 for r in res.history)
+    with torch.no_grad():
+        p = res.policy(cases[0][1][None])[0]
+    assert p[-1] > 0.5  # the decided (last) block: from ~0.12 at the start to mostly dropped
+    assert p[:-1].max() < 0.2  # undecided blocks are never sampled, so they stay where they began
+
+
+def test_train_policy_sweep_and_predict_with_a_policy_from_the_command_line(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+    from leanseg.train import train
+
+    cfg = tiny_cfg.with_overrides({"model.name": "deeplab3d_r18", "model.deep_supervision": False, "train.iterations": 4})
+    run, other = tmp_path / "run", tmp_path / "other"
+    train(phantoms, run, cfg, show_progress=False)
+    train(phantoms, other, cfg.with_overrides({"train.seed": 1}), show_progress=False)
+    runner = CliRunner()
+    small = ["--set", "autopath.steps=3", "--set", "autopath.images_per_step=1", "--set", "autopath.policy_size=[8,8,8]", "--set", "autopath.policy_features=[4]"]
+    r = runner.invoke(app, ["train-policy", "-m", str(run), "-d", str(phantoms), "--tau", "20", *small])
+    assert r.exit_code == 0, r.output
+    policy = run / "policies" / "policy_tau20.pt"
+    assert policy.is_file() and "blocks used" in " ".join(r.output.split()) and (run / "policies" / "policy_tau20.json").is_file()
+
+    r = runner.invoke(app, ["drop-sweep", "-m", str(run), "-d", str(phantoms), "-o", str(tmp_path / "sweep"), "--repeats", "1"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert len(sweep["rows"]) == 1 + 8 + 7 * 3 and (tmp_path / "sweep" / "sweep.png").is_file()
+
+    out = tmp_path / "pred"
+    r = runner.invoke(app, ["predict", "-m", str(run), "-i", str(phantoms / "imagesTr"), "-o", str(out), "--policy", str(policy)])
+    assert r.exit_code == 0, r.output
+    assert "blocks used" in r.output and "/8" in r.output
+    assert len(list(out.glob("*.nii.gz"))) == 6
+
+    r = runner.invoke(app, ["predict", "-m", str(other), "-i", str(phantoms / "imagesTr"), "-o", str(tmp_path / "p2"), "--policy", str(policy)])
+    assert r.exit_code == 2 and "trained for another segmentation model" in r.output
+    assert not (tmp_path / "p2").exists()
+
+
+def test_predictor_reports_the_blocks_each_image_used(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    from leanseg.checkpoint import load_run_model
+    from leanseg.config import InferenceConfig
+    from leanseg.data.io import read_image
+    from leanseg.inference import Predictor
+    from leanseg.train import train
+
+    cfg = tiny_cfg.with_overrides({"model.name": "deeplab3d_r18", "model.deep_supervision": False, "train.iterations": 2})
+    train(phantoms, tmp_path / "run", cfg, show_progress=False)
+    model, plan, _ = load_run_model(tmp_path / "run")
+    pol = PolicyNet(1, 8, size=(8, 8, 8), features=(4,))
+    torch.nn.init.constant_(pol.head.bias, 0.0)
+    pol.head.bias.data[:3] = 5.0  # drop the first three blocks of every image
+    vol = read_image(sorted((phantoms / "imagesTr").glob("*.nii.gz"))[0])
+    label, t = Predictor(model, plan, InferenceConfig(), policy=pol.eval()).predict_volume(vol)
+    assert t["blocks_used"] == 5 and t["policy"] > 0 and label.shape == vol.shape
+    full, _ = Predictor(model, plan, InferenceConfig()).predict_volume(vol)
+    with torch.no_grad():
+        pre = Predictor(model, plan, InferenceConfig())
+        x = pre.preprocessor(vol)["image"].as_tensor()
+        by_mask = pre.predict_preprocessed(x, drop_first(8, 3)).argmax(0)
+        by_policy = Predictor(model, plan, InferenceConfig(), policy=pol).predict_preprocessed(x, drop_first(8, 3)).argmax(0)
+    assert torch.equal(by_mask, by_policy)
+    with pytest.raises(LeansegError, match="ONNX"):
+        Predictor(model, plan, InferenceConfig(backend="onnx"), policy=pol)
