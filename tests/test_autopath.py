@@ -77,7 +77,12 @@ def test_anisotropic_plan_keeps_z_at_full_resolution() -> None:
     from leanseg.registry import MODELS
 
     net = MODELS.create(
-        "deeplab3d_r18", 1, 2, ModelConfig(name="deeplab3d_r18", base_features=4), features=(4, 8, 16), strides=((1, 1, 1), (2, 2, 1), (2, 2, 1))
+        "deeplab3d_r18",
+        1,
+        2,
+        ModelConfig(name="deeplab3d_r18", base_features=4),
+        features=(4, 8, 16),
+        strides=((1, 1, 1), (2, 2, 1), (2, 2, 1)),
     )
     assert net.divisor == (4, 4, 1)
     assert net(torch.randn(2, 1, 8, 8, 5)).shape == (2, 2, 8, 8, 5)
@@ -203,7 +208,16 @@ def test_train_policy_sweep_and_predict_with_a_policy_from_the_command_line(phan
     train(phantoms, run, cfg, show_progress=False)
     train(phantoms, other, cfg.with_overrides({"train.seed": 1}), show_progress=False)
     runner = CliRunner()
-    small = ["--set", "autopath.steps=3", "--set", "autopath.images_per_step=1", "--set", "autopath.policy_size=[8,8,8]", "--set", "autopath.policy_features=[4]"]
+    small = [
+        "--set",
+        "autopath.steps=3",
+        "--set",
+        "autopath.images_per_step=1",
+        "--set",
+        "autopath.policy_size=[8,8,8]",
+        "--set",
+        "autopath.policy_features=[4]",
+    ]
     r = runner.invoke(app, ["train-policy", "-m", str(run), "-d", str(phantoms), "--tau", "20", *small])
     assert r.exit_code == 0, r.output
     policy = run / "policies" / "policy_tau20.pt"
@@ -222,7 +236,9 @@ def test_train_policy_sweep_and_predict_with_a_policy_from_the_command_line(phan
     assert "blocks used" in r.output and "/8" in r.output
     assert len(list(out.glob("*.nii.gz"))) == 6
 
-    r = runner.invoke(app, ["predict", "-m", str(other), "-i", str(phantoms / "imagesTr"), "-o", str(tmp_path / "p2"), "--policy", str(policy)])
+    r = runner.invoke(
+        app, ["predict", "-m", str(other), "-i", str(phantoms / "imagesTr"), "-o", str(tmp_path / "p2"), "--policy", str(policy)]
+    )
     assert r.exit_code == 2 and "trained for another segmentation model" in r.output
     assert not (tmp_path / "p2").exists()
 

@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+search_app = typer.Typer(help="Searches: training strategy (RL controller and baselines).", no_args_is_help=True)
+app.add_typer(search_app, name="search")
 
 
 def _console() -> Any:
@@ -319,6 +321,64 @@ def demo(
         from leanseg.demo import run_demo
 
         run_demo(out, minutes=minutes, num_cases=cases, seed=seed, console=_console())
+
+    _run(go)
+
+
+@search_app.command("strategy")
+def search_strategy(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (an existing one resumes).")],
+    controller: Annotated[str, typer.Option(help="ppo | hill | hill-continuous | random | tpe.")] = "ppo",
+    trials: Annotated[int, typer.Option(help="Trials in all (failed ones count).")] = 8,
+    parallel: Annotated[int, typer.Option(help="Trials at once.")] = 1,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="Run trials on this Ray cluster ('local': start one here).")
+    ] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Base experiment config for every trial.")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override of the base config, e.g. train.iterations=300.")] = [],  # noqa: B006
+    space: Annotated[Optional[Path], typer.Option(help="Search space YAML: a list of {key, low, high, log}.")] = None,
+    trial_minutes: Annotated[Optional[float], typer.Option("--trial-minutes", help="Training budget per trial.")] = None,
+    init_checkpoint: Annotated[
+        Optional[Path], typer.Option("--init-checkpoint", help="Fine-tune every trial from this checkpoint.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Controller seed.")] = 0,
+) -> None:
+    """Search augmentation probabilities and learning rate; each trial's reward is its validation Dice."""
+
+    def go() -> None:
+        from rich.table import Table
+
+        from leanseg.search.space import SearchSpace
+        from leanseg.search.strategy import search_strategy as run
+
+        overrides = list(set_)
+        if init_checkpoint is not None:
+            overrides.append(f"train.init_checkpoint={init_checkpoint.resolve()}")
+        cfg = _load_config(config, overrides, trial_minutes)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn(f"[bold]search ({controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+            task = bar.add_task("trials", total=trials)
+
+            def show(trial: dict[str, Any], ended: int, total: int) -> None:
+                bar.update(task, completed=ended)
+                r = trial.get("reward")
+                bar.console.print(
+                    f"trial {trial['candidate']['id']}: " + (f"Dice {r:.4f}" if r is not None else f"[red]failed[/] ({trial.get('error')})")
+                )
+
+            res = run(
+                data, out, controller, trials, parallel, ray_address, cfg, SearchSpace.load(space) if space else None, seed, progress=show
+            )
+        t = Table(title=f"best strategies ({controller}, {len(res.trials)} trials)")
+        keys = list(res.trials[0]["candidate"]["values"]) if res.trials else []
+        for col in ("trial", "Dice", *keys):
+            t.add_column(col)
+        for tr in sorted((x for x in res.trials if x["status"] == "done"), key=lambda x: -x["reward"])[:5]:
+            t.add_row(str(tr["candidate"]["id"]), f"{tr['reward']:.4f}", *[f"{tr['candidate']['values'][k]:.3g}" for k in keys])
+        _console().print(t)
+        _console().print(f"winning config: {out / 'best_config.yaml'} (leanseg train --config); plot: {out / 'rewards.png'}")
 
     _run(go)
 

@@ -54,12 +54,12 @@ def case_dice(pred: torch.Tensor, label: torch.Tensor, classes: list[int]) -> fl
 
 
 def evaluate_paths(
-    model: Any, cases: list[Case], keep_for: Callable[[torch.Tensor], torch.Tensor], classes: list[int], bf16: bool
+    model: Any, cases: list[Case], keep_for: Callable[[str, torch.Tensor], torch.Tensor], classes: list[int], bf16: bool
 ) -> list[dict[str, Any]]:
-    """Per case: Dice and blocks used, on the path ``keep_for(image) -> (N,) bool`` chooses."""
+    """Per case: Dice and blocks used, on the path ``keep_for(case_id, image) -> (N,) bool`` chooses."""
     rows = []
     for cid, image, label in cases:
-        keep = keep_for(image).reshape(1, -1)
+        keep = keep_for(cid, image).reshape(1, -1)
         pred = segment(model, image, keep, bf16)[0]
         rows.append({"case": cid, "dice": case_dice(pred, label, classes), "blocks_used": int(keep.sum())})
     return rows
@@ -79,7 +79,7 @@ def sweep_strategies(
     masks = [("Full", 0, 0, torch.ones(n, dtype=torch.bool)), *sweep_masks(n, repeats, seed)]
     rows = []
     for strategy, param, dropped, keep in progress(masks) if progress else masks:
-        per_case = evaluate_paths(model, cases, lambda _img, k=keep: k, classes, bf16)
+        per_case = evaluate_paths(model, cases, lambda _cid, _img, k=keep: k, classes, bf16)
         rows.append(
             {
                 "strategy": strategy,

@@ -44,7 +44,7 @@ def train_policy_for_run(
     result = train_policy(model, train_cases, acfg, bf16=bf16, progress=progress)
     _, _, _, val_cases = load_split_cases(run_dir, data_dir, "val")
     classes = [k for k in plan.labels if k != 0]
-    rows = evaluate_paths(model, val_cases, lambda img: result.policy.keep_mask(img[None])[0], classes, bf16)
+    rows = evaluate_paths(model, val_cases, lambda _cid, img: result.policy.keep_mask(img[None])[0], classes, bf16)
     n = model.num_gated_blocks
     summary = {
         "tau": acfg.tau,

@@ -1,0 +1,183 @@
+"""Strategy search on hippocampus: the PPO controller against hill climbing, random search and TPE.
+
+As the paper's first experiment, every trial fine-tunes one shared checkpoint: the residual U-Net
+trained on folds 1-4 (fold 0 held out) with the "routine" defaults (every augmentation probability
+0.5). A trial fine-tunes it for ``--trial-seconds`` with a candidate's augmentation probabilities
+and learning rate and is rewarded with the Dice on the first ``--val-cases`` held-out cases. Every
+controller gets the same number of trials per seed and starts from the routine defaults. Finally the
+best strategy PPO found and the routine defaults are each trained in full (``--final-minutes`` from
+scratch) and evaluated on all 42 held-out cases.
+
+    python benchmarks/strategy_search/run.py [--trials 8] [--seeds 0 1] [--trial-seconds 45] [--final-minutes 15]
+
+Writes benchmarks/results/strategy_search.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIG = ROOT / "configs" / "hippocampus_baseline.yaml"
+CONTROLLERS = ("ppo", "hill", "hill-continuous", "random", "tpe")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
+    ap.add_argument("--pretrain-minutes", type=float, default=6.0)
+    ap.add_argument("--trial-seconds", type=float, default=45.0)
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS))
+    ap.add_argument("--val-cases", type=int, default=20)
+    ap.add_argument("--final-minutes", type=float, default=15.0)
+    ap.add_argument("--work", default="/tmp/leanseg_bench/strategy_search")
+    ap.add_argument("--reuse", action="store_true", help="keep the pretrained checkpoint and finished searches in --work")
+    args = ap.parse_args()
+
+    from leanseg.bench import machine_info, write_results
+    from leanseg.config import ExperimentConfig
+    from leanseg.search.space import strategy_space
+    from leanseg.search.strategy import search_strategy
+    from leanseg.train import train
+
+    work = Path(args.work)
+    space = strategy_space()
+    routine = ExperimentConfig.load(CONFIG).with_overrides(space.values(space.routine(ExperimentConfig.load(CONFIG))))
+    out: dict = {
+        "benchmark": "strategy_search",
+        "machine": machine_info(2),
+        "data": "Task04_Hippocampus, 208 cases; fold 0 of a 5-fold split (split seed 12345) held out; "
+        f"trial reward on its first {args.val_cases} cases, final figures on all 42",
+        "trials_per_search": args.trials,
+        "seeds": args.seeds,
+        "trial_seconds": args.trial_seconds,
+        "space": space.to_list(),
+    }
+    t0 = time.time()
+    print("1/3 shared checkpoint (routine defaults)", flush=True)
+    pre = work / "pretrain"
+    if not (args.reuse and (pre / "checkpoint_final.pt").is_file()):
+        train(args.data, pre, routine.with_overrides({"train.budget_minutes": args.pretrain_minutes}), fold=0, resume=False)
+    out["pretrain"] = json.loads((pre / "summary.json").read_text())
+
+    print("2/3 searches", flush=True)
+    trial_cfg = routine.with_overrides(
+        {
+            "train.budget_minutes": args.trial_seconds / 60,
+            "train.init_checkpoint": str((pre / "checkpoint_final.pt").resolve()),
+            "train.val_max_cases": args.val_cases,
+            "train.val_every": 10**6,
+            "train.checkpoint_every": 10**6,
+        }
+    )
+    out["searches"] = {}
+    for name in args.controllers:
+        out["searches"][name] = {}
+        for seed in args.seeds:
+            res = search_strategy(
+                args.data, work / f"{name}_seed{seed}", name, args.trials, 1, None, trial_cfg, space, seed, threads_per_trial=2
+            )
+            rewards = [t["reward"] if t["status"] == "done" else None for t in res.trials]
+            out["searches"][name][seed] = {
+                "rewards": rewards,
+                "best": res.best,
+                "failed": sum(r is None for r in rewards),
+            }
+            print(name, seed, [None if r is None else round(r, 4) for r in rewards], flush=True)
+            write_results(RESULTS / "strategy_search.json", out, render(out))
+    out["search_minutes"] = (time.time() - t0) / 60
+
+    if args.final_minutes > 0 and "ppo" in out["searches"]:
+        print("3/3 full training: routine defaults against PPO's best strategy", flush=True)
+        best = max((s["best"] for s in out["searches"]["ppo"].values() if s["best"]), key=lambda b: b["reward"])
+        found = routine.with_overrides(space.values(best["unit"]))
+        out["final"] = {"strategy": space.values(best["unit"]), "minutes": args.final_minutes}
+        for label, cfg in (("routine", routine), ("ppo_best", found)):
+            cfg = cfg.with_overrides({"train.budget_minutes": args.final_minutes, "train.val_max_cases": None})
+            r = train(args.data, work / f"final_{label}", cfg, fold=0, resume=False, show_progress=True)
+            out["final"][label] = {"iterations": r.iterations, **r.val}
+            write_results(RESULTS / "strategy_search.json", out, render(out))
+    plot(out, RESULTS / "strategy_search.png")
+    write_results(RESULTS / "strategy_search.json", out, render(out))
+    print(render(out))
+
+
+def best_so_far(rewards: list) -> list[float]:
+    cur, out = float("-inf"), []
+    for r in rewards:
+        cur = max(cur, r if r is not None else float("-inf"))
+        out.append(cur)
+    return out
+
+
+def render(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "# Strategy search: PPO controller against its baselines",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
+        f"commit {m['leanseg_commit']}; {m['date']}.",
+        f"Data: {r['data']}. {r['trials_per_search']} trials per search, seeds {r['seeds']}, each trial fine-tunes the shared "
+        f"checkpoint for {r['trial_seconds']:.0f} s. Trial 0 of every search is the routine defaults.",
+        "",
+    ]
+    if "pretrain" in r:
+        p = r["pretrain"]
+        lines += [f"Shared checkpoint: {p['iterations']} iterations, Dice {p['val_dice']:.4f} on {p['val_cases']} held-out cases.", ""]
+    lines += ["| controller | best Dice per seed | mean best | failed trials |", "|---|---|---|---|"]
+    for name, seeds in r.get("searches", {}).items():
+        bests = [s["best"]["reward"] for s in seeds.values() if s["best"]]
+        lines.append(
+            f"| {name} | {', '.join(f'{b:.4f}' for b in bests)} | **{np.mean(bests):.4f}** | {sum(s['failed'] for s in seeds.values())} |"
+        )
+    lines.append("")
+    if "search_minutes" in r:
+        lines += [f"All searches together: {r['search_minutes']:.1f} min.", ""]
+    if "final" in r and "ppo_best" in r["final"]:
+        f = r["final"]
+        lines += [
+            f"## Full training ({f['minutes']:.0f} min from scratch, all 42 held-out cases)",
+            "",
+            "| strategy | iterations | Dice |",
+            "|---|---|---|",
+            f"| routine defaults (probabilities 0.5) | {f['routine']['iterations']} | {f['routine']['val_dice']:.4f} |",
+            f"| PPO's best | {f['ppo_best']['iterations']} | {f['ppo_best']['val_dice']:.4f} |",
+            "",
+            "PPO's best strategy: " + ", ".join(f"{k}={v:.3g}" for k, v in f["strategy"].items()),
+            "",
+        ]
+    lines += ["![best validation Dice against trial count](strategy_search.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, seeds) in enumerate(r["searches"].items()):
+        curves = np.array([best_so_far(s["rewards"]) for s in seeds.values()])
+        x = np.arange(1, curves.shape[1] + 1)
+        ax.plot(x, curves.mean(0), "-o", color=f"C{i}", label=name, ms=3)
+        if len(curves) > 1:
+            ax.fill_between(x, curves.min(0), curves.max(0), color=f"C{i}", alpha=0.15)
+    ax.set(xlabel="trials", ylabel="best validation Dice so far", title="mean over seeds (band: min-max)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
