@@ -417,5 +417,23 @@ def data_phantoms(
     _run(go)
 
 
+@data_app.command("chest")
+def data_chest(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the MSD dataset.")],
+    cases: Annotated[int, typer.Option(help="Number of cases.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    shape: Annotated[tuple[int, int, int], typer.Option(help="Voxels per volume (x y z).")] = (300, 300, 200),
+    spacing: Annotated[tuple[float, float, float], typer.Option(help="Voxel spacing in mm (x y z).")] = (1.0, 1.0, 1.5),
+) -> None:
+    """Write seeded synthetic LUNA16-like chest CTs with 3-30 mm nodules as an MSD dataset folder."""
+
+    def go() -> None:
+        from leanseg.data.synthetic_chest import generate_chest_dataset
+
+        _console().print(f"wrote {generate_chest_dataset(out, cases, seed, shape, spacing, progress=True)}")
+
+    _run(go)
+
+
 if __name__ == "__main__":
     app()
