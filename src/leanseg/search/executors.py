@@ -106,7 +106,7 @@ class RayExecutor:
         if not ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address == "local":
-                kw.update(num_cpus=num_cpus)
+                kw.update(num_cpus=num_cpus, _node_ip_address="127.0.0.1")
                 ray.init(**kw)
             else:
                 ray.init(address=address, **kw)
