@@ -59,6 +59,22 @@ def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, num_lesi
     return image.astype(np.float32), label
 
 
+def write_msd_json(out: Path, name: str, description: str, modality: str, labels: dict[int, str], training: list[dict[str, str]]) -> None:
+    """The ``dataset.json`` of an MSD folder whose ``training`` entries are already written."""
+    meta = {
+        "name": name,
+        "description": description,
+        "tensorImageSize": "3D",
+        "modality": {"0": modality},
+        "labels": {str(k): v for k, v in labels.items()},
+        "numTraining": len(training),
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+
+
 def generate_phantom_dataset(
     out_dir: Path | str,
     num_cases: int = 24,
@@ -80,16 +96,5 @@ def generate_phantom_dataset(
         write_image(out / "imagesTr" / name, image, affine)
         write_label(out / "labelsTr" / name, label, affine)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {
-        "name": "Phantoms",
-        "description": f"leanseg synthetic phantoms (seed {seed})",
-        "tensorImageSize": "3D",
-        "modality": {"0": "MRI"},
-        "labels": {str(k): v for k, v in LABELS.items()},
-        "numTraining": num_cases,
-        "numTest": 0,
-        "training": training,
-        "test": [],
-    }
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+    write_msd_json(out, "Phantoms", f"leanseg synthetic phantoms (seed {seed})", "MRI", LABELS, training)
     return out

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from leanseg.data.io import write_image, write_label
+from leanseg.data.synthetic import write_msd_json
 
 LABELS = {0: "background", 1: "nodule"}
 
@@ -112,17 +113,6 @@ def generate_chest_dataset(
         write_label(out / "labelsTr" / name, label, affine)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         all_nodules[f"chest_{i:03d}"] = nodules
-    meta = {
-        "name": "SyntheticChest",
-        "description": f"leanseg synthetic LUNA16-like chest CTs with nodules (seed {seed})",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": {str(k): v for k, v in LABELS.items()},
-        "numTraining": num_cases,
-        "numTest": 0,
-        "training": training,
-        "test": [],
-    }
     (out / "nodules.json").write_text(json.dumps(all_nodules, indent=1))
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+    write_msd_json(out, "SyntheticChest", f"leanseg synthetic LUNA16-like chest CTs with nodules (seed {seed})", "CT", LABELS, training)
     return out
