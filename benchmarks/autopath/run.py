@@ -155,6 +155,7 @@ def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch) 
                     runs.append((time.perf_counter() - t0, t["network"]))
                 times[name].append(statistics.median(r[0] for r in runs))
                 network[name].append(statistics.median(r[1] for r in runs))
+        out["cases"] = len(vols)
         out[backend] = {
             k: {"mean_s": float(np.mean(times[k])), "std_s": float(np.std(times[k])), "network_mean_s": float(np.mean(network[k]))}
             for k in preds
@@ -232,13 +233,13 @@ def render(r: dict) -> str:
         lines.append("")
     if r.get("timing"):
         lines += [
-            "## Wall time per case (preprocess + policy + network + inverse preprocess, 42 cases, median of 3 runs each)",
+            f"## Wall time per case (preprocess + policy + network + inverse preprocess, {r['timing'].get('cases', '?')} cases, median of 3 runs each)",
             "",
             "| back-end | path | s/case | network + policy s | vs full | Dice |",
             "|---|---|---|---|---|---|",
         ]
         dice = {f"policy_tau{p['tau']:g}": p["dice"] for p in r.get("policies", [])}
-        for backend, d in r["timing"].items():
+        for backend, d in ((k, v) for k, v in r["timing"].items() if k != "cases"):
             for name, v in d.items():
                 lines.append(
                     f"| {backend} | {name} | {v['mean_s']:.4f} ± {v['std_s']:.4f} | {v['network_mean_s']:.4f} | "
