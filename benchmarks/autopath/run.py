@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/leanseg_bench/autopath")
     ap.add_argument("--reuse", action="store_true", help="keep the trained model, sweep and policies found in --work")
+    ap.add_argument("--drop-prob", type=float, default=None, help="stochastic depth in training (default: the config's 0.1)")
+    ap.add_argument("--name", default="autopath", help="results file stem in benchmarks/results")
+    ap.add_argument("--skip-timing", action="store_true")
     args = ap.parse_args()
 
     import torch
@@ -65,12 +68,14 @@ def main() -> None:
         "seed": 0,
         "precision": "bf16 autocast (training, sweep, policies and timing)",
         "depth": args.depth,
+        "name": args.name,
     }
 
     print("1/4 segmentation model", flush=True)
-    cfg = ExperimentConfig.load(CONFIG).with_overrides(
-        {"model.name": f"deeplab3d_r{args.depth}", "train.budget_minutes": args.minutes, "train.num_threads": args.threads}
-    )
+    overrides = {"model.name": f"deeplab3d_r{args.depth}", "train.budget_minutes": args.minutes, "train.num_threads": args.threads}
+    if args.drop_prob is not None:
+        overrides["model.extra"] = {"drop_prob": args.drop_prob}
+    cfg = ExperimentConfig.load(CONFIG).with_overrides(overrides)
     if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
         train(args.data, run, cfg, fold=0, show_progress=True, resume=False)
     out["model"] = {**json.loads((run / "summary.json").read_text()), "config": cfg.to_dict()["model"]}
@@ -118,12 +123,13 @@ def main() -> None:
         s["blocks_used_histogram"] = np.bincount([r["blocks_used"] for r in s["per_case"]], minlength=n_blocks + 1).tolist()
         out["policies"].append(s)
         print({k: v for k, v in s.items() if k not in ("per_case",)}, flush=True)
-        write_results(RESULTS / "autopath.json", out, render(out))
+        write_results(RESULTS / f"{args.name}.json", out, render(out))
 
-    print("4/4 wall time per case", flush=True)
-    out["timing"] = time_cases(run, Path(args.data), [p["path"] for p in out["policies"]], args.threads, torch)
-    write_results(RESULTS / "autopath.json", out, render(out))
-    plot(out, RESULTS / "autopath.png")
+    if not args.skip_timing:
+        print("4/4 wall time per case", flush=True)
+        out["timing"] = time_cases(run, Path(args.data), [p["path"] for p in out["policies"]], args.threads, torch)
+    write_results(RESULTS / f"{args.name}.json", out, render(out))
+    plot(out, RESULTS / f"{args.name}.png")
     print(render(out))
 
 
@@ -176,7 +182,8 @@ def render(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
         f"commit {m['leanseg_commit']}; {m['date']}.",
         f"Data: {r['data']}. Seed {r['seed']}. Precision: {r['precision']}.",
-        f"Segmentation model: {md['iterations']} iterations in {md['train_seconds'] / 60:.1f} min on {md['train_cases']} cases; "
+        f"Segmentation model: stochastic depth {md['config']['extra'].get('drop_prob', 0.0)} in training; "
+        f"{md['iterations']} iterations in {md['train_seconds'] / 60:.1f} min on {md['train_cases']} cases; "
         f"validation Dice (all {md['val_cases']} held-out cases, every block) {full:.4f}.",
         "Dice: mean over cases of the mean over the two hippocampus classes, on the preprocessed grid.",
         "",
@@ -246,7 +253,7 @@ def render(r: dict) -> str:
                     f"{v['mean_s'] / d['full']['mean_s']:.2f} | {dice.get(name, full):.4f} |"
                 )
         lines.append("")
-    lines += ["![Dice against blocks dropped, per strategy; Dice against time per tau](autopath.png)", ""]
+    lines += [f"![Dice against blocks dropped, per strategy; Dice against time per tau]({r.get('name', 'autopath')}.png)", ""]
     return "\n".join(lines)
 
 
@@ -283,13 +290,17 @@ def plot(r: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     ax = axes[3]
     if r.get("timing"):
-        d = r["timing"]["bf16"]
-        xs = [d["full"]["mean_s"]] + [d[f"policy_tau{p['tau']:g}"]["mean_s"] for p in r["policies"]]
-        ys = [full] + [p["dice"] for p in r["policies"]]
-        ax.plot(xs, ys, "o-")
-        for x, y, lab in zip(xs, ys, ["full"] + [f"tau={p['tau']:g}" for p in r["policies"]]):
-            ax.annotate(lab, (x, y), fontsize=8)
-        ax.set(xlabel="s per case (bf16, 2 threads)", ylabel="mean Dice", title="Dice against time")
+        for backend, style in (("eager", "o-"), ("bf16", "s--")):
+            d = r["timing"][backend]
+            pts = sorted(
+                [(d["full"]["mean_s"], full, "full")]
+                + [(d[f"policy_tau{p['tau']:g}"]["mean_s"], p["dice"], f"tau={p['tau']:g}") for p in r["policies"]]
+            )
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{backend}")
+            for x, y, lab in pts:
+                ax.annotate(lab, (x, y), fontsize=7)
+        ax.set(xlabel="s per case (2 threads)", ylabel="mean Dice", title="Dice against time per case")
+        ax.legend(fontsize=7)
     for a in axes:
         a.grid(alpha=0.3)
     fig.tight_layout()
