@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -130,11 +131,9 @@ class RayExecutor:
             try:
                 out.append(TrialOutcome(tid, True, self.ray.get(ref), None, time.perf_counter() - t0))
             except Exception as e:  # RayTaskError, WorkerCrashedError, OutOfMemoryError: all mean a failed trial
-                out.append(
-                    TrialOutcome(
-                        tid, False, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", time.perf_counter() - t0
-                    )
-                )
+                # Ray re-raises the trial's exception under a header; its last line is "Type: message"
+                lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
+                out.append(TrialOutcome(tid, False, None, lines[-1] if lines else type(e).__name__, time.perf_counter() - t0))
         return out
 
     def shutdown(self) -> None:
