@@ -92,7 +92,8 @@ def main() -> None:
     out["sweep"] = {"repeats": sweep["repeats"], "val_cases": sweep["val_cases"], "summary": summary}
 
     print("3/4 policies", flush=True)
-    model, plan, _, val_cases = load_split_cases(run, Path(args.data), "val")
+    model, plan, _, split_cases = load_split_cases(run, Path(args.data), "val")
+    val_cases = split_cases["val"]
     classes = [k for k in plan.labels if k != 0]
     n_blocks = model.num_gated_blocks
     rng = np.random.default_rng(0)
@@ -263,24 +264,12 @@ def plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from leanseg.dynamic.evaluate import draw_sweep
+
     sw = {k: {int(n): v for n, v in d.items()} for k, d in r["sweep"]["summary"].items()}
     fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     full = sw["Full"][0]["dice"]
-    dn = sw["DropN"]
-    axes[0].bar([n + 1 for n in dn], [v["dice"] for v in dn.values()], color="tab:gray")
-    axes[0].axhline(full, color="k", ls="--", lw=1, label=f"full {full:.3f}")
-    axes[0].set(xlabel="dropped block (DropN)", ylabel="mean Dice", title="DropN")
-    axes[0].set_ylim(min(v["dice"] for v in dn.values()) - 0.05, full + 0.02)
-    axes[0].legend(fontsize=8)
-    ax = axes[1]
-    for name, style in (("DropFirstN", "s-"), ("DropLastN", "^-"), ("DropRandomN", "o-")):
-        xs = [0] + [v["blocks_dropped"] for v in sw[name].values()]
-        ys = [full] + [v["dice"] for v in sw[name].values()]
-        ax.plot(xs, ys, style, label=name)
-    for p in r.get("policies", []):
-        ax.plot(p["mean_blocks_dropped"], p["dice"], "*", ms=13, label=f"AutoPath tau={p['tau']:g}")
-    ax.set(xlabel="blocks dropped", ylabel="mean Dice", title="strategies and policies")
-    ax.legend(fontsize=7)
+    draw_sweep(axes[0], axes[1], sw, r.get("policies", []))
     ax = axes[2]
     n = len(r["policies"][0]["blocks_used_histogram"]) - 1 if r.get("policies") else 8
     w = 0.8 / max(len(r.get("policies", [])), 1)

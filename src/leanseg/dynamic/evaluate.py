@@ -22,10 +22,10 @@ from leanseg.metrics import dice_per_class
 Case = tuple[str, torch.Tensor, torch.Tensor]
 
 
-def load_split_cases(run_dir: Path, data_dir: Path, split: str) -> tuple[Any, Any, Any, list[Case]]:
-    """The trained model of ``run_dir`` and the preprocessed cases of its ``split`` ('train' or 'val').
+def load_split_cases(run_dir: Path, data_dir: Path, *splits: str) -> tuple[Any, Any, Any, dict[str, list[Case]]]:
+    """The trained model of ``run_dir`` (built once) and the preprocessed cases of each of ``splits`` ('train', 'val').
 
-    Returns (model, plan, config, [(case_id, image (C, D, H, W), label (D, H, W))]).
+    Returns (model, plan, config, {split: [(case_id, image (C, D, H, W), label (D, H, W))]}).
     """
     from leanseg.checkpoint import load_run_model
     from leanseg.data.preprocess import CachedCase
@@ -39,14 +39,16 @@ def load_split_cases(run_dir: Path, data_dir: Path, split: str) -> tuple[Any, An
     splits_path = Path(run_dir) / "splits.json"
     if not splits_path.is_file():
         raise LeansegError(f"{splits_path} is missing; pass the run folder written by `leanseg train`.")
-    ids = json.loads(splits_path.read_text())[cfg.data.fold][split]
+    fold = json.loads(splits_path.read_text())[cfg.data.fold]
     prep = prepare_data(Path(data_dir), cfg)
-    cases = []
-    for cid in ids:
-        c = CachedCase(prep.cache_dir, cid)
-        label = torch.from_numpy(np.array(c.label)).long()
-        cases.append((cid, torch.from_numpy(np.array(c.image)).float(), label.reshape(label.shape[-3:])))
-    return model, plan, cfg, cases
+    out: dict[str, list[Case]] = {}
+    for split in splits:
+        out[split] = []
+        for cid in fold[split]:
+            c = CachedCase(prep.cache_dir, cid)
+            label = torch.from_numpy(np.array(c.label)).long()
+            out[split].append((cid, torch.from_numpy(np.array(c.image)).float(), label.reshape(label.shape[-3:])))
+    return model, plan, cfg, out
 
 
 def case_dice(pred: torch.Tensor, label: torch.Tensor, classes: list[int]) -> float:
@@ -104,12 +106,31 @@ def summarise_sweep(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str,
     return out
 
 
-def random_dice_at(summary: dict[str, dict[int, dict[str, float]]], dropped: float) -> float:
-    """DropRandomN's mean Dice at a fractional number of dropped blocks (linear between integers)."""
-    pts = sorted((v["blocks_dropped"], v["dice"]) for v in summary["DropRandomN"].values())
+def draw_sweep(
+    bars: Any, curves: Any, summary: dict[str, dict[int, dict[str, float]]], policies: list[dict[str, Any]] | None = None
+) -> None:
+    """DropN as bars on ``bars``; DropFirstN, DropLastN, DropRandomN (mean and std) and policies against blocks dropped on ``curves``."""
     full = summary["Full"][0]["dice"]
-    xs, ys = [0.0] + [p[0] for p in pts], [full] + [p[1] for p in pts]
-    return float(np.interp(dropped, xs, ys))
+    dn = summary["DropN"]
+    bars.bar([n + 1 for n in dn], [v["dice"] for v in dn.values()], color="tab:gray")
+    bars.axhline(full, color="k", ls="--", lw=1, label=f"full network {full:.3f}")
+    bars.set(xlabel="dropped block (DropN)", ylabel="mean Dice", title="DropN")
+    bars.set_ylim(min(v["dice"] for v in dn.values()) - 0.05, full + 0.02)
+    bars.legend(fontsize=8)
+    for name, style in (("DropFirstN", "s-"), ("DropLastN", "^-"), ("DropRandomN", "o-")):
+        d = summary[name]
+        xs = [0] + [v["blocks_dropped"] for v in d.values()]
+        ys = [full] + [v["dice"] for v in d.values()]
+        curves.plot(xs, ys, style, label=name)
+        if name == "DropRandomN":
+            sd = [0.0] + [v["std"] for v in d.values()]
+            curves.fill_between(xs, np.subtract(ys, sd), np.add(ys, sd), alpha=0.2)
+    for p in policies or []:
+        curves.plot(p["mean_blocks_dropped"], p["dice"], "*", ms=12, label=f"AutoPath tau={p['tau']:g}")
+    curves.set(xlabel="blocks dropped", ylabel="mean Dice", title="strategies and policies")
+    curves.legend(fontsize=7)
+    for ax in (bars, curves):
+        ax.grid(alpha=0.3)
 
 
 def plot_sweep(summary: dict[str, dict[int, dict[str, float]]], path: Path, policies: list[dict[str, Any]] | None = None) -> None:
@@ -120,29 +141,7 @@ def plot_sweep(summary: dict[str, dict[int, dict[str, float]]], path: Path, poli
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    full = summary["Full"][0]["dice"]
-    dn = summary["DropN"]
-    a.bar([n + 1 for n in dn], [v["dice"] for v in dn.values()], color="tab:gray")
-    a.axhline(full, color="k", ls="--", lw=1, label=f"full network {full:.3f}")
-    a.set_xlabel("dropped block (DropN)")
-    a.set_ylabel("mean Dice")
-    a.legend(fontsize=8)
-    for name, style in (("DropFirstN", "s-"), ("DropLastN", "^-"), ("DropRandomN", "o-")):
-        d = summary[name]
-        xs = [v["blocks_dropped"] for v in d.values()]
-        ys = [v["dice"] for v in d.values()]
-        b.plot(xs, ys, style, label=name)
-        if name == "DropRandomN":
-            sd = [v["std"] for v in d.values()]
-            b.fill_between(xs, np.subtract(ys, sd), np.add(ys, sd), alpha=0.2)
-    for p in policies or []:
-        b.plot(p["mean_blocks_dropped"], p["dice"], "*", ms=12, label=f"AutoPath tau={p['tau']:g}")
-    b.axhline(full, color="k", ls="--", lw=1)
-    b.set_xlabel("blocks dropped")
-    b.set_ylabel("mean Dice")
-    b.legend(fontsize=7)
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
+    draw_sweep(a, b, summary, policies)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

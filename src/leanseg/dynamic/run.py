@@ -36,15 +36,14 @@ def train_policy_for_run(
     from leanseg.dynamic.policy import save_policy
     from leanseg.dynamic.reinforce import train_policy
 
-    model, plan, cfg, train_cases = load_split_cases(run_dir, data_dir, "train")
+    model, plan, cfg, cases = load_split_cases(run_dir, data_dir, "train", "val")
     if overrides:
         cfg = cfg.with_overrides(overrides)
     acfg = cfg.autopath
     bf16 = _bf16(backend)
-    result = train_policy(model, train_cases, acfg, bf16=bf16, progress=progress)
-    _, _, _, val_cases = load_split_cases(run_dir, data_dir, "val")
+    result = train_policy(model, cases["train"], acfg, bf16=bf16, progress=progress)
     classes = [k for k in plan.labels if k != 0]
-    rows = evaluate_paths(model, val_cases, lambda _cid, img: result.policy.keep_mask(img[None])[0], classes, bf16)
+    rows = evaluate_paths(model, cases["val"], lambda _cid, img: result.policy.keep_mask(img[None])[0], classes, bf16)
     n = model.num_gated_blocks
     summary = {
         "tau": acfg.tau,
@@ -70,7 +69,8 @@ def sweep_run(
     """Sweep the heuristic strategies over the run's validation split; writes sweep.json and sweep.png."""
     from leanseg.dynamic.evaluate import load_split_cases, plot_sweep, summarise_sweep, sweep_strategies
 
-    model, plan, cfg, cases = load_split_cases(run_dir, data_dir, "val")
+    model, plan, cfg, split_cases = load_split_cases(run_dir, data_dir, "val")
+    cases = split_cases["val"]
     classes = [k for k in plan.labels if k != 0]
     reps = repeats if repeats is not None else cfg.autopath.random_repeats
     rows = sweep_strategies(model, cases, classes, reps, cfg.autopath.seed, _bf16(backend), progress)
