@@ -2,13 +2,16 @@
 
 As the paper's first experiment, every trial fine-tunes one shared checkpoint: the residual U-Net
 trained on folds 1-4 (fold 0 held out) with the "routine" defaults (every augmentation probability
-0.5). A trial fine-tunes it for ``--trial-seconds`` with a candidate's augmentation probabilities
+0.5). A trial fine-tunes it for ``--trial-iterations`` with a candidate's augmentation probabilities
 and learning rate and is rewarded with the Dice on the first ``--val-cases`` held-out cases. Every
 controller gets the same number of trials per seed and starts from the routine defaults. Finally the
-best strategy PPO found and the routine defaults are each trained in full (``--final-minutes`` from
-scratch) and evaluated on all 42 held-out cases.
+best strategy PPO found and the routine defaults are each trained in full (``--final-iterations``
+from scratch) and evaluated on all 42 held-out cases.
 
-    python benchmarks/strategy_search/run.py [--trials 8] [--seeds 0 1] [--trial-seconds 45] [--final-minutes 15]
+Budgets are counted in iterations, not minutes, so that a busy machine changes how long the
+benchmark takes but not what a trial learns (and trials are repeatable).
+
+    python benchmarks/strategy_search/run.py [--trials 8] [--seeds 0 1] [--trial-iterations 150] [--final-iterations 3000]
 
 Writes benchmarks/results/strategy_search.{json,md,png}.
 """
@@ -31,13 +34,13 @@ CONTROLLERS = ("ppo", "hill", "hill-continuous", "random", "tpe")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
-    ap.add_argument("--pretrain-minutes", type=float, default=6.0)
-    ap.add_argument("--trial-seconds", type=float, default=45.0)
+    ap.add_argument("--pretrain-iterations", type=int, default=1500)
+    ap.add_argument("--trial-iterations", type=int, default=150)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS))
     ap.add_argument("--val-cases", type=int, default=20)
-    ap.add_argument("--final-minutes", type=float, default=15.0)
+    ap.add_argument("--final-iterations", type=int, default=3000)
     ap.add_argument("--work", default="/tmp/leanseg_bench/strategy_search")
     ap.add_argument("--reuse", action="store_true", help="keep the pretrained checkpoint and finished searches in --work")
     args = ap.parse_args()
@@ -50,7 +53,8 @@ def main() -> None:
 
     work = Path(args.work)
     space = strategy_space()
-    routine = ExperimentConfig.load(CONFIG).with_overrides(space.values(space.routine(ExperimentConfig.load(CONFIG))))
+    routine = ExperimentConfig.load(CONFIG).with_overrides({"train.budget_minutes": None})
+    routine = routine.with_overrides(space.values(space.routine(routine)))
     out: dict = {
         "benchmark": "strategy_search",
         "machine": machine_info(2),
@@ -58,20 +62,20 @@ def main() -> None:
         f"trial reward on its first {args.val_cases} cases, final figures on all 42",
         "trials_per_search": args.trials,
         "seeds": args.seeds,
-        "trial_seconds": args.trial_seconds,
+        "trial_iterations": args.trial_iterations,
         "space": space.to_list(),
     }
     t0 = time.time()
     print("1/3 shared checkpoint (routine defaults)", flush=True)
     pre = work / "pretrain"
     if not (args.reuse and (pre / "checkpoint_final.pt").is_file()):
-        train(args.data, pre, routine.with_overrides({"train.budget_minutes": args.pretrain_minutes}), fold=0, resume=False)
+        train(args.data, pre, routine.with_overrides({"train.iterations": args.pretrain_iterations}), fold=0, resume=False)
     out["pretrain"] = json.loads((pre / "summary.json").read_text())
 
     print("2/3 searches", flush=True)
     trial_cfg = routine.with_overrides(
         {
-            "train.budget_minutes": args.trial_seconds / 60,
+            "train.iterations": args.trial_iterations,
             "train.init_checkpoint": str((pre / "checkpoint_final.pt").resolve()),
             "train.val_max_cases": args.val_cases,
             "train.val_every": 10**6,
@@ -95,13 +99,13 @@ def main() -> None:
             write_results(RESULTS / "strategy_search.json", out, render(out))
     out["search_minutes"] = (time.time() - t0) / 60
 
-    if args.final_minutes > 0 and "ppo" in out["searches"]:
+    if args.final_iterations > 0 and "ppo" in out["searches"]:
         print("3/3 full training: routine defaults against PPO's best strategy", flush=True)
         best = max((s["best"] for s in out["searches"]["ppo"].values() if s["best"]), key=lambda b: b["reward"])
         found = routine.with_overrides(space.values(best["unit"]))
-        out["final"] = {"strategy": space.values(best["unit"]), "minutes": args.final_minutes}
+        out["final"] = {"strategy": space.values(best["unit"]), "iterations": args.final_iterations}
         for label, cfg in (("routine", routine), ("ppo_best", found)):
-            cfg = cfg.with_overrides({"train.budget_minutes": args.final_minutes, "train.val_max_cases": None})
+            cfg = cfg.with_overrides({"train.iterations": args.final_iterations, "train.val_max_cases": None})
             r = train(args.data, work / f"final_{label}", cfg, fold=0, resume=False, show_progress=True)
             out["final"][label] = {"iterations": r.iterations, **r.val}
             write_results(RESULTS / "strategy_search.json", out, render(out))
@@ -126,7 +130,7 @@ def render(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
         f"commit {m['leanseg_commit']}; {m['date']}.",
         f"Data: {r['data']}. {r['trials_per_search']} trials per search, seeds {r['seeds']}, each trial fine-tunes the shared "
-        f"checkpoint for {r['trial_seconds']:.0f} s. Trial 0 of every search is the routine defaults.",
+        f"checkpoint for {r['trial_iterations']} iterations. Trial 0 of every search is the routine defaults.",
         "",
     ]
     if "pretrain" in r:
@@ -144,7 +148,7 @@ def render(r: dict) -> str:
     if "final" in r and "ppo_best" in r["final"]:
         f = r["final"]
         lines += [
-            f"## Full training ({f['minutes']:.0f} min from scratch, all 42 held-out cases)",
+            f"## Full training ({f['iterations']} iterations from scratch, all 42 held-out cases)",
             "",
             "| strategy | iterations | Dice |",
             "|---|---|---|",
