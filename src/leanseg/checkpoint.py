@@ -86,6 +86,30 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], cfg: ExperimentCo
     model.load_state_dict(ckpt["model"])
 
 
+def load_pretrained(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> int:
+    """Start ``model`` from the weights of ``ckpt`` for fine-tuning (``train.init_checkpoint``).
+
+    Unlike :func:`load_weights` the architecture signature may differ (training-only settings such
+    as LowRes's ``stage`` or a drop probability), but every tensor the two share by name must have
+    the same shape, and at least one must be shared. Returns the number of tensors loaded.
+    """
+    own = model.state_dict()
+    theirs = ckpt["model"]
+    shared = [k for k in theirs if k in own]
+    wrong = [k for k in shared if tuple(theirs[k].shape) != tuple(own[k].shape)]
+    if not shared or wrong:
+        what = (
+            f"'{wrong[0]}' has shape {tuple(theirs[wrong[0]].shape)}, not {tuple(own[wrong[0]].shape)}"
+            if wrong
+            else "no weight names in common"
+        )
+        raise LeansegError(
+            f"Checkpoint {path} does not fit the configured model ({what}); pass a checkpoint of the same model family and plan."
+        )
+    model.load_state_dict({k: theirs[k] for k in shared}, strict=False)
+    return len(shared)
+
+
 def find_checkpoint(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if run_dir.is_file():

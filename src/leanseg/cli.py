@@ -156,16 +156,26 @@ def predict(
         )
         blocks = policy is not None
         n_blocks = getattr(p.model, "num_gated_blocks", 0)
-        for col in ("case", "output", *(["blocks used"] if blocks else []), "network s", "total s"):
+        # a two-stage model (LowRes) reports its stages and the share of the volume sent to stage two
+        stages = bool(results) and "fraction" in results[0].timings
+        stage_cols = ["to stage 2", "stage 1 s", "stage 2 s"] if stages else []
+        for col in ("case", "output", *(["blocks used"] if blocks else []), *stage_cols, "network s", "total s"):
             t.add_column(col)
+
+        def stage_cells(tm: dict[str, float]) -> list[str]:
+            return [f"{100 * tm['fraction']:.2f} %", f"{tm['stage1']:.3f}", f"{tm['stage2']:.3f}"] if stages else []
+
         for r in results:
             used = [f"{r.timings['blocks_used']:.0f}/{n_blocks}"] if blocks else []
-            t.add_row(r.case_id, str(r.output), *used, f"{r.timings['network']:.3f}", f"{r.seconds:.3f}")
+            t.add_row(r.case_id, str(r.output), *used, *stage_cells(r.timings), f"{r.timings['network']:.3f}", f"{r.seconds:.3f}")
         mean_used = [f"{np.mean([r.timings['blocks_used'] for r in results]):.2f}/{n_blocks}"] if blocks else []
+        keys = ("fraction", "stage1", "stage2")
+        mean_stages = stage_cells({k: float(np.mean([r.timings[k] for r in results])) for k in keys}) if stages else []
         t.add_row(
             "[bold]mean",
             "",
             *mean_used,
+            *mean_stages,
             f"{np.mean([r.timings['network'] for r in results]):.3f}",
             f"{np.mean([r.seconds for r in results]):.3f}",
         )

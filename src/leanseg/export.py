@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from leanseg.checkpoint import load_run_model
+from leanseg.errors import LeansegError
 from leanseg.utils import atomic_path
 
 
@@ -14,6 +15,11 @@ def export_onnx(run_dir: Path | str, output: Path | str | None = None, opset: in
     """Trace the run's model with dynamic batch and spatial sizes and write ``model.onnx`` atomically."""
     run_dir = Path(run_dir)
     model, plan, _ = load_run_model(run_dir)
+    if getattr(model, "whole_volume", False):
+        raise LeansegError(
+            f"The model in {run_dir} ({type(model).__name__}) chooses its regions per image, which one traced ONNX graph "
+            "cannot; predict it with --backend eager or bf16."
+        )
     out = Path(output) if output else (run_dir if run_dir.is_dir() else run_dir.parent) / "model.onnx"
     x = torch.zeros(2, plan.num_channels, *plan.patch_size)
     axes = {0: "batch", 2: "depth", 3: "height", 4: "width"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,6 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, plan: Plan, cfg: InferenceConfig, onnx_path: Path | None = None, policy: Any = None) -> None:
         self.plan = plan
-        self.cfg = cfg
         self.model = model
         self.policy = policy
         self.divisor = tuple(getattr(model, "divisor", (1, 1, 1)))
@@ -159,6 +158,14 @@ class Predictor:
             raise LeansegError(f"Unknown back-end '{cfg.backend}'; choose one of {BACKENDS}.")
         if policy is not None and cfg.backend == "onnx":
             raise LeansegError("A policy chooses blocks per image, which the exported ONNX graph cannot skip; use --backend eager or bf16.")
+        if getattr(model, "whole_volume", False):
+            # a two-stage model crops its own regions: sliding windows would only cut its view
+            cfg = replace(cfg, mode="whole")
+            if cfg.backend == "onnx":
+                raise LeansegError(
+                    f"{type(model).__name__} chooses its regions per image, which one ONNX graph cannot; use --backend eager or bf16."
+                )
+        self.cfg = cfg
         if cfg.backend == "onnx":
             if onnx_path is None or not Path(onnx_path).is_file():
                 raise LeansegError(f"No ONNX model at {onnx_path}; run `leanseg export -m RUN` first.")
@@ -228,6 +235,8 @@ class Predictor:
             extra = {"policy": time.perf_counter() - t1, "blocks_used": float(keep.sum())}
         probs = self.predict_preprocessed(x, keep)
         t2 = time.perf_counter()
+        # two-stage models (LowRes) report their stages' times and the share of the volume sent to stage two
+        extra.update(getattr(self.model, "last_stats", {}))
         probs = self.preprocessor.invert(probs, d["image"])
         label = torch.argmax(probs, dim=0).numpy().astype(np.uint8)
         t3 = time.perf_counter()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from leanseg.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from leanseg.checkpoint import load_checkpoint, load_pretrained, load_weights, save_checkpoint
 from leanseg.config import ExperimentConfig
 from leanseg.data.datasets import Dataset, load_dataset
 from leanseg.data.fingerprint import Fingerprint, Plan, compute_fingerprint, plan_from_fingerprint
@@ -104,10 +104,11 @@ def validate(
 
     classes = [k for k in plan.labels if k != 0]
     net = torch_net(model, "bf16" if bf16 else "eager")
+    icfg = replace(cfg.inference, mode="whole") if getattr(model, "whole_volume", False) else cfg.inference
     scores = []
     for cid in case_ids:
         case = CachedCase(cache_dir, cid)
-        probs = predict_probabilities(net, torch.from_numpy(np.array(case.image)), plan.patch_size, model.divisor, cfg.inference)
+        probs = predict_probabilities(net, torch.from_numpy(np.array(case.image)), plan.patch_size, model.divisor, icfg)
         scores.append(dice_per_class(torch.argmax(probs, 0).numpy(), np.asarray(case.label), classes))
     model.train()
     arr = np.asarray(scores, dtype=float)
@@ -176,7 +177,7 @@ def train(
     latest = out / "checkpoint_latest.pt"
     if cfg.train.init_checkpoint:
         init_path = Path(cfg.train.init_checkpoint)
-        load_weights(model, load_checkpoint(init_path), cfg, plan, init_path)
+        load_pretrained(model, load_checkpoint(init_path), init_path)
     if resume and latest.is_file():
         ckpt = load_checkpoint(latest)
         load_weights(model, ckpt, cfg, plan, latest)
@@ -203,6 +204,7 @@ def train(
         persistent_workers=t.num_workers > 0,
         prefetch_factor=4 if t.num_workers > 0 else None,
     )
+    own_loss = getattr(model, "training_loss", None)
     model.train()
     it = start_iter
     wait_s = step_s = 0.0
@@ -248,9 +250,12 @@ def train(
             x, y = batch["image"], batch["label"].float()  # float: DeepSupervisionLoss resizes it
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 out_ = model(x)
-            # a model may add its own regulariser (the invertible U-Nets' VAE branch): {"logits", "aux_loss"}
-            logits, aux = (out_["logits"], out_["aux_loss"]) if isinstance(out_, dict) else (out_, 0.0)
-            loss = loss_fn(logits, y) + aux
+            if own_loss is not None:  # a model with its own objective (LowRes: one per stage)
+                loss = own_loss(out_, y)
+            else:
+                # a model may add its own regulariser (the invertible U-Nets' VAE branch): {"logits", "aux_loss"}
+                logits, aux = (out_["logits"], out_["aux_loss"]) if isinstance(out_, dict) else (out_, 0.0)
+                loss = loss_fn(logits, y) + aux
             if not torch.isfinite(loss):
                 raise LeansegError(f"The training loss became {loss.item()} at iteration {it}; lower train.lr (now {t.lr}).")
             optimizer.zero_grad(set_to_none=True)
