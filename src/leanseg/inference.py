@@ -210,6 +210,15 @@ class Predictor:
 
     def predict_volume(self, image: Any, source: Path | str = "image") -> tuple[np.ndarray, dict[str, float]]:
         """Segment a :class:`~leanseg.data.io.Volume`; returns the label map on the input grid and timings (s)."""
+        probs, timings = self.predict_volume_probabilities(image, source)
+        t0 = time.perf_counter()
+        label = torch.argmax(probs, dim=0).numpy().astype(np.uint8)
+        timings["postprocess"] += time.perf_counter() - t0
+        timings["total"] += time.perf_counter() - t0
+        return label, timings
+
+    def predict_volume_probabilities(self, image: Any, source: Path | str = "image") -> tuple[torch.Tensor, dict[str, float]]:
+        """Class probabilities (K, *input shape) on the input grid and timings (s): what object scores and FROC need."""
         if image.array.shape[0] != self.plan.num_channels:
             raise LeansegError(
                 f"{source} has {image.array.shape[0]} channel(s) but the model was trained on {self.plan.num_channels}; "
@@ -238,11 +247,10 @@ class Predictor:
         # two-stage models (LowRes) report their stages' times and the share of the volume sent to stage two
         extra.update(getattr(self.model, "last_stats", {}))
         probs = self.preprocessor.invert(probs, d["image"])
-        label = torch.argmax(probs, dim=0).numpy().astype(np.uint8)
         t3 = time.perf_counter()
-        if label.shape != image.shape:  # guard the geometry promise
-            raise RuntimeError(f"inverse preprocessing returned {label.shape}, expected {image.shape}")
-        return label, {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0, **extra}
+        if tuple(probs.shape[1:]) != tuple(image.shape):  # guard the geometry promise
+            raise RuntimeError(f"inverse preprocessing returned {tuple(probs.shape[1:])}, expected {image.shape}")
+        return probs, {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0, **extra}
 
     def predict_files(
         self, cases: Iterable[tuple[str, list[Path]]], out_dir: Path, progress: Callable[[Any], Any] | None = None

@@ -1,0 +1,262 @@
+"""LowRes two-stage inference against full-resolution networks on large chest CTs (the paper's Tables 1-2, Figure 1).
+
+Data: ``--cases`` seeded synthetic LUNA16-like chest CTs (300 x 300 x 200 voxels, 1 x 1 x 1.5 mm, 2-6
+nodules of 3-30 mm each), fold 0 of a 6-fold split held out. Three models trained on the same
+training cases, each for a fixed number of iterations (so a busy machine changes how long training
+takes, not what is learned):
+
+* ``unet``: the base residual U-Net with its planned patch, predicted by Gaussian sliding windows;
+* ``light``: the same U-Net at a quarter of the widths (a lighter full-resolution network);
+* ``lowres``: the two-stage model (``configs/lowres_chest.yaml``), stage one then stage two.
+
+Inference on the held-out volumes, each model in a fresh process (its peak resident memory is the
+process's), eager fp32, at 2 threads on every held-out case and at 1 thread on the first
+``--timing-cases``; one warm-up on a crop first. Quality from the 2-thread run: object recall,
+FROC (LUNA16 seven-point and the paper's average recall over 0-5 false positives per scan), object
+Dice and plain Dice.
+
+    python benchmarks/lowres/run.py [--cases 24] [--reuse]
+
+Writes benchmarks/results/lowres.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = ("unet", "light", "lowres")
+LABELS = {"unet": "residual U-Net (sliding window)", "light": "light U-Net (1/4 widths)", "lowres": "LowRes (two-stage)"}
+
+
+def configs(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[str, Any]]]:
+    """Each model: its training runs in order, as (run name, config)."""
+    from leanseg.config import ExperimentConfig
+
+    common = {
+        "data.num_folds": 6,
+        "train.val_every": 10**6,
+        "train.val_max_cases": 1,
+        "train.checkpoint_every": 250,
+        "train.seed": args.seed,
+    }
+    unet = ExperimentConfig().with_overrides({**common, "train.iterations": args.unet_iterations})
+    light = unet.with_overrides({"model.base_features": 4, "model.max_features": 64, "train.iterations": args.light_iterations})
+    one = ExperimentConfig.load(ROOT / "configs" / "lowres_chest.yaml").with_overrides(
+        {**common, "train.iterations": args.stage1_iterations}
+    )
+    two = one.with_overrides(
+        {
+            "model.extra": {**one.model.extra, "stage": 2},
+            "data.patch_size": [64, 64, 64],
+            "data.foreground_oversample": 0.5,
+            "train.iterations": args.stage2_iterations,
+            "train.init_checkpoint": str(work / "lowres_stage1" / "checkpoint_final.pt"),
+        }
+    )
+    return {"unet": [("unet", unet)], "light": [("light", light)], "lowres": [("lowres_stage1", one), ("lowres", two)]}
+
+
+def evaluate(run_dir: str, cases: list[tuple[str, str, str]], threads: int, quality: bool) -> dict[str, Any]:
+    """Predict ``cases`` (id, image, label) with ``threads`` threads; times per case and, with ``quality``, the metrics."""
+    import torch
+
+    from leanseg.data.io import Volume, read_image
+    from leanseg.inference import Predictor
+    from leanseg.metrics import dice_per_class
+    from leanseg.objects import match_objects
+    from leanseg.utils import set_threads
+
+    set_threads(threads)
+    p = Predictor.from_run(run_dir, num_threads=threads, backend="eager")
+    first = read_image([Path(cases[0][1])])
+    p.predict_volume(Volume(first.array[:, :160, :160, :128], first.affine))  # warm-up: one-time allocations
+    rows = []
+    for cid, image_path, label_path in cases:
+        image = read_image([Path(image_path)])
+        t0 = time.perf_counter()
+        probs, timings = p.predict_volume_probabilities(image)
+        pred = torch.argmax(probs, 0).numpy()
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {"case": cid, "seconds": seconds, **timings}
+        if quality:
+            ref = np.asarray(read_image([Path(label_path)]).array[0]) > 0
+            obj = match_objects(pred > 0, ref, prob=1 - probs[0].numpy())
+            row.update(
+                dice=float(dice_per_class(pred, ref.astype(np.uint8), [1])[0]),
+                objects=obj.__dict__,
+            )
+        rows.append(row)
+        print(f"  {Path(run_dir).name} {threads} thread(s) {cid}: {seconds:.2f} s", flush=True)
+    return {"cases": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", type=int, default=24)
+    ap.add_argument("--unet-iterations", type=int, default=1200)
+    ap.add_argument("--light-iterations", type=int, default=1200)
+    ap.add_argument("--stage1-iterations", type=int, default=1500)
+    ap.add_argument("--stage2-iterations", type=int, default=1500)
+    ap.add_argument("--timing-cases", type=int, default=2, help="held-out cases also timed at 1 thread")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="/tmp/leanseg_bench/lowres")
+    ap.add_argument("--reuse", action="store_true", help="keep finished training runs in --work")
+    ap.add_argument("--only-train", action="store_true", help="train, then stop (time the models later, on an idle machine)")
+    args = ap.parse_args()
+
+    from leanseg.bench import machine_info, run_isolated, timing_stats, write_results
+    from leanseg.data.datasets import load_dataset
+    from leanseg.data.synthetic_chest import generate_chest_dataset
+    from leanseg.objects import CaseObjects, object_metrics
+    from leanseg.train import make_splits, train
+
+    work = Path(args.work)
+    data = work / "chest"
+    if not (args.reuse and (data / "dataset.json").is_file()):
+        print(f"generating {args.cases} chest CTs", flush=True)
+        generate_chest_dataset(data, num_cases=args.cases, seed=args.seed, progress=True)
+    ds = load_dataset(data)
+    runs = configs(args, work)
+    split = make_splits([c.case_id for c in ds.cases], 6, runs["unet"][0][1].data.split_seed)[0]
+    by_id = {c.case_id: c for c in ds.cases}
+    val = [(cid, str(by_id[cid].images[0]), str(by_id[cid].label)) for cid in split["val"]]
+    out: dict[str, Any] = {
+        "benchmark": "lowres",
+        "machine": machine_info(2),
+        "data": f"{args.cases} synthetic chest CTs (seed {args.seed}), 300x300x200 voxels at 1x1x1.5 mm; fold 0 of 6 held out "
+        f"({len(val)} volumes), the other {len(split['train'])} for training",
+        "backend": "eager fp32",
+        "models": {},
+    }
+    for name in args.models:
+        info: dict[str, Any] = {"label": LABELS[name], "training": {}}
+        for run_name, cfg in runs[name]:
+            run = work / run_name
+            if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
+                print(f"training {run_name}", flush=True)
+                train(data, run, cfg, fold=0, resume=False)
+            summary = json.loads((run / "summary.json").read_text())
+            info["training"][run_name] = {"iterations": summary["iterations"], "minutes": summary["train_seconds"] / 60}
+        info["parameters"] = _parameters(work / name)
+        out["models"][name] = info
+    if args.only_train:
+        print(json.dumps(out["models"], indent=1))
+        return
+
+    for name in args.models:
+        info = out["models"][name]
+        run = str(work / name)
+        print(f"evaluating {name}", flush=True)
+        res2, rss2 = run_isolated(evaluate, run, val, 2, True)
+        res1, rss1 = run_isolated(evaluate, run, val[: args.timing_cases], 1, False)
+        cases = [CaseObjects(**r["objects"]) for r in res2["cases"]]
+        info["threads"] = {
+            "2": {"seconds": timing_stats([r["seconds"] for r in res2["cases"]]), "peak_rss_mib": rss2, "cases": res2["cases"]},
+            "1": {"seconds": timing_stats([r["seconds"] for r in res1["cases"]]), "peak_rss_mib": rss1, "cases": res1["cases"]},
+        }
+        info["quality"] = {**object_metrics(cases), "dice": float(np.nanmean([r["dice"] for r in res2["cases"]]))}
+        if name == "lowres":
+            info["stage_two_fraction"] = float(np.mean([r["fraction"] for r in res2["cases"]]))
+            info["stage1_seconds"] = float(np.mean([r["stage1"] for r in res2["cases"]]))
+            info["stage2_seconds"] = float(np.mean([r["stage2"] for r in res2["cases"]]))
+        write_results(RESULTS / "lowres.json", out, render(out))
+    plot(out, RESULTS / "lowres.png")
+    write_results(RESULTS / "lowres.json", out, render(out))
+    print(render(out))
+
+
+def _parameters(run: Path) -> int:
+    import torch
+
+    state = torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)["model"]
+    return int(sum(v.numel() for v in state.values() if v.dtype.is_floating_point))
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        "# LowRes: two-stage inference on large volumes, against full-resolution networks",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['memory_gib']} GiB; torch {m['torch']}, MONAI {m['monai']}; "
+        f"commit {m['leanseg_commit']}; {m['date']}. Back-end: {r['backend']}.",
+        f"Data: {r['data']}.",
+        "",
+        "| model | parameters | training | s/volume, 2 threads (mean ± sd, n) | s/volume, 1 thread | peak RSS (MiB, 2 thr) "
+        "| object recall | FROC LUNA16 | FROC avg recall 0-5 FP | object Dice | Dice | FP/scan |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    unet_t = r["models"].get("unet", {}).get("threads", {}).get("2", {}).get("seconds", {}).get("mean")
+    for name, info in r["models"].items():
+        if "quality" not in info:
+            continue
+        t2, t1, q = info["threads"]["2"], info["threads"]["1"], info["quality"]
+        train_s = ", ".join(f"{k} {v['iterations']} it / {v['minutes']:.1f} min" for k, v in info["training"].items())
+        speed = f" ({unet_t / t2['seconds']['mean']:.1f}x faster)" if unet_t and name != "unet" else ""
+        lines.append(
+            f"| {info['label']} | {info['parameters'] / 1e6:.2f} M | {train_s} "
+            f"| {t2['seconds']['mean']:.2f} ± {t2['seconds']['std']:.2f} (n={t2['seconds']['n']}){speed} "
+            f"| {t1['seconds']['mean']:.2f} ± {t1['seconds']['std']:.2f} (n={t1['seconds']['n']}) | {t2['peak_rss_mib']:.0f} "
+            f"| {q['object_recall']:.3f} ({q['objects']:.0f} objects) | {q['froc_luna16']:.3f} | {q['froc_avg_recall_0_5']:.3f} "
+            f"| {q['object_dice']:.3f} | {q['dice']:.3f} | {q['fp_per_scan']:.2f} |"
+        )
+    lo = r["models"].get("lowres", {})
+    if "stage_two_fraction" in lo:
+        lines += [
+            "",
+            f"LowRes sends {100 * lo['stage_two_fraction']:.2f} % of each volume to stage two on average; "
+            f"stage one {lo['stage1_seconds']:.2f} s, stage two {lo['stage2_seconds']:.2f} s per volume (2 threads); the rest of "
+            "a volume's time is reading, preprocessing and writing back.",
+        ]
+    lines += [
+        "",
+        "Times include preprocessing and inverse preprocessing (not reading the file).",
+        "",
+        "![time against quality](lowres.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for i, info in enumerate(r["models"].values()):
+        if "quality" not in info:
+            continue
+        for ax, key, ylabel in (
+            (axes[0], "object_recall", "object recall"),
+            (axes[1], "froc_avg_recall_0_5", "FROC: average recall, 0-5 FP/scan"),
+        ):
+            for threads, marker in (("2", "o"), ("1", "s")):
+                ax.plot(
+                    info["threads"][threads]["seconds"]["mean"],
+                    info["quality"][key],
+                    marker,
+                    color=f"C{i}",
+                    ms=8,
+                    label=f"{info['label']}, {threads} thread(s)",
+                )
+            ax.set(xscale="log", xlabel="seconds per volume (log)", ylabel=ylabel, ylim=(0, 1.02))
+            ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("time against quality, 300x300x200 chest CTs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
