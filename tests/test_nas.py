@@ -1,0 +1,107 @@
+"""Resource-optimised NAS: the macro search space as data and the weight-sharing supernet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from leanseg.models.nas_unet import SuperNet, estimate_activation_bytes
+from leanseg.search.architecture import architecture_space
+
+# odd median shapes: isotropic, and thick slices (two axis groups)
+SPACES = [((35, 51, 37), (1.0, 1.0, 1.0)), ((61, 77, 19), (0.8, 0.8, 3.0))]
+
+
+def _activation_bytes(fn) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, torch.nn.Parameter):
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_patch_choices_follow_the_median_shape_per_axis_group() -> None:
+    iso = architecture_space(*SPACES[0], in_channels=1, num_classes=3)
+    assert iso.axis_groups == ((0, 1, 2),)
+    patches = iso.decisions[0].choices
+    assert patches[0] == (40, 56, 40)  # the median rounded up to a multiple of 8 (3 poolings)
+    assert all(p[i] % 8 == 0 for p in patches for i in range(3)) and len(patches) == 5
+    thick = architecture_space(*SPACES[1], in_channels=1, num_classes=3)
+    assert thick.axis_groups == ((0, 1), (2,))
+    assert thick.patch_size(thick.largest()) == (64, 80, 24)
+
+
+@pytest.mark.parametrize("shape,spacing", SPACES)
+def test_every_choice_of_every_decision_builds_a_working_network(shape, spacing) -> None:
+    torch.manual_seed(0)
+    space = architecture_space(shape, spacing, in_channels=2, num_classes=3)
+    net = SuperNet(space)
+    base = space.values([0.0] * space.dim)
+    base.update({d.name: min(d.choices) for d in space.decisions if d.name.startswith("patch_")})  # small, fast
+    for d in space.decisions:
+        for choice in d.choices:
+            arch = {**base, d.name: choice}
+            if d.name.startswith("patch_"):
+                arch = {**arch, **{k: v for k, v in base.items() if k.startswith("patch_") and k != d.name}}
+            x = torch.randn(1, 2, *space.patch_size(arch))
+            with torch.no_grad():
+                y = net(x, arch)
+            assert y.shape == (1, 3, *x.shape[2:]) and torch.isfinite(y).all(), (d.name, choice)
+    # strides: the first two poolings always halve, and no axis pools below 4 voxels
+    for arch in (space.largest(), base):
+        size = np.asarray(space.patch_size(arch))
+        for i, st in enumerate(space.strides(arch)):
+            assert i >= 2 or all(s == 2 or size[a] < 8 for a, s in enumerate(st))
+            size = size // np.asarray(st)
+            assert (size >= 4).all() or (np.asarray(st) == 1).all()
+
+
+def test_the_unit_cube_maps_to_choices_and_back() -> None:
+    space = architecture_space(*SPACES[1], in_channels=1, num_classes=2)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        arch = space.values(rng.random(space.dim))
+        assert space.values(space.unit(arch)) == arch
+        assert space.from_indices(space.indices(arch)) == arch
+    assert space.values([0.999999] * space.dim) == space.from_indices([len(d.choices) - 1 for d in space.decisions])
+
+
+def test_children_share_the_supernets_weights() -> None:
+    torch.manual_seed(1)
+    space = architecture_space(*SPACES[0], in_channels=1, num_classes=2)
+    net = SuperNet(space)
+    small = {d.name: min(d.choices) for d in space.decisions if d.name.startswith("patch_")}
+    a = {**space.values([0.0] * space.dim), **small}
+    b = {**a, "activation_1": "elu", "conv2_dec_1": "zero", "dilation_2_1": 2}  # another child, same stage-1 convs
+    other = {**a, "dilation_2_1": 3}  # this child uses dilation 3 at stage 2
+    x = torch.randn(2, 1, *space.patch_size(a))
+    before_b = net(x, b).detach()
+    before_other_op = net.enc1[1].ops["3"][0].weight.clone()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    net(x, a).square().mean().backward()  # one step of training child a
+    opt.step()
+    assert not torch.allclose(net(x, b).detach(), before_b)  # child b sees the change
+    assert torch.equal(net.enc1[1].ops["3"][0].weight, before_other_op)  # an op child a did not use is untouched
+    assert net.child_parameters(b) < sum(p.numel() for p in net.parameters())
+    assert net.child_parameters(other) == net.child_parameters(a)
+
+
+@pytest.mark.parametrize("shape,spacing", SPACES)
+def test_memory_estimate_against_the_measured_activations(shape, spacing) -> None:
+    torch.manual_seed(2)
+    space = architecture_space(shape, spacing, in_channels=1, num_classes=3)
+    net = SuperNet(space)
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        arch = space.largest() if i == 0 else space.values(rng.random(space.dim))
+        x = torch.randn(2, 1, *space.patch_size(arch))
+        measured = _activation_bytes(lambda x=x, arch=arch: net(x, arch))
+        est = estimate_activation_bytes(space, arch, batch=2)
+        assert 0.8 < est / measured < 1.2, (arch, est, measured)
