@@ -105,3 +105,55 @@ def test_memory_estimate_against_the_measured_activations(shape, spacing) -> Non
         measured = _activation_bytes(lambda x=x, arch=arch: net(x, arch))
         est = estimate_activation_bytes(space, arch, batch=2)
         assert 0.8 < est / measured < 1.2, (arch, est, measured)
+
+
+def _enas(space, **kw):
+    from leanseg.search.enas import EnasController
+
+    ctrl = EnasController(space, seed=0, **kw)
+    for p in ctrl.net.parameters():
+        torch.nn.init.zeros_(p)
+    return ctrl
+
+
+def test_controller_log_probability_and_entropy_worked_by_hand() -> None:
+    import math
+
+    space = architecture_space(*SPACES[0], in_channels=1, num_classes=2)
+    sizes = [len(d.choices) for d in space.decisions]
+    ctrl = _enas(space)
+    choices = [n - 1 for n in sizes]
+    logp, ent = ctrl.net.log_prob_and_entropy(choices)
+    # all weights zero: every decision uniform over its choices
+    assert logp.item() == pytest.approx(-sum(math.log(n) for n in sizes), rel=1e-6)
+    assert ent.item() == pytest.approx(sum(math.log(n) for n in sizes), rel=1e-6)
+    # the pool type head (2 choices) biased to probabilities 1/4, 3/4; with zero weights its input does not matter
+    i = space.keys.index("pool_type_1")
+    with torch.no_grad():
+        ctrl.net.heads[i].bias.copy_(torch.log(torch.tensor([1.0, 3.0])))
+    logp2, ent2 = ctrl.net.log_prob_and_entropy(choices)
+    assert logp2.item() - logp.item() == pytest.approx(math.log(0.75) - math.log(0.5), abs=1e-5)
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert ent2.item() - ent.item() == pytest.approx(h - math.log(2), abs=1e-5)
+
+
+def test_reinforce_makes_a_rewarded_architecture_more_likely_and_the_entropy_bonus_spreads() -> None:
+    space = architecture_space(*SPACES[1], in_channels=1, num_classes=2)
+    ctrl = _enas(space, lr=0.05, entropy_weight=0.0)
+    arch = space.largest()
+    choices = space.indices(arch)
+    before, _ = ctrl.net.log_prob_and_entropy(choices)
+    for _ in range(30):
+        ctrl.update(choices, advantage=1.0)
+    after, ent = ctrl.net.log_prob_and_entropy(choices)
+    assert after.item() > before.item() + 5.0
+    # through the ask/tell contract its proposals now agree with that architecture on most decisions
+    asked = [space.values(ctrl.ask().unit) for _ in range(10)]
+    agree = np.mean([[a[k] == arch[k] for k in space.keys] for a in asked])
+    uniform = np.mean([1 / len(d.choices) for d in space.decisions])
+    assert agree > 0.8 > uniform + 0.3
+    # an entropy-only update (advantage 0) raises the entropy again
+    spread = _enas(space, lr=0.05, entropy_weight=1.0)
+    spread.net.load_state_dict(ctrl.net.state_dict())
+    spread.update(choices, advantage=0.0)
+    assert spread.net.log_prob_and_entropy(choices)[1].item() > ent.item()

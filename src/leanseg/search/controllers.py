@@ -385,3 +385,6 @@ class TPEController(Controller):
 
 def make_controller(name: str, space: SearchSpace, seed: int = 0, start: Any = None, **options: Any) -> Controller:
     return CONTROLLERS.create(name, space, seed=seed, start=start, **options)
+
+
+from leanseg.search import enas as _enas  # noqa: E402,F401  (registers "enas"; it builds on the classes above)

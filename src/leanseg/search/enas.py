@@ -1,0 +1,149 @@
+"""The ENAS-style architecture controller (Pham et al. 2018; Bae et al., MICCAI 2019) behind the
+strategy search's ask/tell contract.
+
+An LSTM emits the decisions one after another: at step t its input is the embedding of the choice
+made at step t-1 (each decision *type*, e.g. every ``dilation_*``, has its own embedding table),
+and a softmax head per decision gives the probabilities of that decision's choices. It is trained
+with REINFORCE on each child's reward against a moving-average baseline, with an entropy bonus
+(the paper: Adam, learning rate 0.001, weight decay 1e-6, entropy weight 1e-4).
+
+It works on an :class:`~leanseg.search.architecture.ArchitectureSpace` (categorical decisions) and,
+for the shared contract test, on any unit-cube space, each coordinate cut into ``bins`` choices.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from leanseg.search.controllers import CONTROLLERS, Candidate, Controller, _from_b64, _to_b64
+
+
+def decision_type(name: str) -> str:
+    """``dilation_2_1`` -> ``dilation``: decisions of one type share an embedding table."""
+    return re.sub(r"(_\d+)+$", "", name)
+
+
+class DecisionLSTM(nn.Module):
+    """Shapes: a sequence of choice indices (T,) -> logits per step (list of (n_t,))."""
+
+    def __init__(self, sizes: list[int], types: list[str], hidden: int = 64) -> None:
+        super().__init__()
+        self.sizes, self.types = sizes, types
+        width = {t: max(n for n, tt in zip(sizes, types) if tt == t) for t in types}
+        self.embed = nn.ModuleDict({t: nn.Embedding(n, hidden) for t, n in width.items()})
+        self.start = nn.Parameter(torch.zeros(hidden))
+        self.cell = nn.LSTMCell(hidden, hidden)
+        self.heads = nn.ModuleList([nn.Linear(hidden, n) for n in sizes])
+        self.hidden = hidden
+
+    def step_logits(self, choices: list[int] | None, rng: np.random.Generator | None = None) -> tuple[list[torch.Tensor], list[int]]:
+        """Run the sequence; with ``choices`` None, sample each step from its softmax with ``rng``."""
+        h = c = torch.zeros(1, self.hidden)
+        x = self.start[None]
+        logits, out = [], []
+        for t, head in enumerate(self.heads):
+            h, c = self.cell(x, (h, c))
+            lg = head(h)[0]
+            if choices is None:
+                p = torch.softmax(lg.detach(), 0).double().numpy()
+                k = int(rng.choice(len(p), p=p / p.sum()))  # type: ignore[union-attr]
+            else:
+                k = int(choices[t])
+            logits.append(lg)
+            out.append(k)
+            x = self.embed[self.types[t]](torch.tensor([k]))
+        return logits, out
+
+    def log_prob_and_entropy(self, choices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, _ = self.step_logits(choices)
+        logp = torch.stack([torch.log_softmax(lg, 0)[k] for lg, k in zip(logits, choices)]).sum()
+        ent = torch.stack([-(torch.softmax(lg, 0) * torch.log_softmax(lg, 0)).sum() for lg in logits]).sum()
+        return logp, ent
+
+
+@CONTROLLERS.register("enas")
+class EnasController(Controller):
+    name = "enas"
+
+    def __init__(
+        self,
+        space: Any,
+        seed: int = 0,
+        start: Any = None,
+        hidden: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-6,
+        entropy_weight: float = 1e-4,
+        baseline_decay: float = 0.95,
+        bins: int = 10,
+    ) -> None:
+        super().__init__(space, seed, start)
+        if hasattr(space, "decisions"):
+            sizes = [len(d.choices) for d in space.decisions]
+            types = [decision_type(d.name) for d in space.decisions]
+        else:
+            sizes, types = [bins] * space.dim, [f"x{i}" for i in range(space.dim)]
+        torch.manual_seed(seed)
+        self.net = DecisionLSTM(sizes, types, hidden)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.entropy_weight, self.decay = entropy_weight, baseline_decay
+        self.baseline: float | None = None
+        self.last: dict[str, float] = {}
+
+    def _propose(self) -> tuple[np.ndarray, dict[str, Any]]:
+        with torch.no_grad():
+            _, choices = self.net.step_logits(None, self.rng)
+        unit = np.array([(k + 0.5) / n for k, n in zip(choices, self.net.sizes)])
+        return unit, {"choices": choices}
+
+    def _observe(self, candidate: Candidate, reward: float | None) -> None:
+        if reward is None:
+            return
+        choices = candidate.info.get("choices") or [min(int(u * n), n - 1) for u, n in zip(candidate.unit, self.net.sizes)]
+        if self.baseline is None:
+            self.baseline = reward
+        advantage = reward - self.baseline
+        self.baseline = self.decay * self.baseline + (1 - self.decay) * reward
+        self.update(choices, advantage)
+
+    def update(self, choices: list[int], advantage: float) -> dict[str, float]:
+        """One REINFORCE step: loss = -advantage * log p(choices) - entropy_weight * entropy."""
+        logp, ent = self.net.log_prob_and_entropy(choices)
+        loss = -advantage * logp - self.entropy_weight * ent
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.last = {"loss": float(loss.detach()), "entropy": float(ent.detach()), "log_prob": float(logp.detach()), "advantage": advantage}
+        return self.last
+
+    def entropy(self) -> float:
+        """Entropy of the current policy along its greedy sequence (what the paper's Figure 3 plots per episode)."""
+        with torch.no_grad():
+            logits, _ = self.net.step_logits(self.greedy())
+            return float(sum(-(torch.softmax(lg, 0) * torch.log_softmax(lg, 0)).sum() for lg in logits))
+
+    def greedy(self) -> list[int]:
+        """The most probable sequence, decided step by step."""
+        out: list[int] = []
+        with torch.no_grad():
+            h = c = torch.zeros(1, self.net.hidden)
+            x = self.net.start[None]
+            for t, head in enumerate(self.net.heads):
+                h, c = self.net.cell(x, (h, c))
+                k = int(torch.argmax(head(h)[0]))
+                out.append(k)
+                x = self.net.embed[self.net.types[t]](torch.tensor([k]))
+        return out
+
+    def _state(self) -> dict[str, Any]:
+        return {"net": _to_b64(self.net.state_dict()), "opt": _to_b64(self.opt.state_dict()), "baseline": self.baseline}
+
+    def _load(self, d: dict[str, Any]) -> None:
+        self.net.load_state_dict(_from_b64(d["net"]))
+        self.opt.load_state_dict(_from_b64(d["opt"]))
+        self.baseline = d["baseline"]
