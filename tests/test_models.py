@@ -10,8 +10,8 @@ from leanseg.registry import MODELS
 STRIDES = ((1, 1, 1), (2, 2, 2), (2, 2, 2))
 
 
-# LowRes has its own objective, divisor and two-stage inference: tests/test_lowres_model.py
-@pytest.mark.parametrize("name", [n for n in MODELS.names() if n != "lowres"])
+# LowRes (own objective, divisor, two-stage inference) and the searched nas_unet (built from a search) have their own tests
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if n not in ("lowres", "nas_unet")])
 def test_every_registered_model(name: str) -> None:
     torch.manual_seed(0)
     net = MODELS.create(name, 2, 3, ModelConfig(name=name, deep_supervision=False), features=(8, 16, 32), strides=STRIDES)

@@ -157,3 +157,58 @@ def test_reinforce_makes_a_rewarded_architecture_more_likely_and_the_entropy_bon
     spread.net.load_state_dict(ctrl.net.state_dict())
     spread.update(choices, advantage=0.0)
     assert spread.net.log_prob_and_entropy(choices)[1].item() > ent.item()
+
+
+def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_predictable_child(phantoms, tiny_cfg, tmp_path) -> None:
+    from leanseg.inference import Predictor
+    from leanseg.models.nas_unet import SuperNet
+    from leanseg.search.nas import memory_needed, search_architecture
+    from leanseg.train import prepare_data
+
+    plan = prepare_data(phantoms, tiny_cfg).plan
+    space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 3, tiny_cfg.model.base_features)
+    n = sum(p.numel() for p in SuperNet(space).parameters())
+    sizes = sorted({memory_needed(space, {**space.largest(), "patch_0": c}, n, 2) for c in space.decisions[0].choices})
+    limit_gb = (sizes[-1] + sizes[-2]) / 2 / 2**30  # the largest patch does not fit, the next one does
+    kw = dict(base=tiny_cfg, episodes=2, children=2, child_iterations=2, val_cases=1, memory_limit_gb=limit_gb, num_stages=3, seed=0)
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_3(row, done, total):
+        if done == 3:
+            raise Kill
+
+    with pytest.raises(Kill):
+        search_architecture(phantoms, tmp_path / "nas", progress=kill_after_3, **kw)
+    seen = []
+    res = search_architecture(phantoms, tmp_path / "nas", progress=lambda row, done, total: seen.append(done), **kw)
+    assert seen == [4]  # only the fourth child ran after the restart
+    assert len(res.history) == 4 and [r["episode"] for r in res.history] == [0, 0, 1, 1]
+    first = space.normalise(res.history[0]["arch"])
+    assert first == {**space.largest(), "patch_0": first["patch_0"]} and first["patch_0"] != max(space.decisions[0].choices)
+    assert all(r["memory_estimate_mib"] * 2**20 <= limit_gb * 2**30 for r in res.history)
+    assert all(np.isfinite(r["entropy"]) and 0 <= r["reward"] <= 1 for r in res.history)
+    assert (tmp_path / "nas" / "search.png").is_file() and (tmp_path / "nas" / "history.csv").is_file()
+
+    # the chosen child predicts as a run folder, with the shared weights (no retraining)
+    p = Predictor.from_run(res.run_dir)
+    assert p.model.arch == res.arch
+    from leanseg.data.io import read_image
+
+    vol = read_image(sorted((phantoms / "imagesTr").iterdir())[:1])
+    label, _ = p.predict_volume(vol)
+    assert label.shape == vol.shape
+
+
+def test_search_architecture_command(phantoms, tiny_cfg, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    args = ["search", "architecture", "-d", str(phantoms), "-o", str(tmp_path / "s"), "--episodes", "1", "--children", "2"]
+    args += ["--child-iterations", "1", "--val-cases", "1", "--config", str(tmp_path / "tiny.yaml"), "--controller", "random"]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "chosen child" in res.output and (tmp_path / "s" / "final" / "checkpoint_final.pt").is_file()

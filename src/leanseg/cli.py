@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-search_app = typer.Typer(help="Searches: training strategy (RL controller and baselines).", no_args_is_help=True)
+search_app = typer.Typer(help="Searches: training strategy (RL controller and baselines) and architecture (ENAS).", no_args_is_help=True)
 app.add_typer(search_app, name="search")
 
 
@@ -389,6 +389,63 @@ def search_strategy(
             t.add_row(str(tr["candidate"]["id"]), f"{tr['reward']:.4f}", *[f"{tr['candidate']['values'][k]:.3g}" for k in keys])
         _console().print(t)
         _console().print(f"winning config: {out / 'best_config.yaml'} (leanseg train --config); plot: {out / 'rewards.png'}")
+
+    _run(go)
+
+
+@search_app.command("architecture")
+def search_architecture(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (an existing one resumes).")],
+    episodes: Annotated[int, typer.Option(help="Controller episodes.")] = 4,
+    children: Annotated[int, typer.Option(help="Children per episode (the paper: 20).")] = 20,
+    child_iterations: Annotated[int, typer.Option("--child-iterations", help="Training iterations of the shared weights per child.")] = 20,
+    controller: Annotated[str, typer.Option(help="enas (LSTM + REINFORCE) | random (the reference).")] = "enas",
+    val_cases: Annotated[int, typer.Option("--val-cases", help="Validation cases that score each child.")] = 10,
+    memory_limit_gb: Annotated[
+        Optional[float],
+        typer.Option("--memory-limit-gb", help="Never sample a child whose estimate exceeds this (default: half the free memory)."),
+    ] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Base experiment config (fold, batch size, learning rate...).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override of the base config, e.g. train.lr=0.003.")] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="Controller and sampling seed.")] = 0,
+) -> None:
+    """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`."""
+
+    def go() -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.table import Table
+
+        from leanseg.search.nas import episode_stats
+        from leanseg.search.nas import search_architecture as run
+
+        cfg = _load_config(config, list(set_), None)
+        total = episodes * children
+        with Progress(
+            TextColumn(f"[bold]architecture search ({controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        ) as bar:
+            task = bar.add_task("children", total=total)
+
+            def show(row: dict[str, Any], done: int, total: int) -> None:
+                bar.update(task, completed=done)
+                bar.console.print(
+                    f"episode {row['episode']} child {row['child']}: Dice {row['reward']:.4f}, patch {row['patch']}, "
+                    f"entropy {row['entropy']:.2f}, {row['memory_estimate_mib']:.0f} MiB estimated"
+                )
+
+            res = run(
+                data, out, cfg, controller, episodes, children, child_iterations, val_cases, memory_limit_gb, seed=seed, progress=show
+            )
+        t = Table(title=f"architecture search ({controller}): per episode")
+        for col in ("episode", "mean child Dice", "best child Dice", "controller entropy"):
+            t.add_column(col)
+        for e in episode_stats(res.history):
+            t.add_row(str(e["episode"]), f"{e['mean_reward']:.4f}", f"{e['best_reward']:.4f}", f"{e['entropy']:.2f}")
+        _console().print(t)
+        _console().print(
+            f"chosen child: Dice {res.val_dice:.4f} on the validation fold without retraining; run folder {res.run_dir} "
+            f"(leanseg predict -m {res.run_dir}); plot {out / 'search.png'}"
+        )
 
     _run(go)
 

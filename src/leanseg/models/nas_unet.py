@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leanseg.config import ModelConfig
+from leanseg.registry import MODELS
 from leanseg.search.architecture import ArchitectureSpace
 
 DILATIONS = (1, 2, 3)
@@ -106,7 +108,8 @@ class SuperNet(nn.Module):
         assert logits is not None
         return logits
 
-    def divisor(self, arch: dict[str, Any]) -> tuple[int, int, int]:
+    def total_stride(self, arch: dict[str, Any]) -> tuple[int, int, int]:
+        """A child's input sizes must be multiples of this per axis."""
         d = [1, 1, 1]
         for st in self.space.strides(arch):
             d = [a * b for a, b in zip(d, st)]
@@ -130,6 +133,30 @@ class SuperNet(nn.Module):
             for h in hooks:
                 h.remove()
         return sum(used.values())
+
+
+class ChildNet(SuperNet):
+    """One chosen architecture with the supernet's weights: a plain model for the trainer and predictor."""
+
+    def __init__(self, space: ArchitectureSpace, arch: dict[str, Any]) -> None:
+        super().__init__(space)
+        self.arch = space.normalise(arch)
+        self.divisor = self.total_stride(self.arch)
+
+    def forward(self, x: torch.Tensor, arch: dict[str, Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x, self.arch if arch is None else arch)
+
+
+@MODELS.register("nas_unet")
+def nas_unet(in_channels: int, out_channels: int, cfg: ModelConfig, features: Any, strides: Any) -> nn.Module:
+    """The child an architecture search chose (``model.extra``: ``arch`` and ``space``, written by the search)."""
+    from leanseg.errors import LeansegError
+
+    if "arch" not in cfg.extra or "space" not in cfg.extra:
+        raise LeansegError(
+            "model nas_unet needs model.extra.arch and model.extra.space; use the run folder `leanseg search architecture` wrote."
+        )
+    return ChildNet(ArchitectureSpace.from_dict(cfg.extra["space"]), cfg.extra["arch"])
 
 
 def estimate_activation_bytes(space: ArchitectureSpace, arch: dict[str, Any], batch: int = 2, bytes_per_value: int = 4) -> int:

@@ -77,6 +77,10 @@ class ArchitectureSpace:
         """Bin centres of an architecture's choices."""
         return np.array([(d.choices.index(arch[d.name]) + 0.5) / len(d.choices) for d in self.decisions])
 
+    def normalise(self, arch: dict[str, Any]) -> dict[str, Any]:
+        """An architecture read back from JSON or YAML (lists) with its patch choices as tuples again."""
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+
     def indices(self, arch: dict[str, Any]) -> list[int]:
         return [d.choices.index(arch[d.name]) for d in self.decisions]
 

@@ -30,10 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from leanseg.errors import LeansegError
 from leanseg.registry import Registry
 from leanseg.search.space import SearchSpace
 
 CONTROLLERS: Registry[Any] = Registry("search controller")
+MAX_REDRAWS = 1000
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,20 @@ class Controller:
         self.start = None if start is None else [float(v) for v in np.clip(np.asarray(start, dtype=float), 0, 1)]
         self.next_id = 0
         self.history: list[dict[str, Any]] = []
+        self.accept: Any = None  # optional predicate on a proposal's values; refused ones are drawn again
 
     def ask(self) -> Candidate:
         if self.next_id == 0 and self.start is not None and not self.handles_start:
             unit, info = np.asarray(self.start), {"start": True}
         else:
             unit, info = self._propose()
+            tries = 1
+            # ``accept`` (optional, e.g. a memory limit): proposals it refuses are drawn again, never asked
+            while self.accept is not None and not self.accept(self.space.values(np.clip(np.asarray(unit, dtype=float), 0, 1))):
+                if tries >= MAX_REDRAWS:
+                    raise LeansegError(f"{MAX_REDRAWS} proposals in a row were refused (memory limit?); loosen the limit or the space.")
+                unit, info = self._propose()
+                tries += 1
         unit = np.clip(np.asarray(unit, dtype=float), 0.0, 1.0)
         c = Candidate(self.next_id, tuple(float(u) for u in unit), self.space.values(unit), info)
         self.next_id += 1
