@@ -127,6 +127,12 @@ class EnasController(Controller):
             logits, _ = self.net.step_logits(self.greedy())
             return float(sum(-(torch.softmax(lg, 0) * torch.log_softmax(lg, 0)).sum() for lg in logits))
 
+    def sample(self, k: int, seed: int = 0) -> list[list[int]]:
+        """``k`` sequences drawn from the current policy with their own generator (the controller's state is untouched)."""
+        rng = np.random.default_rng(seed)
+        with torch.no_grad():
+            return [self.net.step_logits(None, rng)[1] for _ in range(k)]
+
     def greedy(self) -> list[int]:
         """The most probable sequence, decided step by step."""
         out: list[int] = []

@@ -31,7 +31,7 @@ import torch
 from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
 from leanseg.search.architecture import ArchitectureSpace, architecture_space
-from leanseg.utils import atomic_path, atomic_write_text, seed_everything, set_threads
+from leanseg.utils import atomic_path, atomic_write_text, cpu_has_fast_bf16, seed_everything, set_threads
 
 PROCESS_OVERHEAD_BYTES = 600 * 2**20  # torch, MONAI and the data cache in a training process, measured ~0.5-0.6 GiB here
 
@@ -84,6 +84,7 @@ def search_architecture(
     memory_limit_gb: float | None = None,
     num_stages: int = 4,
     seed: int = 0,
+    derive_samples: int = 10,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
 ) -> NasResult:
     """Search a U-Net's macro structure with shared weights; resumes from ``out_dir/search.pt``."""
@@ -139,6 +140,7 @@ def search_architecture(
         opt.load_state_dict(st["optimizer"])
         ctrl.load_state_dict(st["controller"])
         history = st["history"]
+    use_bf16 = cpu_has_fast_bf16() if cfg.train.bf16 is None else cfg.train.bf16  # as the base trainer
     loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
     total = episodes * children
     while len(history) < total:
@@ -159,7 +161,9 @@ def search_architecture(
             items = [ds[i * batch + b] for b in range(batch)]
             x = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
             y = torch.stack([torch.as_tensor(it["label"]) for it in items]).float()
-            loss = loss_fn(net(x, arch), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                logits = net(x, arch)
+            loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
@@ -192,11 +196,14 @@ def search_architecture(
         if progress:
             progress(row, len(history), total)
 
-    chosen = (
-        space.from_indices(ctrl.greedy()) if hasattr(ctrl, "greedy") else space.normalise(max(history, key=lambda r: r["reward"])["arch"])
-    )
-    if not fits(chosen):  # the most probable sequence may be one the memory filter never let through
-        chosen = space.normalise(max(history, key=lambda r: r["reward"])["arch"])
+    chosen = space.normalise(max(history, key=lambda r: r["reward"])["arch"])  # random search: the best-scored child
+    if hasattr(ctrl, "sample"):
+        # ENAS's derivation: the most probable architecture and ``derive_samples`` drawn from the trained
+        # controller, each scored on the validation subset with the shared weights; the best is chosen
+        options = [space.from_indices(ctrl.greedy())] + [space.from_indices(c) for c in ctrl.sample(derive_samples, seed)]
+        scored = [(validate_child(net, a, prep.cache_dir, val_ids, plan, cfg), i) for i, a in enumerate(options) if fits(a)]
+        if scored:
+            chosen = options[max(scored)[1]]
     full_ids = split["val"]
     dice = validate_child(net, chosen, prep.cache_dir, full_ids, plan, cfg)
     run_dir = save_child_run(out / "final", net, space, chosen, cfg, plan)
