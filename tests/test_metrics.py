@@ -68,3 +68,27 @@ def test_evaluate_refuses_mismatched_shapes(tmp_path: Path) -> None:
     write_nifti(tmp_path / "pred" / "c1.nii.gz", np.zeros((5, 5, 6), np.uint8))
     with pytest.raises(LeansegError, match="c1.nii.gz has shape"):
         evaluate_folders(tmp_path / "pred", tmp_path / "ref")
+
+
+def test_evaluate_with_object_metrics_worked_by_hand(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    ref1 = cube((20, 20, 20), (2, 2, 2), 4) | cube((20, 20, 20), (12, 12, 12), 4)
+    pred1 = cube((20, 20, 20), (2, 2, 2), 4) | cube((20, 20, 20), (2, 12, 2), 2)  # one hit, one miss, one false positive
+    ref2 = cube((20, 20, 20), (8, 8, 8), 3)
+    for name, ref, pred in (("a", ref1, pred1), ("b", ref2, ref2)):
+        write_nifti(tmp_path / "ref" / f"{name}.nii.gz", ref)
+        write_nifti(tmp_path / "pred" / f"{name}.nii.gz", pred)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "nodule"}, objects=True)
+    a, b = res["cases"]
+    assert (a["objects"], a["object_recall"], a["object_dice"], a["false_positives"]) == (2, 0.5, 0.5, 1)
+    assert (b["object_recall"], b["object_dice"], b["false_positives"]) == (1.0, 1.0, 0)
+    m = res["mean"]
+    assert m["object_recall"] == pytest.approx(2 / 3) and m["object_dice"] == pytest.approx(2 / 3) and m["fp_per_scan"] == 0.5
+    out = CliRunner().invoke(
+        app, ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--objects"], env={"COLUMNS": "200"}
+    )
+    assert out.exit_code == 0, out.output
+    assert "object recall 0.667" in out.output and "0.50 false positives per scan" in out.output

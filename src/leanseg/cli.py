@@ -265,6 +265,9 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="Where metrics.csv/.md/.json go (default: --pred).")] = None,
     dataset: Annotated[Optional[Path], typer.Option(help="Dataset folder, to name the classes.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    objects: Annotated[
+        bool, typer.Option("--objects", help="Also object-wise recall, object Dice, false positives per scan and FROC (small targets).")
+    ] = False,
 ) -> None:
     """Dice and HD95 (mm) per case and class, with means; writes CSV, markdown and JSON."""
 
@@ -276,7 +279,7 @@ def evaluate(
             from leanseg.data.datasets import load_dataset
 
             labels = load_dataset(dataset, require_labels=False).labels
-        res = evaluate_folders(pred, ref, labels, out)
+        res = evaluate_folders(pred, ref, labels, out, objects=objects)
         if json_:
             sys.stdout.write(json.dumps(res["mean"], indent=1) + "\n")
         else:
@@ -296,10 +299,29 @@ def _print_metrics(res: dict[str, Any]) -> None:
         t.add_column(f"Dice {labels[k]}")
     for k in classes:
         t.add_column(f"HD95 {labels[k]} (mm)")
+    objects = "object_recall" in res["mean"]
+    if objects:
+        for col in ("objects", "object recall", "object Dice", "false positives"):
+            t.add_column(col)
     rows = res["cases"] if len(res["cases"]) <= 30 else []
     for r in rows + [{"case": "[bold]mean", **res["mean"]}]:
-        t.add_row(str(r["case"]), *[f"{r[f'dice_{k}']:.4f}" for k in classes], *[f"{r[f'hd95_{k}']:.2f}" for k in classes])
+        obj = []
+        if objects:
+            fp = r.get("false_positives", r.get("fp_per_scan"))
+            obj = [
+                f"{r['objects']:.0f}",
+                f"{r['object_recall']:.3f}",
+                f"{r['object_dice']:.3f}",
+                f"{fp:.2f}" if isinstance(fp, float) else str(fp),
+            ]
+        t.add_row(str(r["case"]), *[f"{r[f'dice_{k}']:.4f}" for k in classes], *[f"{r[f'hd95_{k}']:.2f}" for k in classes], *obj)
     _console().print(t)
+    if objects:
+        m = res["mean"]
+        _console().print(
+            f"all cases: object recall {m['object_recall']:.3f}, object Dice {m['object_dice']:.3f}, {m['fp_per_scan']:.2f} false positives "
+            f"per scan; FROC LUNA16 {m['froc_luna16']:.3f}, average recall over 0-5 FP/scan {m['froc_avg_recall_0_5']:.3f}"
+        )
 
 
 @app.command()

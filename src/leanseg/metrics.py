@@ -96,8 +96,15 @@ def markdown_table(rows: list[dict[str, Any]], mean: dict[str, float], labels: d
     return "\n".join(lines) + "\n"
 
 
-def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: dict[int, str] | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+def evaluate_folders(
+    pred_dir: Path, ref_dir: Path, labels: dict[int, str] | None = None, out_dir: Path | None = None, objects: bool = False
+) -> dict[str, Any]:
     """Compare every label file in ``pred_dir`` with the file of the same name in ``ref_dir``.
+
+    ``objects``: also the object-wise metrics of :mod:`leanseg.objects` on the foreground (every
+    class together): per case object recall, object Dice and false-positive components; over all
+    cases recall, object Dice, false positives per scan and the FROC scores (from label maps every
+    component scores 1, so the FROC curve is the single operating point the labels give).
 
     Writes ``metrics.csv``, ``metrics.md`` and ``metrics.json`` into ``out_dir`` (default: ``pred_dir``).
     Returns ``{"cases": rows, "mean": means, "labels": labels}``.
@@ -130,10 +137,26 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, labels: dict[int, str] | Non
         found = sorted({int(v) for _, pv, rv in loaded for v in np.unique(np.concatenate([pv.array.ravel(), rv.array.ravel()]))} | {0})
         labels = {k: f"class_{k}" if k else "background" for k in found}
     classes = [k for k in labels if k != 0]
+    matched = []
     for p, pv, rv in loaded:
         case = p.name[: -len(file_ending(p))]
         rows.append({"case": case, **evaluate_case(pv.array, rv.array, classes, rv.spacing)})
+        if objects:
+            from leanseg.objects import match_objects
+
+            m = match_objects(pv.array > 0, rv.array > 0)
+            matched.append(m)
+            rows[-1].update(
+                objects=m.num_targets,
+                object_recall=float(np.mean(m.hits)) if m.hits else float("nan"),
+                object_dice=float(np.mean(m.object_dice)) if m.object_dice else float("nan"),
+                false_positives=len(m.fp_scores),
+            )
     mean = summarise(rows, classes)
+    if objects:
+        from leanseg.objects import object_metrics
+
+        mean.update(object_metrics(matched))
     out_dir = Path(out_dir or pred_dir)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
