@@ -173,6 +173,14 @@ class LowResNet(nn.Module):
         self.detail = DetailNet(in_channels, self.stage_one.out_features, 1 if self.binary else num_classes, detail_features)
         if stage == 2:
             self.stage_one.requires_grad_(False)
+        from monai.losses import DiceCELoss
+
+        common = {"batch": True, "smooth_nr": 1e-5, "smooth_dr": 1e-5}
+        self._dice_ce = (
+            DiceCELoss(sigmoid=True, **common)
+            if self.binary
+            else DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, **common)
+        )
         self.divisor = (2 * self.FACTOR,) * 3
         self.last_stats: dict[str, float] = {}
 
@@ -198,18 +206,18 @@ class LowResNet(nn.Module):
         feats, low = self.stage_one(x)
         prob = torch.sigmoid(low.float())[0, 0]
         t1 = time.perf_counter()
+        boxes: list[Box] = []
+        full_boxes: list[Box] = []
         if self.stage == 1:
             fg = F.interpolate(prob[None, None], size=shape, mode="trilinear")[0]
             fg_maps = torch.cat([fg, torch.zeros((self.num_classes - 2, *shape))])
-            boxes: list[Box] = []
         else:
             boxes = low_res_boxes(prob.numpy(), self.threshold, self.margin)
+            full_boxes = [scale_box(b, self.FACTOR, shape) for b in boxes]
             outs = []
-            for b in boxes:
-                full = scale_box(b, self.FACTOR, shape)
+            for b, full in zip(boxes, full_boxes):
                 logits = self.detail(x[(slice(None), slice(None), *full)], feats[(slice(None), slice(None), *b)]).float()[0]
                 outs.append(torch.sigmoid(logits) if self.binary else torch.softmax(logits, 0)[1:])
-            full_boxes = [scale_box(b, self.FACTOR, shape) for b in boxes]
             fg_maps = paste_boxes(shape, full_boxes, outs, channels=self.num_classes - 1)
         background = (1 - fg_maps.sum(0, keepdim=True)).clamp_min(0)
         t2 = time.perf_counter()
@@ -217,7 +225,7 @@ class LowResNet(nn.Module):
             "stage1": t1 - t0,
             "stage2": t2 - t1,
             "boxes": float(len(boxes)),
-            "fraction": box_fraction([scale_box(b, self.FACTOR, shape) for b in boxes], shape) if boxes else 0.0,
+            "fraction": box_fraction(full_boxes, shape) if full_boxes else 0.0,
         }
         return torch.log(torch.cat([background, fg_maps]).clamp_min(1e-8))[None]
 
@@ -227,17 +235,12 @@ class LowResNet(nn.Module):
 
         ``label``: (B, 1, D, H, W) class indices as floats.
         """
-        from monai.losses import DiceCELoss
-
         if self.stage == 1:
             target = F.max_pool3d((label > 0).float(), self.FACTOR)
             weight = torch.tensor(self.pos_weight, dtype=torch.float32)
             return F.binary_cross_entropy_with_logits(out["low_logits"].float(), target, pos_weight=weight)
         logits = out["logits"].float()
-        if self.binary:
-            return DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)(logits, (label > 0).float())
-        loss = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
-        return loss(logits, label)
+        return self._dice_ce(logits, (label > 0).float() if self.binary else label)
 
 
 @MODELS.register("lowres")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -57,19 +58,13 @@ def first_child(space: ArchitectureSpace, fits: Callable[[dict[str, Any]], bool]
     arch = space.largest()
     patches = [d for d in space.decisions if d.name.startswith("patch_")]
     order = sorted(
-        ({d.name: c for d, c in zip(patches, combo)} for combo in _product([list(d.choices) for d in patches])),
+        ({d.name: c for d, c in zip(patches, combo)} for combo in itertools.product(*[d.choices for d in patches])),
         key=lambda a: -int(np.prod(space.patch_size({**arch, **a}))),
     )
     for p in order:
         if fits({**arch, **p}):
             return {**arch, **p}
     raise LeansegError("No architecture of the search space fits the memory limit; raise --memory-limit-gb or lower the batch size.")
-
-
-def _product(lists: list[list[Any]]) -> list[tuple[Any, ...]]:
-    import itertools
-
-    return list(itertools.product(*lists))
 
 
 def search_architecture(
