@@ -46,6 +46,7 @@ def configs(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[str, A
         "train.val_max_cases": 1,
         "train.checkpoint_every": 250,
         "train.seed": args.seed,
+        "train.num_threads": args.train_threads,
     }
     unet = ExperimentConfig().with_overrides({**common, "train.iterations": args.unet_iterations})
     # the small networks learn nothing in 600 SGD iterations here (LowRes stage two collapsed to background,
@@ -115,6 +116,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/leanseg_bench/lowres")
     ap.add_argument("--reuse", action="store_true", help="keep finished training runs in --work")
     ap.add_argument("--only-train", action="store_true", help="train, then stop (time the models later, on an idle machine)")
+    ap.add_argument("--train-threads", type=int, default=2, help="threads for training (iterations fix what is learned)")
     ap.add_argument("--keep", nargs="*", default=[], choices=MODELS, help="models whose results are kept from the last results file")
     args = ap.parse_args()
 

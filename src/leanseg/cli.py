@@ -431,6 +431,7 @@ def search_architecture(
     config: Annotated[Optional[Path], typer.Option(help="Base experiment config (fold, batch size, learning rate...).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override of the base config, e.g. train.lr=0.003.")] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Controller and sampling seed.")] = 0,
+    momentum: Annotated[float, typer.Option(help="SGD momentum of the shared weights (0.99 collapsed them on hippocampus).")] = 0.9,
 ) -> None:
     """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`."""
 
@@ -456,7 +457,18 @@ def search_architecture(
                 )
 
             res = run(
-                data, out, cfg, controller, episodes, children, child_iterations, val_cases, memory_limit_gb, seed=seed, progress=show
+                data,
+                out,
+                cfg,
+                controller,
+                episodes,
+                children,
+                child_iterations,
+                val_cases,
+                memory_limit_gb,
+                seed=seed,
+                momentum=momentum,
+                progress=show,
             )
         t = Table(title=f"architecture search ({controller}): per episode")
         for col in ("episode", "mean child Dice", "best child Dice", "controller entropy"):

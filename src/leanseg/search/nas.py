@@ -80,9 +80,16 @@ def search_architecture(
     num_stages: int = 4,
     seed: int = 0,
     derive_samples: int = 10,
+    momentum: float | None = 0.9,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
 ) -> NasResult:
-    """Search a U-Net's macro structure with shared weights; resumes from ``out_dir/search.pt``."""
+    """Search a U-Net's macro structure with shared weights; resumes from ``out_dir/search.pt``.
+
+    The shared weights train with ``cfg.train``'s optimiser, except that SGD's momentum is ``momentum``
+    (``None``: the config's). The base trainer's 0.99 suits one fixed network, not a different child
+    every few dozen steps: with it, children with the largest patch fell from Dice 0.71 to under 0.1
+    within 120 children on hippocampus, while with 0.9 (ENAS's value) they stayed at 0.5-0.7 over 30
+    random children (Adam at 1e-3 behaved like 0.9)."""
     import psutil
     from monai.losses import DiceCELoss
 
@@ -114,6 +121,8 @@ def search_architecture(
     start = first_child(space, fits)
     ctrl = make_controller(controller, space, seed=seed, start=space.unit(start))
     ctrl.accept = fits
+    if momentum is not None:
+        cfg = cfg.with_overrides({"train.momentum": momentum})
     opt = make_optimizer(net.parameters(), cfg)
     meta = {
         "data": str(Path(data_dir).resolve()),
@@ -122,6 +131,7 @@ def search_architecture(
         "children": children,
         "child_iterations": child_iterations,
         "seed": seed,
+        "momentum": cfg.train.momentum,
         "space": space.to_dict(),
         "limit_bytes": int(limit),
     }
