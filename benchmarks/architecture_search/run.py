@@ -65,6 +65,7 @@ def main() -> None:
         "children_per_episode": args.children,
         "child_iterations": args.child_iterations,
         "seed": args.seed,
+        "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum 0.9, batch {cfg.train.batch_size}, bf16 autocast",
         "searches": {},
     }
 
@@ -151,7 +152,7 @@ def render(r: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
         f"commit {m['leanseg_commit']}; {m['date']}.",
         f"Data: {r['data']}. {r['episodes']} episodes x {r['children_per_episode']} children, {r['child_iterations']} "
-        f"iterations of the shared weights per child, seed {r['seed']}.",
+        f"iterations of the shared weights per child ({r.get('shared_weights', '')}), seed {r['seed']}.",
         "",
         "| | minutes (threads) | best child (val subset) | chosen child, all 42 cases, no retraining |",
         "|---|---|---|---|",
