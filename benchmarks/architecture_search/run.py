@@ -30,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
+MOMENTUM = 0.9  # SGD momentum of the shared weights (the search's default; 0.99 collapsed them)
 
 
 def main() -> None:
@@ -65,7 +66,7 @@ def main() -> None:
         "children_per_episode": args.children,
         "child_iterations": args.child_iterations,
         "seed": args.seed,
-        "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum 0.9, batch {cfg.train.batch_size}, bf16 autocast",
+        "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {MOMENTUM}, batch {cfg.train.batch_size}, bf16 autocast",
         "searches": {},
     }
 
@@ -102,6 +103,7 @@ def main() -> None:
             args.child_iterations,
             args.val_cases,
             seed=args.seed,
+            momentum=MOMENTUM,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )
         save(
