@@ -163,7 +163,7 @@ def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_pred
     from leanseg.inference import Predictor
     from leanseg.models.nas_unet import SuperNet
     from leanseg.search.nas import memory_needed, search_architecture
-    from leanseg.train import prepare_data
+    from leanseg.train import lr_at, prepare_data
 
     plan = prepare_data(phantoms, tiny_cfg).plan
     space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 3, tiny_cfg.model.base_features)
@@ -189,6 +189,11 @@ def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_pred
     assert first == {**space.largest(), "patch_0": first["patch_0"]} and first["patch_0"] != max(space.decisions[0].choices)
     assert all(r["memory_estimate_mib"] * 2**20 <= limit_gb * 2**30 for r in res.history)
     assert all(np.isfinite(r["entropy"]) and 0 <= r["reward"] <= 1 for r in res.history)
+    # the shared weights' learning rate follows the config's schedule over all 4 x 2 steps, across the restart
+    steps = 4 * 2
+    assert [r["lr"] for r in res.history] == pytest.approx(
+        [lr_at(tiny_cfg.train.lr, tiny_cfg.train.schedule, (2 * k + 1) / steps) for k in range(4)]
+    )
     assert (tmp_path / "nas" / "search.png").is_file() and (tmp_path / "nas" / "history.csv").is_file()
 
     # the chosen child predicts as a run folder, with the shared weights (no retraining)

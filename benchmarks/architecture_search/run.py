@@ -66,7 +66,8 @@ def main() -> None:
         "children_per_episode": args.children,
         "child_iterations": args.child_iterations,
         "seed": args.seed,
-        "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {MOMENTUM}, batch {cfg.train.batch_size}, bf16 autocast",
+        "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} with the {cfg.train.schedule} schedule over the whole search, "
+        f"momentum {MOMENTUM}, batch {cfg.train.batch_size}, bf16 autocast",
         "searches": {},
     }
 
@@ -75,7 +76,8 @@ def main() -> None:
     def merge() -> None:
         """Take the parts other calls wrote (same search settings) from the results file."""
         last = json.loads(path.read_text()) if path.is_file() else {}
-        same = all(last.get(k) == out[k] for k in ("episodes", "children_per_episode", "child_iterations", "seed", "data"))
+        keys = ("episodes", "children_per_episode", "child_iterations", "seed", "data", "shared_weights")
+        same = all(last.get(k) == out[k] for k in keys)
         for k in ("searches", "base_unet"):
             if same and k in last:
                 out[k] = last[k]
