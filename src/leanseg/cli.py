@@ -432,6 +432,13 @@ def search_architecture(
     set_: Annotated[list[str], typer.Option("--set", help="Override of the base config, e.g. train.lr=0.003.")] = [],  # noqa: B006
     seed: Annotated[int, typer.Option(help="Controller and sampling seed.")] = 0,
     momentum: Annotated[float, typer.Option(help="SGD momentum of the shared weights (0.99 collapsed them on hippocampus).")] = 0.9,
+    final_iterations: Annotated[
+        int,
+        typer.Option(
+            "--final-iterations",
+            help="Then train the chosen child alone from the shared weights, with the config's optimiser and schedule (0: as they are).",
+        ),
+    ] = 0,
 ) -> None:
     """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`."""
 
@@ -468,6 +475,7 @@ def search_architecture(
                 memory_limit_gb,
                 seed=seed,
                 momentum=momentum,
+                final_iterations=final_iterations,
                 progress=show,
             )
         t = Table(title=f"architecture search ({controller}): per episode")
@@ -476,8 +484,13 @@ def search_architecture(
         for e in episode_stats(res.history):
             t.add_row(str(e["episode"]), f"{e['mean_reward']:.4f}", f"{e['best_reward']:.4f}", f"{e['entropy']:.2f}")
         _console().print(t)
+        how = (
+            f"shared weights as they are {res.val_dice_shared_weights:.4f}, after {final_iterations} iterations of its own"
+            if final_iterations
+            else "shared weights as they are, no retraining"
+        )
         _console().print(
-            f"chosen child: Dice {res.val_dice:.4f} on the validation fold without retraining; run folder {res.run_dir} "
+            f"chosen child: Dice {res.val_dice:.4f} on the validation fold ({how}); run folder {res.run_dir} "
             f"(leanseg predict -m {res.run_dir}); plot {out / 'search.png'}"
         )
 
