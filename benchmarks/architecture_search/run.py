@@ -2,9 +2,11 @@
 space with the same budget, and against the base residual U-Net trained for the same total time.
 
 Data: the 208 MSD hippocampus cases, fold 0 of the 5-fold split held out (42 cases). Children are
-scored on the first ``--val-cases`` held-out cases; the chosen child of each search (ENAS: the
-controller's most probable architecture; random: the best-scored child) is then evaluated, without
-retraining, on all 42. The base U-Net (``configs/hippocampus_baseline.yaml``) trains for as many
+scored on the first ``--val-cases`` held-out cases; the chosen child of each search (ENAS: the best
+of the controller's most probable architecture and 10 samples; random: the best-scored child) is then
+evaluated on all 42 with the shared weights as they are, trained alone for ``--final-iterations``
+from those weights (the base trainer's recipe, counted in the search's minutes), and evaluated
+again. The base U-Net (``configs/hippocampus_baseline.yaml``) trains for as many
 minutes as the ENAS search took, counted in iterations: ENAS minutes x ``--baseline-rate``, the base
 U-Net's iterations per minute on an idle machine at 2 threads (4487 in 15 min in
 benchmarks/results/hippocampus_baseline.md), so that the random search and the base U-Net can share the
