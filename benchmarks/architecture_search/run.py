@@ -162,6 +162,11 @@ def main() -> None:
     print(render(out))
 
 
+def resumed(s: dict[str, Any]) -> str:
+    n = s.get("resumed_after_children", 0)
+    return f" (its {n} children from an earlier call, counted by their own seconds)" if n else ""
+
+
 def render(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -180,7 +185,7 @@ def render(r: dict[str, Any]) -> str:
         final = f"{s['chosen_val_dice']:.4f} ({s['final_minutes']:.1f} min)" if r.get("final_iterations") else ""
         shared = s.get("chosen_val_dice_shared_weights", s["chosen_val_dice"])
         lines.append(
-            f"| {name} search | {s['minutes']:.1f} ({s.get('threads', 2)}) | {s['best_child_reward']:.4f} | {shared:.4f} | {final} |"
+            f"| {name} search{resumed(s)} | {s['minutes']:.1f} ({s.get('threads', 2)}) | {s['best_child_reward']:.4f} | {shared:.4f} | {final} |"
         )
     if "base_unet" in r:
         b = r["base_unet"]
