@@ -209,8 +209,10 @@ def test_search_architecture_command(phantoms, tiny_cfg, tmp_path) -> None:
     tiny_cfg.save(tmp_path / "tiny.yaml")
     args = ["search", "architecture", "-d", str(phantoms), "-o", str(tmp_path / "s"), "--episodes", "1", "--children", "2"]
     args += ["--child-iterations", "1", "--val-cases", "1", "--config", str(tmp_path / "tiny.yaml"), "--controller", "random"]
+    args += ["--final-iterations", "2"]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
+    assert "after 2 iterations of its own" in res.output
     assert "chosen child" in res.output and (tmp_path / "s" / "final" / "checkpoint_final.pt").is_file()
 
 
@@ -223,7 +225,9 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
     kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
     plain = search_architecture(phantoms, tmp_path / "a", **kw)
     saved = torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["supernet"]
-    tuned = search_architecture(phantoms, tmp_path / "a", final_iterations=3, **kw)  # resumes: only the final phase runs
+    steps: list[tuple[int, int]] = []
+    tuned = search_architecture(phantoms, tmp_path / "a", final_iterations=3, final_progress=lambda *a: steps.append(a), **kw)
+    assert steps == [(3, 3)]  # resumed: only the final phase ran, and it said so
     assert tuned.arch == plain.arch and tuned.val_dice_shared_weights == pytest.approx(plain.val_dice)
     assert tuned.final_seconds > 0 and plain.final_seconds == 0
     after = torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["supernet"]

@@ -455,6 +455,10 @@ def search_architecture(
             TextColumn(f"[bold]architecture search ({controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         ) as bar:
             task = bar.add_task("children", total=total)
+            final_task = bar.add_task("final training of the chosen child", total=max(final_iterations, 1), visible=False)
+
+            def show_final(done: int, n: int) -> None:
+                bar.update(final_task, completed=done, visible=True)
 
             def show(row: dict[str, Any], done: int, total: int) -> None:
                 bar.update(task, completed=done)
@@ -477,6 +481,7 @@ def search_architecture(
                 momentum=momentum,
                 final_iterations=final_iterations,
                 progress=show,
+                final_progress=show_final,
             )
         t = Table(title=f"architecture search ({controller}): per episode")
         for col in ("episode", "mean child Dice", "best child Dice", "controller entropy"):

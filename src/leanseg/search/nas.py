@@ -85,6 +85,7 @@ def search_architecture(
     momentum: float | None = 0.9,
     final_iterations: int = 0,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
+    final_progress: Callable[[int, int], None] | None = None,
 ) -> NasResult:
     """Search a U-Net's macro structure with shared weights; resumes from ``out_dir/search.pt``.
 
@@ -222,7 +223,7 @@ def search_architecture(
             prep.cache_dir, split["train"], space.patch_size(chosen), cfg.augment, cfg.data.foreground_oversample, seed=seed + 7919 * total
         )
         lr_for = lambda i: lr_at(t.lr, t.schedule, i / final_iterations)  # noqa: E731
-        train_child(net, final_opt, chosen, ds, final_iterations, batch, loss_fn, use_bf16, lr_for)
+        train_child(net, final_opt, chosen, ds, final_iterations, batch, loss_fn, use_bf16, lr_for, final_progress)
         final_seconds = time.perf_counter() - t0
         dice = validate_child(net, chosen, prep.cache_dir, full_ids, plan, cfg)
     run_dir = save_child_run(out / "final", net, space, chosen, cfg, plan)
@@ -249,8 +250,10 @@ def train_child(
     loss_fn: Callable[..., torch.Tensor],
     use_bf16: bool,
     lr_for: Callable[[int], float] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """``iterations`` steps of the shared weights on ``arch`` (Dice + CE, gradients clipped at 12 as the base trainer)."""
+    """``iterations`` steps of the shared weights on ``arch`` (Dice + CE, gradients clipped at 12 as the base trainer);
+    ``progress(done, iterations)`` every 50 steps and at the end."""
     net.train()
     for i in range(iterations):
         if lr_for is not None:
@@ -266,6 +269,8 @@ def train_child(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         opt.step()
+        if progress and ((i + 1) % 50 == 0 or i + 1 == iterations):
+            progress(i + 1, iterations)
 
 
 def validate_child(
