@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from leanseg.config import ExperimentConfig
 from leanseg.models.nas_unet import SuperNet, estimate_activation_bytes
 from leanseg.search.architecture import architecture_space
 
@@ -230,6 +231,9 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
     assert steps == [(3, 3)]  # resumed: only the final phase ran, and it said so
     assert tuned.arch == plain.arch and tuned.val_dice_shared_weights == pytest.approx(plain.val_dice)
     assert tuned.final_seconds > 0 and plain.final_seconds == 0
+    # the run folder says how its weights were last trained: the config's momentum, not the search's 0.9
+    assert tiny_cfg.train.momentum != 0.9
+    assert ExperimentConfig.load(tuned.run_dir / "config.yaml").train.momentum == tiny_cfg.train.momentum
     after = torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["supernet"]
     assert all(torch.equal(saved[k], after[k]) for k in saved)  # the search state is not touched
     final = Predictor.from_run(tuned.run_dir).model.state_dict()

@@ -7,7 +7,8 @@ iterations on patches of its own size, is scored by the validation Dice of the s
 the Dice is told to the controller. The first child is the largest patch with every operation and
 skip (the paper's start). After the last episode the chosen child (the controller's most probable
 architecture; for random search, the best-scored child) is evaluated on every validation case and
-written as a run folder that ``leanseg predict`` uses as it is: no retraining.
+written as a run folder that ``leanseg predict`` uses as it is: no retraining. ``final_iterations``
+(default 0) first trains that child alone for a while, from the shared weights (not from scratch).
 
 Everything needed to resume (supernet weights, optimiser, controller, history) is one file,
 ``search.pt``, replaced atomically after every child; ``history.csv``, ``search.png`` (reward and
@@ -226,7 +227,8 @@ def search_architecture(
         train_child(net, final_opt, chosen, ds, final_iterations, batch, loss_fn, use_bf16, lr_for, final_progress)
         final_seconds = time.perf_counter() - t0
         dice = validate_child(net, chosen, prep.cache_dir, full_ids, plan, cfg)
-    run_dir = save_child_run(out / "final", net, space, chosen, cfg, plan)
+    # the run folder's config says how its weights were last trained: the final phase's momentum where it ran
+    run_dir = save_child_run(out / "final", net, space, chosen, final_cfg if final_iterations > 0 else cfg, plan)
     summary = {
         "arch": _jsonable(chosen),
         "val_dice": dice,
@@ -327,7 +329,7 @@ def write_reports(out: Path, history: list[dict[str, Any]], meta: dict[str, Any]
     w = csv.writer(buf)
     w.writerow(keys + ["arch"])
     for r in history:
-        w.writerow([r.get(k, "") for k in keys] + [json.dumps(r["arch"])])
+        w.writerow([r[k] for k in keys] + [json.dumps(r["arch"])])
     atomic_write_text(out / "history.csv", buf.getvalue())
     atomic_write_text(
         out / "state.json", json.dumps({"meta": {k: v for k, v in meta.items() if k != "space"}, "history": history}, indent=1)
