@@ -218,8 +218,6 @@ def test_search_architecture_command(phantoms, tiny_cfg, tmp_path) -> None:
 
 
 def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state_alone(phantoms, tiny_cfg, tmp_path) -> None:
-    import torch
-
     from leanseg.inference import Predictor
     from leanseg.search.nas import search_architecture
 

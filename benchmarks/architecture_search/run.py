@@ -51,8 +51,6 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
     args = ap.parse_args()
 
-    import torch
-
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
     from leanseg.search.nas import episode_stats, search_architecture
@@ -102,8 +100,8 @@ def main() -> None:
 
     for name in args.searches:
         # a search resumed from its search.pt counts the children it ran before (their own seconds) and this call's wall time
-        state = work / name / "search.pt"
-        before = torch.load(state, map_location="cpu", weights_only=True)["history"] if state.is_file() else []
+        state = work / name / "state.json"  # the history beside search.pt, without loading the weights
+        before = json.loads(state.read_text())["history"] if state.is_file() else []
         t0 = time.time()
         res = search_architecture(
             args.data,

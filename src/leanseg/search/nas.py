@@ -99,8 +99,8 @@ def search_architecture(
     The search keeps ``cfg.train.lr`` constant (a poly decay over the search ended lower on hippocampus:
     chosen child 0.797 against 0.819). ``final_iterations`` then trains the chosen child alone, from the
     shared weights as they are, with ``cfg.train``'s optimiser, momentum and schedule (the base trainer's
-    recipe): the paper's children each train for epochs, ours for a few dozen steps, and this phase gives
-    the one that is kept that training. It is not a retraining from scratch; 0 keeps the shared weights
+    recipe): the paper trains children for 3 epochs per episode, ours for a few dozen steps each, and this
+    phase gives the one that is kept more training. It is not a retraining from scratch; 0 keeps the shared weights
     as they are. Its result is not in ``search.pt``: a resumed search repeats it."""
     import psutil
     from monai.losses import DiceCELoss
