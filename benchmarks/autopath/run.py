@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--taus", type=float, nargs="+", default=[100.0, 500.0, 2000.0])
     ap.add_argument("--policy-minutes", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=5, help="DropRandomN draws")
+    ap.add_argument(
+        "--no-curriculum-taus", type=float, nargs="*", default=[], help="also train these taus without the curriculum (an ablation)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/leanseg_bench/autopath")
     ap.add_argument("--reuse", action="store_true", help="keep the trained model, sweep and policies found in --work")
@@ -98,13 +101,20 @@ def main() -> None:
     n_blocks = model.num_gated_blocks
     rng = np.random.default_rng(0)
     out["policies"] = []
-    for tau in args.taus:
-        pfile = run / "policies" / f"policy_tau{tau:g}.json"
+    specs = [(tau, "") for tau in args.taus] + [(tau, "_nocurriculum") for tau in args.no_curriculum_taus]
+    for tau, variant in specs:
+        pfile = run / "policies" / f"policy_tau{tau:g}{variant}.json"
         if args.reuse and pfile.is_file():
             s = json.loads(pfile.read_text())
             s["path"] = str(pfile.with_suffix(".pt"))
         else:
-            s = train_policy_for_run(run, args.data, {"autopath.tau": tau, "autopath.budget_minutes": args.policy_minutes}, backend="bf16")
+            ov = {"autopath.tau": tau, "autopath.budget_minutes": args.policy_minutes}
+            if variant:
+                ov["autopath.stage_steps"] = 0  # every block decided from the first update
+            s = train_policy_for_run(run, args.data, ov, out=pfile.with_suffix(".pt"), backend="bf16")
+        s["variant"] = variant.strip("_")
+        s["label"] = f"{tau:g}" + (" (no curriculum)" if variant else "")
+        s["key"] = pfile.stem
         dropped = {r["case"]: n_blocks - r["blocks_used"] for r in s["per_case"]}
         matched = {}
         for name, make in (
@@ -171,6 +181,14 @@ def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch) 
     return out
 
 
+def _label(p: dict) -> str:
+    return p.get("label", f"{p['tau']:g}")
+
+
+def _key(p: dict) -> str:
+    return p.get("key", f"policy_tau{p['tau']:g}")
+
+
 def render(r: dict) -> str:
     m = r["machine"]
     md = r["model"]
@@ -219,7 +237,7 @@ def render(r: dict) -> str:
         for p in r["policies"]:
             mh = p["matched_heuristics"]
             lines.append(
-                f"| {p['tau']:g} | {p['mean_blocks_dropped']:.2f} / {p['num_blocks']} | {p['mean_blocks_dropped'] / p['num_blocks']:.1%} | "
+                f"| {_label(p)} | {p['mean_blocks_dropped']:.2f} / {p['num_blocks']} | {p['mean_blocks_dropped'] / p['num_blocks']:.1%} | "
                 f"**{p['dice']:.4f}** | {100 * (p['dice'] - full):+.2f} pt | {mh['DropFirstN']:.4f} | {mh['DropLastN']:.4f} | "
                 f"{mh['DropRandomN']:.4f} ± {mh['DropRandomN_std']:.4f} | {100 * (p['dice'] - mh['DropRandomN']):+.2f} pt |"
             )
@@ -231,11 +249,11 @@ def render(r: dict) -> str:
         ]
         lines.append("|---" * (n + 2) + "|")
         for p in r["policies"]:
-            lines.append(f"| {p['tau']:g} | " + " | ".join(str(c) for c in p["blocks_used_histogram"]) + " |")
+            lines.append(f"| {_label(p)} | " + " | ".join(str(c) for c in p["blocks_used_histogram"]) + " |")
         lines.append("")
         lines.append(
             "Policy training: "
-            + "; ".join(f"tau {p['tau']:g}: {p['steps']} updates in {p['train_seconds'] / 60:.1f} min" for p in r["policies"])
+            + "; ".join(f"tau {_label(p)}: {p['steps']} updates in {p['train_seconds'] / 60:.1f} min" for p in r["policies"])
             + "."
         )
         lines.append("")
@@ -246,7 +264,7 @@ def render(r: dict) -> str:
             "| back-end | path | s/case | network + policy s | vs full | Dice |",
             "|---|---|---|---|---|---|",
         ]
-        dice = {f"policy_tau{p['tau']:g}": p["dice"] for p in r.get("policies", [])}
+        dice = {_key(p): p["dice"] for p in r.get("policies", [])}
         for backend, d in ((k, v) for k, v in r["timing"].items() if k != "cases"):
             for name, v in d.items():
                 lines.append(
@@ -274,7 +292,7 @@ def plot(r: dict, path: Path) -> None:
     n = len(r["policies"][0]["blocks_used_histogram"]) - 1 if r.get("policies") else 8
     w = 0.8 / max(len(r.get("policies", [])), 1)
     for i, p in enumerate(r.get("policies", [])):
-        ax.bar(np.arange(n + 1) + i * w, p["blocks_used_histogram"], width=w, label=f"tau={p['tau']:g}")
+        ax.bar(np.arange(n + 1) + i * w, p["blocks_used_histogram"], width=w, label=f"tau={_label(p)}")
     ax.set(xlabel="blocks used", ylabel="held-out images", title="blocks used per image")
     ax.legend(fontsize=7)
     ax = axes[3]
@@ -283,7 +301,7 @@ def plot(r: dict, path: Path) -> None:
             d = r["timing"][backend]
             pts = sorted(
                 [(d["full"]["mean_s"], full, "full")]
-                + [(d[f"policy_tau{p['tau']:g}"]["mean_s"], p["dice"], f"tau={p['tau']:g}") for p in r["policies"]]
+                + [(d[_key(p)]["mean_s"], p["dice"], f"tau={_label(p)}") for p in r["policies"]]
             )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{backend}")
             for x, y, lab in pts:

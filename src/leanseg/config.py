@@ -108,9 +108,11 @@ class AutoPathConfig:
     entropy_weight: float = 0.01
     lr: float = 1e-3
     images_per_step: int = 4
+    samples_per_image: int = 4  # sampled paths per image and update, run in one batch with the greedy path
     stage_steps: int = 40  # curriculum: updates per stage; stage c decides only the last c blocks
     steps: int = 800  # policy updates in all, curriculum included
-    budget_minutes: float | None = None  # stop earlier when this wall-clock budget is spent
+    budget_minutes: float | None = None  # stop earlier when this wall-clock budget is spent (all restarts together)
+    restarts: int = 1  # train from this many seeds, keep the policy with the best greedy reward on the training cases
     random_repeats: int = 5  # DropRandomN draws per dropping level in the sweep
     seed: int = 0
     num_threads: int = 2

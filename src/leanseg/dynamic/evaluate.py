@@ -126,7 +126,7 @@ def draw_sweep(
             sd = [0.0] + [v["std"] for v in d.values()]
             curves.fill_between(xs, np.subtract(ys, sd), np.add(ys, sd), alpha=0.2)
     for p in policies or []:
-        curves.plot(p["mean_blocks_dropped"], p["dice"], "*", ms=12, label=f"AutoPath tau={p['tau']:g}")
+        curves.plot(p["mean_blocks_dropped"], p["dice"], "*", ms=12, label=f"AutoPath tau={p.get('label', format(p['tau'], 'g'))}")
     curves.set(xlabel="blocks dropped", ylabel="mean Dice", title="strategies and policies")
     curves.legend(fontsize=7)
     for ax in (bars, curves):

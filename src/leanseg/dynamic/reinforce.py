@@ -96,6 +96,19 @@ class PolicyTraining:
     policy: PolicyNet
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    restart_rewards: list[float] = field(default_factory=list)  # mean greedy reward on the training cases, per restart
+    chosen_restart: int = 0
+
+
+def greedy_reward(model: Any, policy: PolicyNet, cases: list[tuple[str, torch.Tensor, torch.Tensor]], tau: float, bf16: bool) -> float:
+    """Mean reward of the policy's greedy paths over ``cases`` (every block decided)."""
+    n = model.num_gated_blocks
+    rewards = []
+    with torch.no_grad():
+        for _, image, label in cases:
+            keep = policy.keep_mask(image[None])
+            rewards.append(float(voxel_reward(segment(model, image, keep, bf16), label, keep.sum(1), n, tau)[0]))
+    return float(np.mean(rewards))
 
 
 def train_policy(
@@ -105,43 +118,79 @@ def train_policy(
     bf16: bool = False,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> PolicyTraining:
-    """Train a policy for the frozen ``model`` on (case_id, image (C,D,H,W), label (D,H,W)) cases."""
+    """Train a policy for the frozen ``model`` on (case_id, image (C,D,H,W), label (D,H,W)) cases.
+
+    Each update draws ``images_per_step`` images and ``samples_per_image`` paths per image, run in
+    one batch with the greedy path (the baseline). With ``restarts`` > 1 the whole training (curriculum
+    included) runs again from new seeds, the wall-clock budget shared equally, and the policy whose
+    greedy paths earn the highest mean reward on the training cases is kept: the curriculum settles
+    in local optima that one seed does not leave.
+    """
     from leanseg.utils import set_threads
 
     set_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    restarts = max(1, cfg.restarts)
+    budget_s = cfg.budget_minutes * 60 / restarts if cfg.budget_minutes else None
+    out = PolicyTraining(build_policy(cases[0][1].shape[0], model.num_gated_blocks, cfg))
+    t_all = time.perf_counter()
+    best = -float("inf")
+    for r in range(restarts):
+        policy, history = _train_once(model, cases, cfg, cfg.seed + r, budget_s, bf16, r, len(out.history), progress)
+        out.history += history
+        score = greedy_reward(model, policy, cases, cfg.tau, bf16)
+        out.restart_rewards.append(score)
+        if score > best:
+            best, out.policy, out.chosen_restart = score, policy, r
+    out.seconds = time.perf_counter() - t_all
+    return out
+
+
+def _train_once(
+    model: Any,
+    cases: list[tuple[str, torch.Tensor, torch.Tensor]],
+    cfg: AutoPathConfig,
+    seed: int,
+    budget_s: float | None,
+    bf16: bool,
+    restart: int,
+    steps_before: int,
+    progress: Callable[[int, dict[str, float]], None] | None,
+) -> tuple[PolicyNet, list[dict[str, float]]]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
     n_blocks = model.num_gated_blocks
+    k = max(1, cfg.samples_per_image)
     policy = build_policy(cases[0][1].shape[0], n_blocks, cfg)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    out = PolicyTraining(policy)
+    history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        if cfg.budget_minutes and time.perf_counter() - t0 > cfg.budget_minutes * 60:
+        if budget_s and time.perf_counter() - t0 > budget_s:
             break
         decided = curriculum_decided(step, cfg.stage_steps, n_blocks)
         losses, rewards, greedy_rewards, used, ents = [], [], [], [], []
         for i in rng.choice(len(cases), size=cfg.images_per_step, replace=len(cases) < cfg.images_per_step):
             _, image, label = cases[int(i)]
-            probs = policy(image[None])
-            a, g = sample_actions(probs, decided, gen), greedy_actions(probs, decided)
-            keep = torch.cat([a, g]) < 0.5  # row 0: sampled path, row 1: greedy path
+            probs = policy(image[None]).expand(k, -1)
+            a, g = sample_actions(probs, decided, gen), greedy_actions(probs[:1], decided)
+            keep = torch.cat([a, g]) < 0.5  # rows 0..k-1: sampled paths, row k: the greedy path
             r = voxel_reward(segment(model, image, keep, bf16), label, keep.sum(1), n_blocks, cfg.tau)
-            loss, ent = policy_loss(probs, a, decided, (r[0] - r[1]).reshape(1), cfg.entropy_weight)
+            loss, ent = policy_loss(probs, a, decided, r[:k] - r[k], cfg.entropy_weight)
             losses.append(loss)
-            rewards.append(float(r[0]))
-            greedy_rewards.append(float(r[1]))
-            used.append(float(keep[1].sum()))
+            rewards.append(float(r[:k].mean()))
+            greedy_rewards.append(float(r[k]))
+            used.append(float(keep[k].sum()))
             ents.append(float(ent))
         opt.zero_grad()
         torch.stack(losses).mean().backward()
         opt.step()
         row = {
             "step": step + 1,
+            "restart": restart,
             "stage": int(decided.sum()),
             "reward": float(np.mean(rewards)),
             "greedy_reward": float(np.mean(greedy_rewards)),
@@ -149,9 +198,8 @@ def train_policy(
             "entropy": float(np.mean(ents)),
             "seconds": time.perf_counter() - t0,
         }
-        out.history.append(row)
+        history.append(row)
         if progress:
-            progress(step + 1, row)
-    out.seconds = time.perf_counter() - t0
+            progress(steps_before + step + 1, row)
     policy.eval()
-    return out
+    return policy, history

@@ -54,6 +54,10 @@ def train_policy_for_run(
         "mean_blocks_used": float(np.mean([r["blocks_used"] for r in rows])),
         "mean_blocks_dropped": float(n - np.mean([r["blocks_used"] for r in rows])),
         "num_blocks": n,
+        "samples_per_image": acfg.samples_per_image,
+        "stage_steps": acfg.stage_steps,
+        "train_greedy_reward": result.restart_rewards[result.chosen_restart],
+        "restart_rewards": result.restart_rewards,
         "per_case": rows,
     }
     out = Path(out) if out else Path(run_dir) / "policies" / f"policy_tau{acfg.tau:g}.pt"
