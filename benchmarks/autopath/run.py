@@ -300,8 +300,7 @@ def plot(r: dict, path: Path) -> None:
         for backend, style in (("eager", "o-"), ("bf16", "s--")):
             d = r["timing"][backend]
             pts = sorted(
-                [(d["full"]["mean_s"], full, "full")]
-                + [(d[_key(p)]["mean_s"], p["dice"], f"tau={_label(p)}") for p in r["policies"]]
+                [(d["full"]["mean_s"], full, "full")] + [(d[_key(p)]["mean_s"], p["dice"], f"tau={_label(p)}") for p in r["policies"]]
             )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{backend}")
             for x, y, lab in pts:

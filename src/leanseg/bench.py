@@ -19,6 +19,22 @@ from pathlib import Path
 from typing import Any
 
 
+def code_commit(root: Path) -> str:
+    """The short commit of the git checkout at ``root``, marked where its code (results files aside) has uncommitted changes."""
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", "src", "configs", "benchmarks", ":!benchmarks/results"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return ""
+    return f"{commit} + uncommitted changes" if commit and changed else commit
+
+
 def machine_info(threads: int | None = None) -> dict[str, Any]:
     import monai
     import numpy
@@ -34,10 +50,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = code_commit(Path(__file__).resolve().parents[2])
     return {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
