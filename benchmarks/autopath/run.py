@@ -112,7 +112,6 @@ def main() -> None:
             if variant:
                 ov["autopath.stage_steps"] = 0  # every block decided from the first update
             s = train_policy_for_run(run, args.data, ov, out=pfile.with_suffix(".pt"), backend="bf16")
-        s["variant"] = variant.strip("_")
         s["label"] = f"{tau:g}" + (" (no curriculum)" if variant else "")
         s["key"] = pfile.stem
         dropped = {r["case"]: n_blocks - r["blocks_used"] for r in s["per_case"]}
@@ -181,14 +180,6 @@ def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch) 
     return out
 
 
-def _label(p: dict) -> str:
-    return p.get("label", f"{p['tau']:g}")
-
-
-def _key(p: dict) -> str:
-    return p.get("key", f"policy_tau{p['tau']:g}")
-
-
 def render(r: dict) -> str:
     m = r["machine"]
     md = r["model"]
@@ -237,7 +228,7 @@ def render(r: dict) -> str:
         for p in r["policies"]:
             mh = p["matched_heuristics"]
             lines.append(
-                f"| {_label(p)} | {p['mean_blocks_dropped']:.2f} / {p['num_blocks']} | {p['mean_blocks_dropped'] / p['num_blocks']:.1%} | "
+                f"| {p['label']} | {p['mean_blocks_dropped']:.2f} / {p['num_blocks']} | {p['mean_blocks_dropped'] / p['num_blocks']:.1%} | "
                 f"**{p['dice']:.4f}** | {100 * (p['dice'] - full):+.2f} pt | {mh['DropFirstN']:.4f} | {mh['DropLastN']:.4f} | "
                 f"{mh['DropRandomN']:.4f} ± {mh['DropRandomN_std']:.4f} | {100 * (p['dice'] - mh['DropRandomN']):+.2f} pt |"
             )
@@ -249,11 +240,11 @@ def render(r: dict) -> str:
         ]
         lines.append("|---" * (n + 2) + "|")
         for p in r["policies"]:
-            lines.append(f"| {_label(p)} | " + " | ".join(str(c) for c in p["blocks_used_histogram"]) + " |")
+            lines.append(f"| {p['label']} | " + " | ".join(str(c) for c in p["blocks_used_histogram"]) + " |")
         lines.append("")
         lines.append(
             "Policy training: "
-            + "; ".join(f"tau {_label(p)}: {p['steps']} updates in {p['train_seconds'] / 60:.1f} min" for p in r["policies"])
+            + "; ".join(f"tau {p['label']}: {p['steps']} updates in {p['train_seconds'] / 60:.1f} min" for p in r["policies"])
             + "."
         )
         lines.append("")
@@ -264,7 +255,7 @@ def render(r: dict) -> str:
             "| back-end | path | s/case | network + policy s | vs full | Dice |",
             "|---|---|---|---|---|---|",
         ]
-        dice = {_key(p): p["dice"] for p in r.get("policies", [])}
+        dice = {p["key"]: p["dice"] for p in r.get("policies", [])}
         for backend, d in ((k, v) for k, v in r["timing"].items() if k != "cases"):
             for name, v in d.items():
                 lines.append(
@@ -292,7 +283,7 @@ def plot(r: dict, path: Path) -> None:
     n = len(r["policies"][0]["blocks_used_histogram"]) - 1 if r.get("policies") else 8
     w = 0.8 / max(len(r.get("policies", [])), 1)
     for i, p in enumerate(r.get("policies", [])):
-        ax.bar(np.arange(n + 1) + i * w, p["blocks_used_histogram"], width=w, label=f"tau={_label(p)}")
+        ax.bar(np.arange(n + 1) + i * w, p["blocks_used_histogram"], width=w, label=f"tau={p['label']}")
     ax.set(xlabel="blocks used", ylabel="held-out images", title="blocks used per image")
     ax.legend(fontsize=7)
     ax = axes[3]
@@ -300,7 +291,7 @@ def plot(r: dict, path: Path) -> None:
         for backend, style in (("eager", "o-"), ("bf16", "s--")):
             d = r["timing"][backend]
             pts = sorted(
-                [(d["full"]["mean_s"], full, "full")] + [(d[_key(p)]["mean_s"], p["dice"], f"tau={_label(p)}") for p in r["policies"]]
+                [(d["full"]["mean_s"], full, "full")] + [(d[p["key"]]["mean_s"], p["dice"], f"tau={p['label']}") for p in r["policies"]]
             )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{backend}")
             for x, y, lab in pts:

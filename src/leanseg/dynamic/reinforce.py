@@ -134,18 +134,15 @@ def train_policy(
         p.requires_grad_(False)
     restarts = max(1, cfg.restarts)
     budget_s = cfg.budget_minutes * 60 / restarts if cfg.budget_minutes else None
-    out = PolicyTraining(build_policy(cases[0][1].shape[0], model.num_gated_blocks, cfg))
-    t_all = time.perf_counter()
-    best = -float("inf")
+    t0 = time.perf_counter()
+    policies, history, rewards = [], [], []
     for r in range(restarts):
-        policy, history = _train_once(model, cases, cfg, cfg.seed + r, budget_s, bf16, r, len(out.history), progress)
-        out.history += history
-        score = greedy_reward(model, policy, cases, cfg.tau, bf16)
-        out.restart_rewards.append(score)
-        if score > best:
-            best, out.policy, out.chosen_restart = score, policy, r
-    out.seconds = time.perf_counter() - t_all
-    return out
+        policy, rows = _train_once(model, cases, cfg, cfg.seed + r, budget_s, bf16, r, len(history), progress)
+        policies.append(policy)
+        history += rows
+        rewards.append(greedy_reward(model, policy, cases, cfg.tau, bf16))
+    best = int(np.argmax(rewards))
+    return PolicyTraining(policies[best], history, time.perf_counter() - t0, rewards, best)
 
 
 def _train_once(

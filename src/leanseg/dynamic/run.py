@@ -56,7 +56,7 @@ def train_policy_for_run(
         "num_blocks": n,
         "samples_per_image": acfg.samples_per_image,
         "stage_steps": acfg.stage_steps,
-        "train_greedy_reward": result.restart_rewards[result.chosen_restart],
+        "chosen_restart": result.chosen_restart,
         "restart_rewards": result.restart_rewards,
         "per_case": rows,
     }
