@@ -85,11 +85,15 @@ def test_children_share_the_supernets_weights() -> None:
     x = torch.randn(2, 1, *space.patch_size(a))
     before_b = net(x, b).detach()
     before_other_op = net.enc1[1].ops["3"][0].weight.clone()
+    before_shortcut = net.shortcut[1][0].weight.clone()  # child a's stages are plain: no shortcut
+    residual = {**a, "residual_2": "on"}
+    assert not torch.allclose(net(x, residual), net(x, a))  # a residual stage adds its shortcut
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     net(x, a).square().mean().backward()  # one step of training child a
     opt.step()
     assert not torch.allclose(net(x, b).detach(), before_b)  # child b sees the change
     assert torch.equal(net.enc1[1].ops["3"][0].weight, before_other_op)  # an op child a did not use is untouched
+    assert torch.equal(net.shortcut[1][0].weight, before_shortcut)
     assert net.child_parameters(b) < sum(p.numel() for p in net.parameters())
     assert net.child_parameters(other) == net.child_parameters(a)
 

@@ -33,6 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 MOMENTUM = 0.9  # SGD momentum of the shared weights (the search's default; 0.99 collapsed them)
+# what the space holds, so that results from another space are never merged with these
+SEARCH_SPACE = "the paper's macro space plus plain or residual encoder stages (residual_<s>)"
 
 
 def main() -> None:
@@ -69,6 +71,7 @@ def main() -> None:
         "children_per_episode": args.children,
         "child_iterations": args.child_iterations,
         "seed": args.seed,
+        "search_space": SEARCH_SPACE,
         "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {MOMENTUM}, batch {cfg.train.batch_size}, bf16 autocast",
         "final_iterations": args.final_iterations,
         "final_training": f"the chosen child alone, from the shared weights: {args.final_iterations} iterations of the base "
@@ -81,7 +84,16 @@ def main() -> None:
     def merge() -> None:
         """Take the parts other calls wrote (same search settings) from the results file."""
         last = json.loads(path.read_text()) if path.is_file() else {}
-        keys = ("episodes", "children_per_episode", "child_iterations", "seed", "data", "shared_weights", "final_iterations")
+        keys = (
+            "episodes",
+            "children_per_episode",
+            "child_iterations",
+            "seed",
+            "data",
+            "search_space",
+            "shared_weights",
+            "final_iterations",
+        )
         same = all(last.get(k) == out[k] for k in keys)
         for k in ("searches", "base_unet"):
             if same and k in last:
@@ -173,7 +185,8 @@ def render(r: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
         f"commit {m['leanseg_commit']}; {m['date']}.",
         f"Data: {r['data']}. {r['episodes']} episodes x {r['children_per_episode']} children, {r['child_iterations']} "
-        f"iterations of the shared weights per child ({r.get('shared_weights', '')}), seed {r['seed']}.",
+        f"iterations of the shared weights per child ({r.get('shared_weights', '')}), seed {r['seed']}. "
+        f"Space: {r.get('search_space', 'the paper macro space')}.",
         "",
         "| | minutes (threads) | best child (val subset) | chosen child, shared weights as they are | chosen child after its "
         "final training |",

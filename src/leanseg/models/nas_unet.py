@@ -7,7 +7,7 @@ from and the final child needs no retraining. Each operation choice with weights
 3x3x3 convolution per dilation rate, ENAS-style); pooling type and activation choices have none.
 
 The base: S encoder stages of two 3x3x3 convolutions (instance norm, the stage's activation), the
-second optional; pooling between stages; a decoder that upsamples (trilinear, then a 1x1x1
+second optional, with an optional 1x1x1-convolution shortcut from the stage's input (residual stages); pooling between stages; a decoder that upsamples (trilinear, then a 1x1x1
 convolution to the level's width), concatenates the level's skip (a 1x1x1 convolution halving the
 channels), and applies two convolutions; optional long skips added at each decoder level after a
 1x1x1 convolution; deep supervision summed from decoder levels 1-3 (coarser logits upsampled).
@@ -67,6 +67,12 @@ class SuperNet(nn.Module):
         self.widths = w
         self.enc1 = nn.ModuleList([SharedConv(C if s == 0 else w[s - 1], w[s], (1,) if s == 0 else DILATIONS) for s in range(S)])
         self.enc2 = nn.ModuleList([SharedConv(w[s], w[s], (1,) if s == 0 else DILATIONS) for s in range(S)])
+        self.shortcut = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv3d(C if s == 0 else w[s - 1], w[s], 1, bias=False), nn.InstanceNorm3d(w[s], affine=True))
+                for s in range(S)
+            ]
+        )
         # decoder level s (0-based, S - 2 down to 0) receives level s + 1
         self.up = nn.ModuleList([nn.Conv3d(w[s + 1], w[s], 1, bias=False) for s in range(S - 1)])
         self.skip = nn.ModuleList([nn.Conv3d(w[s], w[s] // 2, 1, bias=False) for s in range(S - 1)])
@@ -85,9 +91,11 @@ class SuperNet(nn.Module):
                 pool = F.max_pool3d if arch[f"pool_type_{s}"] == "max" else F.avg_pool3d
                 x = pool(x, strides[s - 1], strides[s - 1])
             act = arch[f"activation_{n}"]
-            x = _act(act, self.enc1[s](x, arch.get(f"dilation_{n}_1", 1)))
+            residual = arch.get(f"residual_{n}", "off") == "on"  # absent in searches from before it existed
+            y = self.enc1[s](x, arch.get(f"dilation_{n}_1", 1))
             if arch[f"conv2_enc_{n}"] == "conv":
-                x = _act(act, self.enc2[s](x, arch.get(f"dilation_{n}_2", 1)))
+                y = self.enc2[s](_act(act, y), arch.get(f"dilation_{n}_2", 1))
+            x = _act(act, y + self.shortcut[s](x) if residual else y)
             skips.append(x)
         x = skips.pop()
         logits = None
@@ -179,6 +187,8 @@ def estimate_activation_bytes(space: ArchitectureSpace, arch: dict[str, Any], ba
         per_layer = 3 if arch[f"activation_{n}"] == "leakyrelu" else 2
         convs = 2 if arch[f"conv2_enc_{n}"] == "conv" else 1
         values += per_layer * convs * w[s] * sizes[s]
+        if arch.get(f"residual_{n}", "off") == "on":
+            values += w[s] * sizes[s]  # the shortcut convolution's output, kept by its norm
         if s > 0 and arch[f"pool_type_{s}"] == "max":
             values += 2 * w[s - 1] * sizes[s]  # int64 indices
         if s < S - 1:

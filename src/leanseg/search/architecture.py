@@ -18,6 +18,9 @@ Decisions (S encoder stages, S - 1 poolings; our reading of the paper's macro sp
 * ``activation_<s>``: ReLU, leaky ReLU or ELU for stage s (encoder and decoder);
 * ``conv2_enc_<s>`` / ``conv2_dec_<s>``: the second convolution of a stage, or a zero operation
   (drop-path: the stage keeps only its first);
+* ``residual_<s>``: encoder stage s plain, or residual (its convolutions plus a 1x1x1 convolution
+  shortcut from the stage's input, as nnU-Net's residual encoder); our addition to the paper's space:
+  its plain-only space held no child that matched the residual U-Net on hippocampus;
 * ``skip_<s>``: the U-Net skip at level s (1x1x1 convolution halving channels, concatenated), or zero;
 * ``long_skip_<s>``: an extra long skip from encoder stage s to decoder stage s, added after a
   matching 1x1x1 convolution, or none.
@@ -95,7 +98,7 @@ class ArchitectureSpace:
                 arch[d.name] = max(d.choices)
             elif d.name.startswith(("conv2_", "skip_")):
                 arch[d.name] = "conv" if d.name.startswith("conv2_") else "on"
-            elif d.name.startswith("long_skip_"):
+            elif d.name.startswith(("long_skip_", "residual_")):
                 arch[d.name] = "on"
             else:
                 arch[d.name] = d.choices[0]
@@ -181,6 +184,7 @@ def architecture_space(
                 decisions.append(Decision(f"dilation_{s}_{c}", (1, 2, 3)))
         decisions.append(Decision(f"activation_{s}", ACTIVATIONS))
         decisions.append(Decision(f"conv2_enc_{s}", ("conv", "zero")))
+        decisions.append(Decision(f"residual_{s}", ("off", "on")))
     for s in range(1, num_stages):
         decisions.append(Decision(f"conv2_dec_{s}", ("conv", "zero")))
         decisions.append(Decision(f"skip_{s}", ("on", "zero")))
