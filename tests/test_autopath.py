@@ -11,6 +11,7 @@ import torch
 
 from leanseg.dynamic.policy import PolicyNet, load_policy, save_policy, weights_fingerprint
 from leanseg.dynamic.reinforce import (
+    block_costs,
     curriculum_decided,
     greedy_actions,
     policy_loss,
@@ -118,9 +119,28 @@ def test_heuristic_strategies() -> None:
 def test_voxel_reward_worked_by_hand() -> None:
     target = torch.tensor([[[0, 1], [1, 2]]])  # 4 voxels
     pred = torch.stack([torch.tensor([[[0, 1], [1, 0]]]), target])  # 3 right; 4 right
-    r = voxel_reward(pred, target, torch.tensor([2, 4]), num_blocks=4, tau=2.0)
+    r = voxel_reward(pred, target, torch.tensor([2, 4]), total=4, tau=2.0)
     # 0.75 * (1 - (2/4)^2) - 2 * 0.25 = 0.0625 ; 1 * (1 - 1) - 0 = 0
     assert torch.allclose(r, torch.tensor([0.0625, 0.0]))
+
+
+def test_block_costs_are_the_residual_branches_multiply_accumulates_counted_by_hand() -> None:
+    net = tiny()  # base width 4; the stem halves 16^3 to 8^3; stage 2 halves again
+    macs = net.block_costs((16, 16, 16))
+    assert macs[0] == 2 * 8**3 * 4 * 4 * 27  # two 3x3x3 convolutions, 4 -> 4 channels, 8^3 outputs
+    assert macs[2] == 4**3 * 8 * (4 + 8) * 27  # strided 4 -> 8, then 8 -> 8, 4^3 outputs
+    assert macs[6] == 4**3 * 32 * (16 + 32) * 27  # stage 4: dilated, not strided, 16 -> 32 channels
+    assert torch.equal(block_costs(net, "blocks", (16, 16, 16)), torch.ones(8))
+    scaled = block_costs(net, "macs", (16, 16, 16))
+    assert scaled.sum().item() == pytest.approx(8) and torch.allclose(scaled, (macs * 8 / macs.sum()).float())
+    with pytest.raises(LeansegError, match="autopath.cost"):
+        block_costs(net, "flops", (16, 16, 16))
+    # with costs, dropping the expensive last block earns more than dropping the cheap third one, at equal accuracy
+    target = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    keep = torch.ones(2, 8)
+    keep[0, 7], keep[1, 2] = 0, 0
+    r = voxel_reward(target.expand(2, -1, -1, -1), target, keep @ scaled, float(scaled.sum()), tau=1.0)
+    assert r[0] > r[1]
 
 
 def test_policy_loss_and_gradient_worked_by_hand() -> None:

@@ -23,6 +23,7 @@ import argparse
 import json
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,13 @@ def main() -> None:
     ap.add_argument(
         "--no-curriculum-taus", type=float, nargs="*", default=[], help="also train these taus without the curriculum (an ablation)"
     )
+    ap.add_argument(
+        "--macs-taus",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also train these taus with the reward counting each block's multiply-accumulates (autopath.cost=macs)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/leanseg_bench/autopath")
     ap.add_argument("--reuse", action="store_true", help="keep the trained model, sweep and policies found in --work")
@@ -56,6 +64,7 @@ def main() -> None:
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
     from leanseg.dynamic.evaluate import evaluate_paths, load_split_cases
+    from leanseg.dynamic.policy import load_policy
     from leanseg.dynamic.run import sweep_run, train_policy_for_run
     from leanseg.dynamic.strategies import drop_first, drop_last, drop_random
     from leanseg.train import train
@@ -102,6 +111,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     out["policies"] = []
     specs = [(tau, "") for tau in args.taus] + [(tau, "_nocurriculum") for tau in args.no_curriculum_taus]
+    specs += [(tau, "_macs") for tau in args.macs_taus]
+    macs = model.block_costs(tuple(val_cases[0][1].shape[1:])).tolist()
+    out["block_macs"] = macs
     for tau, variant in specs:
         pfile = run / "policies" / f"policy_tau{tau:g}{variant}.json"
         if args.reuse and pfile.is_file():
@@ -109,10 +121,18 @@ def main() -> None:
             s["path"] = str(pfile.with_suffix(".pt"))
         else:
             ov = {"autopath.tau": tau, "autopath.budget_minutes": args.policy_minutes}
-            if variant:
+            if variant == "_nocurriculum":
                 ov["autopath.stage_steps"] = 0  # every block decided from the first update
+            if variant == "_macs":
+                ov["autopath.cost"] = "macs"
             s = train_policy_for_run(run, args.data, ov, out=pfile.with_suffix(".pt"), backend="bf16")
-        s["label"] = f"{tau:g}" + (" (no curriculum)" if variant else "")
+        s["label"] = f"{tau:g}" + {"": "", "_nocurriculum": " (no curriculum)", "_macs": " (MACs cost)"}[variant]
+        # the greedy path per held-out image, and the share of the blocks' multiply-accumulates it runs
+        policy, _ = load_policy(Path(s["path"]), model)
+        with torch.no_grad():
+            keeps = [policy.keep_mask(img[None])[0] for _, img, _ in val_cases]
+        s["paths"] = dict(Counter("".join("1" if k else "0" for k in keep.tolist()) for keep in keeps).most_common())
+        s["macs_used"] = float(np.mean([sum(m for m, k in zip(macs, keep.tolist()) if k) / sum(macs) for keep in keeps]))
         s["key"] = pfile.stem
         dropped = {r["case"]: n_blocks - r["blocks_used"] for r in s["per_case"]}
         matched = {}
@@ -220,17 +240,22 @@ def render(r: dict) -> str:
         lines += [
             "## AutoPath against the heuristics at the same dropping level (the paper's Table 1)",
             "",
-            "Each heuristic drops, on each image, as many blocks as the policy dropped on it.",
+            "Each heuristic drops, on each image, as many blocks as the policy dropped on it. Block MACs run: the share of the "
+            "gated blocks' multiply-accumulates the policy's paths run ("
+            + ", ".join(f"block {i + 1} {m / sum(r['block_macs']):.0%}" for i, m in enumerate(r["block_macs"]))
+            + "). 'MACs cost': the reward counts that share instead of blocks used / N (`autopath.cost=macs`, ours).",
             "",
-            "| tau | blocks dropped (mean) | share dropped | AutoPath Dice | vs full | DropFirstN | DropLastN | DropRandomN | AutoPath - DropRandomN |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| tau | blocks dropped (mean) | share dropped | block MACs run | AutoPath Dice | vs full | DropFirstN | DropLastN | DropRandomN "
+            "| AutoPath - DropRandomN | paths (1 = kept, block 1 first: images) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in r["policies"]:
             mh = p["matched_heuristics"]
             lines.append(
                 f"| {p['label']} | {p['mean_blocks_dropped']:.2f} / {p['num_blocks']} | {p['mean_blocks_dropped'] / p['num_blocks']:.1%} | "
-                f"**{p['dice']:.4f}** | {100 * (p['dice'] - full):+.2f} pt | {mh['DropFirstN']:.4f} | {mh['DropLastN']:.4f} | "
-                f"{mh['DropRandomN']:.4f} ± {mh['DropRandomN_std']:.4f} | {100 * (p['dice'] - mh['DropRandomN']):+.2f} pt |"
+                f"{p['macs_used']:.1%} | **{p['dice']:.4f}** | {100 * (p['dice'] - full):+.2f} pt | {mh['DropFirstN']:.4f} | "
+                f"{mh['DropLastN']:.4f} | {mh['DropRandomN']:.4f} ± {mh['DropRandomN_std']:.4f} | "
+                f"{100 * (p['dice'] - mh['DropRandomN']):+.2f} pt | {', '.join(f'{k}: {v}' for k, v in p['paths'].items())} |"
             )
         lines += [
             "",

@@ -105,6 +105,7 @@ class AutoPathConfig:
     policy_size: tuple[int, int, int] = (32, 32, 32)  # the policy sees the image resized to this
     policy_features: tuple[int, ...] = (8, 16, 32)
     bound: float = 0.05  # drop probabilities are kept in [bound, 1 - bound]
+    cost: str = "blocks"  # what the reward counts as compute: "blocks" (the paper) or "macs" (each block's multiply-accumulates)
     entropy_weight: float = 0.01
     lr: float = 1e-3
     images_per_step: int = 4

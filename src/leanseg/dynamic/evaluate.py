@@ -58,12 +58,14 @@ def case_dice(pred: torch.Tensor, label: torch.Tensor, classes: list[int]) -> fl
 def evaluate_paths(
     model: Any, cases: list[Case], keep_for: Callable[[str, torch.Tensor], torch.Tensor], classes: list[int], bf16: bool
 ) -> list[dict[str, Any]]:
-    """Per case: Dice and blocks used, on the path ``keep_for(case_id, image) -> (N,) bool`` chooses."""
+    """Per case: Dice, blocks used and the path ("1" kept, "0" dropped, block 1 first) that
+    ``keep_for(case_id, image) -> (N,) bool`` chooses."""
     rows = []
     for cid, image, label in cases:
         keep = keep_for(cid, image).reshape(1, -1)
         pred = segment(model, image, keep, bf16)[0]
-        rows.append({"case": cid, "dice": case_dice(pred, label, classes), "blocks_used": int(keep.sum())})
+        path = "".join("1" if k else "0" for k in keep[0].tolist())
+        rows.append({"case": cid, "dice": case_dice(pred, label, classes), "blocks_used": int(keep.sum()), "path": path})
     return rows
 
 

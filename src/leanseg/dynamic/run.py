@@ -56,6 +56,10 @@ def train_policy_for_run(
         "num_blocks": n,
         "samples_per_image": acfg.samples_per_image,
         "stage_steps": acfg.stage_steps,
+        "cost": acfg.cost,
+        "block_costs": result.block_costs,
+        # share of the blocks' multiply-accumulates the greedy paths ran (what dropping saved, whatever the reward counted)
+        "mean_macs_used": _macs_used(model, cases["val"], rows),
         "chosen_restart": result.chosen_restart,
         "restart_rewards": result.restart_rewards,
         "per_case": rows,
@@ -65,6 +69,11 @@ def train_policy_for_run(
     atomic_write_text(out.with_suffix(".json"), json.dumps({**summary, "history": result.history}, indent=1))
     summary["path"] = str(out)
     return summary
+
+
+def _macs_used(model: Any, cases: list, rows: list[dict[str, Any]]) -> float:
+    macs = model.block_costs(tuple(cases[0][1].shape[1:]))
+    return float(np.mean([sum(m for m, k in zip(macs.tolist(), r["path"]) if k == "1") / float(macs.sum()) for r in rows]))
 
 
 def sweep_run(

@@ -22,6 +22,7 @@ Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); D, H, W multiples of :attr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +150,30 @@ class DeepLab3D(nn.Module):
     @property
     def num_gated_blocks(self) -> int:
         return len(self.blocks)
+
+    def block_costs(self, shape: Sequence[int]) -> torch.Tensor:
+        """(N,) multiply-accumulates of each gated block's residual branch (what dropping it saves) for one
+        input of spatial ``shape``, counted from the convolutions' output sizes on a dry run."""
+        macs = torch.zeros(self.num_gated_blocks, dtype=torch.float64)
+        hooks = []
+        for i, blk in enumerate(self.blocks):
+            for m in blk.residual.modules():
+                if isinstance(m, nn.Conv3d):
+
+                    def count(mod: nn.Conv3d, _inp: Any, out: torch.Tensor, i: int = i) -> None:
+                        k = mod.in_channels // mod.groups * int(torch.tensor(mod.kernel_size).prod())
+                        macs[i] += out[0].numel() * k
+
+                    hooks.append(m.register_forward_hook(count))
+        was_training = self.training
+        try:
+            with torch.no_grad():
+                self.eval()(torch.zeros(1, self.stem[0].in_channels, *shape))
+        finally:
+            self.train(was_training)
+            for h in hooks:
+                h.remove()
+        return macs
 
     @property
     def divisor(self) -> tuple[int, int, int]:
