@@ -16,6 +16,7 @@ figure the search is judged by.
     python benchmarks/architecture_search/run.py --searches enas --skip-baseline     # alone, 2 threads
     python benchmarks/architecture_search/run.py --searches random --skip-baseline --threads 1 &
     python benchmarks/architecture_search/run.py --searches --threads 1              # the base U-Net
+    python benchmarks/architecture_search/run.py --searches --reuse-baseline         # or one trained at least as long
 
 Each call merges its part into the results file when the search settings agree.
 
@@ -48,6 +49,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--searches", nargs="*", default=["enas", "random"], choices=["enas", "random"])
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument(
+        "--reuse-baseline",
+        action="store_true",
+        help="keep a base U-Net already trained in --work when it had at least the ENAS search's minutes (a stricter comparison)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-rate", type=float, default=4487 / 15, help="base U-Net iterations per minute, idle, 2 threads")
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
@@ -149,26 +155,36 @@ def main() -> None:
     if not args.skip_baseline and "enas" in out["searches"]:
         minutes = out["searches"]["enas"]["minutes"]
         iterations = round(minutes * args.baseline_rate)
-        t0 = time.time()
-        r = train(
-            args.data,
-            work / "base_unet",
-            cfg.with_overrides({"train.iterations": iterations, "train.val_every": 10**6, "train.val_max_cases": None}),
-            fold=0,
-            resume=False,
-        )
-        save(
-            "base_unet",
-            None,
-            {
+        done = work / "base_unet" / "summary.json"
+        earlier = json.loads(done.read_text()) if args.reuse_baseline and done.is_file() else None
+        if earlier and earlier["iterations"] >= iterations:
+            base = {
+                "minutes": earlier["iterations"] / args.baseline_rate,
+                "iterations": earlier["iterations"],
+                "rate_per_minute": args.baseline_rate,
+                "wall_minutes": earlier["train_seconds"] / 60,
+                "threads": args.threads,
+                "val_dice": earlier["val_dice"],
+                "reused": f"trained earlier for {earlier['iterations']} iterations, at least the {iterations} the ENAS minutes allow",
+            }
+        else:
+            t0 = time.time()
+            r = train(
+                args.data,
+                work / "base_unet",
+                cfg.with_overrides({"train.iterations": iterations, "train.val_every": 10**6, "train.val_max_cases": None}),
+                fold=0,
+                resume=False,
+            )
+            base = {
                 "minutes": minutes,
                 "iterations": r.iterations,
                 "rate_per_minute": args.baseline_rate,
                 "wall_minutes": (time.time() - t0) / 60,
                 "threads": args.threads,
                 "val_dice": r.val["val_dice"],
-            },
-        )
+            }
+        save("base_unet", None, base)
     print(render(out))
 
 
@@ -202,7 +218,8 @@ def render(r: dict[str, Any]) -> str:
         b = r["base_unet"]
         lines.append(
             f"| base residual U-Net, {b['iterations']} iterations = {b['minutes']:.1f} min at {b['rate_per_minute']:.0f} "
-            f"iterations/min (idle, 2 threads) | {b['wall_minutes']:.1f} ({b['threads']}) | | | {b['val_dice']:.4f} |"
+            f"iterations/min (idle, 2 threads){' (' + b['reused'] + ')' if b.get('reused') else ''} | {b['wall_minutes']:.1f} "
+            f"({b['threads']}) | | | {b['val_dice']:.4f} |"
         )
     lines += [
         "",
