@@ -20,7 +20,7 @@ figure the search is judged by.
 
 Each call merges its part into the results file when the search settings agree.
 
-Writes benchmarks/results/architecture_search.{json,md,png}.
+Writes benchmarks/results/architecture_search.{json,md,png} (``--name`` for another stem).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-rate", type=float, default=4487 / 15, help="base U-Net iterations per minute, idle, 2 threads")
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
+    ap.add_argument("--name", default="architecture_search", help="results file stem in benchmarks/results")
     args = ap.parse_args()
 
     from leanseg.bench import machine_info, write_results
@@ -70,6 +71,7 @@ def main() -> None:
     )
     out: dict[str, Any] = {
         "benchmark": "architecture_search",
+        "name": args.name,
         "machine": machine_info(2),
         "data": "Task04_Hippocampus, 208 cases; fold 0 of a 5-fold split (split seed 12345) held out (42 cases); "
         f"children scored on its first {args.val_cases}, chosen children and the base U-Net on all 42",
@@ -85,7 +87,7 @@ def main() -> None:
         "searches": {},
     }
 
-    path = RESULTS / "architecture_search.json"
+    path = RESULTS / f"{args.name}.json"
 
     def merge() -> None:
         """Take the parts other calls wrote (same search settings) from the results file."""
@@ -113,7 +115,7 @@ def main() -> None:
             out[key] = value
         else:
             out.setdefault(key, {})[name] = value
-        plot(out, RESULTS / "architecture_search.png")
+        plot(out, RESULTS / f"{args.name}.png")
         write_results(path, out, render(out))
 
     for name in args.searches:
@@ -231,7 +233,7 @@ def render(r: dict[str, Any]) -> str:
     ]
     for name, s in r["searches"].items():
         lines += ["", f"{name}: chosen architecture `{json.dumps(s['chosen'])}`"]
-    lines += ["", "![reward and entropy per episode](architecture_search.png)", ""]
+    lines += ["", f"![reward and entropy per episode]({r.get('name', 'architecture_search')}.png)", ""]
     return "\n".join(lines)
 
 
