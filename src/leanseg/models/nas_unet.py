@@ -7,8 +7,9 @@ from and the final child needs no retraining. Each operation choice with weights
 3x3x3 convolution per dilation rate, ENAS-style); pooling type and activation choices have none.
 
 The base: S encoder stages of two 3x3x3 convolutions (instance norm, the stage's activation), the
-second optional, with an optional 1x1x1-convolution shortcut from the stage's input (residual stages); pooling between stages; a decoder that upsamples (trilinear, then a 1x1x1
-convolution to the level's width), concatenates the level's skip (a 1x1x1 convolution halving the
+second optional, each stage with an optional 1x1x1-convolution shortcut from its input (residual
+stages); pooling between stages; a decoder that upsamples (trilinear, then a 1x1x1 convolution to
+the level's width), concatenates the level's skip (a 1x1x1 convolution halving the
 channels), and applies two convolutions; optional long skips added at each decoder level after a
 1x1x1 convolution; deep supervision summed from decoder levels 1-3 (coarser logits upsampled).
 Shapes: (B, C, D, H, W) -> logits (B, K, D, H, W), each size a multiple of the child's total stride.
