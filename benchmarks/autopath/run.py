@@ -51,6 +51,7 @@ def main() -> None:
         default=[],
         help="also train these taus with the reward counting each block's multiply-accumulates (autopath.cost=macs)",
     )
+    ap.add_argument("--macs-no-curriculum-taus", type=float, nargs="*", default=[], help="both: MACs cost, no curriculum")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/leanseg_bench/autopath")
     ap.add_argument("--reuse", action="store_true", help="keep the trained model, sweep and policies found in --work")
@@ -111,7 +112,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     out["policies"] = []
     specs = [(tau, "") for tau in args.taus] + [(tau, "_nocurriculum") for tau in args.no_curriculum_taus]
-    specs += [(tau, "_macs") for tau in args.macs_taus]
+    specs += [(tau, "_macs") for tau in args.macs_taus] + [(tau, "_nocurriculum_macs") for tau in args.macs_no_curriculum_taus]
     macs = model.block_costs(tuple(val_cases[0][1].shape[1:])).tolist()
     out["block_macs"] = macs
     for tau, variant in specs:
@@ -121,12 +122,14 @@ def main() -> None:
             s["path"] = str(pfile.with_suffix(".pt"))
         else:
             ov = {"autopath.tau": tau, "autopath.budget_minutes": args.policy_minutes}
-            if variant == "_nocurriculum":
+            if "_nocurriculum" in variant:
                 ov["autopath.stage_steps"] = 0  # every block decided from the first update
-            if variant == "_macs":
+            if "_macs" in variant:
                 ov["autopath.cost"] = "macs"
             s = train_policy_for_run(run, args.data, ov, out=pfile.with_suffix(".pt"), backend="bf16")
-        s["label"] = f"{tau:g}" + {"": "", "_nocurriculum": " (no curriculum)", "_macs": " (MACs cost)"}[variant]
+        s["label"] = f"{tau:g}" + ", ".join(
+            [""] + [t for k, t in (("_nocurriculum", "no curriculum"), ("_macs", "MACs cost")) if k in variant]
+        )
         # the greedy path per held-out image, and the share of the blocks' multiply-accumulates it runs
         policy, _ = load_policy(Path(s["path"]), model)
         with torch.no_grad():
