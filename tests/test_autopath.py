@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from leanseg.dynamic.evaluate import macs_share
 from leanseg.dynamic.policy import PolicyNet, load_policy, save_policy, weights_fingerprint
 from leanseg.dynamic.reinforce import (
     block_costs,
@@ -126,10 +127,11 @@ def test_voxel_reward_worked_by_hand() -> None:
 
 def test_block_costs_are_the_residual_branches_multiply_accumulates_counted_by_hand() -> None:
     net = tiny()  # base width 4; the stem halves 16^3 to 8^3; stage 2 halves again
-    macs = net.block_costs((16, 16, 16))
+    macs = net.block_macs((16, 16, 16))
     assert macs[0] == 2 * 8**3 * 4 * 4 * 27  # two 3x3x3 convolutions, 4 -> 4 channels, 8^3 outputs
     assert macs[2] == 4**3 * 8 * (4 + 8) * 27  # strided 4 -> 8, then 8 -> 8, 4^3 outputs
     assert macs[6] == 4**3 * 32 * (16 + 32) * 27  # stage 4: dilated, not strided, 16 -> 32 channels
+    assert macs_share(macs.tolist(), "11111100") == pytest.approx(float(macs[:6].sum() / macs.sum()))
     assert torch.equal(block_costs(net, "blocks", (16, 16, 16)), torch.ones(8))
     scaled = block_costs(net, "macs", (16, 16, 16))
     assert scaled.sum().item() == pytest.approx(8) and torch.allclose(scaled, (macs * 8 / macs.sum()).float())

@@ -64,7 +64,7 @@ def main() -> None:
 
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
-    from leanseg.dynamic.evaluate import evaluate_paths, load_split_cases
+    from leanseg.dynamic.evaluate import evaluate_paths, load_split_cases, macs_share
     from leanseg.dynamic.policy import load_policy
     from leanseg.dynamic.run import sweep_run, train_policy_for_run
     from leanseg.dynamic.strategies import drop_first, drop_last, drop_random
@@ -113,7 +113,7 @@ def main() -> None:
     out["policies"] = []
     specs = [(tau, "") for tau in args.taus] + [(tau, "_nocurriculum") for tau in args.no_curriculum_taus]
     specs += [(tau, "_macs") for tau in args.macs_taus] + [(tau, "_nocurriculum_macs") for tau in args.macs_no_curriculum_taus]
-    macs = model.block_costs(tuple(val_cases[0][1].shape[1:])).tolist()
+    macs = model.block_macs(tuple(val_cases[0][1].shape[1:])).tolist()
     out["block_macs"] = macs
     for tau, variant in specs:
         pfile = run / "policies" / f"policy_tau{tau:g}{variant}.json"
@@ -133,9 +133,9 @@ def main() -> None:
         # the greedy path per held-out image, and the share of the blocks' multiply-accumulates it runs
         policy, _ = load_policy(Path(s["path"]), model)
         with torch.no_grad():
-            keeps = [policy.keep_mask(img[None])[0] for _, img, _ in val_cases]
-        s["paths"] = dict(Counter("".join("1" if k else "0" for k in keep.tolist()) for keep in keeps).most_common())
-        s["macs_used"] = float(np.mean([sum(m for m, k in zip(macs, keep.tolist()) if k) / sum(macs) for keep in keeps]))
+            paths = ["".join("1" if k else "0" for k in policy.keep_mask(img[None])[0].tolist()) for _, img, _ in val_cases]
+        s["paths"] = dict(Counter(paths).most_common())
+        s["macs_used"] = float(np.mean([macs_share(macs, p) for p in paths]))
         s["key"] = pfile.stem
         dropped = {r["case"]: n_blocks - r["blocks_used"] for r in s["per_case"]}
         matched = {}

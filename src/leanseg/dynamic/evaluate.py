@@ -7,7 +7,7 @@ the trainer's validation), mean over foreground classes per case, then over case
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,12 @@ def evaluate_paths(
         path = "".join("1" if k else "0" for k in keep[0].tolist())
         rows.append({"case": cid, "dice": case_dice(pred, label, classes), "blocks_used": int(keep.sum()), "path": path})
     return rows
+
+
+def macs_share(macs: Sequence[float], path: str) -> float:
+    """Share of the blocks' multiply-accumulates (:meth:`DeepLab3D.block_macs`) a path from
+    :func:`evaluate_paths` ("1" kept, "0" dropped) runs."""
+    return sum(m for m, k in zip(macs, path) if k == "1") / sum(macs)
 
 
 def sweep_strategies(

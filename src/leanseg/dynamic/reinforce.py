@@ -53,7 +53,7 @@ def block_costs(model: Any, cost: str, shape: tuple[int, ...]) -> torch.Tensor:
     if cost == "blocks":
         return torch.ones(n)
     if cost == "macs":
-        macs = model.block_costs(shape).float()
+        macs = model.block_macs(shape).float()
         return macs * n / macs.sum()
     raise LeansegError(f"autopath.cost must be 'blocks' or 'macs', got {cost!r}; set autopath.cost=blocks or autopath.cost=macs.")
 

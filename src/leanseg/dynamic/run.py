@@ -32,7 +32,7 @@ def train_policy_for_run(
     ``RUN/policies/policy_tau<tau>.pt``) with the model's fingerprint; the returned summary holds the
     greedy paths' Dice and blocks used on the run's validation split.
     """
-    from leanseg.dynamic.evaluate import evaluate_paths, load_split_cases
+    from leanseg.dynamic.evaluate import evaluate_paths, load_split_cases, macs_share
     from leanseg.dynamic.policy import save_policy
     from leanseg.dynamic.reinforce import train_policy
 
@@ -45,6 +45,7 @@ def train_policy_for_run(
     classes = [k for k in plan.labels if k != 0]
     rows = evaluate_paths(model, cases["val"], lambda _cid, img: result.policy.keep_mask(img[None])[0], classes, bf16)
     n = model.num_gated_blocks
+    macs = model.block_macs(tuple(cases["val"][0][1].shape[1:])).tolist()
     summary = {
         "tau": acfg.tau,
         "steps": len(result.history),
@@ -59,7 +60,7 @@ def train_policy_for_run(
         "cost": acfg.cost,
         "block_costs": result.block_costs,
         # share of the blocks' multiply-accumulates the greedy paths ran (what dropping saved, whatever the reward counted)
-        "mean_macs_used": _macs_used(model, cases["val"], rows),
+        "mean_macs_used": float(np.mean([macs_share(macs, r["path"]) for r in rows])),
         "chosen_restart": result.chosen_restart,
         "restart_rewards": result.restart_rewards,
         "per_case": rows,
@@ -69,11 +70,6 @@ def train_policy_for_run(
     atomic_write_text(out.with_suffix(".json"), json.dumps({**summary, "history": result.history}, indent=1))
     summary["path"] = str(out)
     return summary
-
-
-def _macs_used(model: Any, cases: list, rows: list[dict[str, Any]]) -> float:
-    macs = model.block_costs(tuple(cases[0][1].shape[1:]))
-    return float(np.mean([sum(m for m, k in zip(macs.tolist(), r["path"]) if k == "1") / float(macs.sum()) for r in rows]))
 
 
 def sweep_run(

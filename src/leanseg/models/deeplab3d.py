@@ -21,6 +21,7 @@ Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); D, H, W multiples of :attr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -151,7 +152,7 @@ class DeepLab3D(nn.Module):
     def num_gated_blocks(self) -> int:
         return len(self.blocks)
 
-    def block_costs(self, shape: Sequence[int]) -> torch.Tensor:
+    def block_macs(self, shape: Sequence[int]) -> torch.Tensor:
         """(N,) multiply-accumulates of each gated block's residual branch (what dropping it saves) for one
         input of spatial ``shape``, counted from the convolutions' output sizes on a dry run."""
         macs = torch.zeros(self.num_gated_blocks, dtype=torch.float64)
@@ -161,7 +162,7 @@ class DeepLab3D(nn.Module):
                 if isinstance(m, nn.Conv3d):
 
                     def count(mod: nn.Conv3d, _inp: Any, out: torch.Tensor, i: int = i) -> None:
-                        k = mod.in_channels // mod.groups * int(torch.tensor(mod.kernel_size).prod())
+                        k = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
                         macs[i] += out[0].numel() * k
 
                     hooks.append(m.register_forward_hook(count))
