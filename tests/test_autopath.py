@@ -103,6 +103,23 @@ def test_stochastic_depth_drops_blocks_only_in_training() -> None:
     assert [b.calls for b in net.blocks] == [1] * 8
 
 
+def test_linear_stochastic_depth_spares_the_first_block() -> None:
+    """drop_rule linear: block l of N dropped with rate * (l - 1) / (N - 1); counted over many batches."""
+    torch.manual_seed(0)
+    net = DeepLab3D(1, 2, base_features=4, aspp_features=4, decoder_features=8, drop_prob=0.7, drop_rule="linear")
+    assert torch.allclose(net.block_drop_probs, torch.arange(8) * 0.1)
+    net.train()
+    trials = 60
+    for _ in range(trials):
+        net(torch.randn(1, 1, 8, 8, 8))
+    calls = [b.calls for b in net.blocks]
+    assert calls[0] == trials  # never dropped
+    assert calls[-1] < trials * 0.5  # dropped with p = 0.7
+    assert calls[0] > calls[3] > calls[-1]
+    with pytest.raises(ValueError, match="drop_rule"):
+        DeepLab3D(1, 2, drop_rule="depth")
+
+
 def test_heuristic_strategies() -> None:
     assert drop_n(4, 2).tolist() == [True, True, False, True]
     assert drop_first(4, 3).tolist() == [False, False, False, True]

@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/leanseg_bench/autopath")
     ap.add_argument("--reuse", action="store_true", help="keep the trained model, sweep and policies found in --work")
     ap.add_argument("--drop-prob", type=float, default=None, help="stochastic depth in training (default: the config's 0.1)")
+    ap.add_argument("--drop-rule", choices=("uniform", "linear"), default=None, help="how --drop-prob spreads over the blocks")
     ap.add_argument("--name", default="autopath", help="results file stem in benchmarks/results")
     ap.add_argument("--skip-timing", action="store_true")
     args = ap.parse_args()
@@ -86,8 +87,9 @@ def main() -> None:
 
     print("1/4 segmentation model", flush=True)
     overrides = {"model.name": f"deeplab3d_r{args.depth}", "train.budget_minutes": args.minutes, "train.num_threads": args.threads}
-    if args.drop_prob is not None:
-        overrides["model.extra"] = {"drop_prob": args.drop_prob}
+    extra = {k: v for k, v in (("drop_prob", args.drop_prob), ("drop_rule", args.drop_rule)) if v is not None}
+    if extra:
+        overrides["model.extra"] = extra
     cfg = ExperimentConfig.load(CONFIG).with_overrides(overrides)
     if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
         train(args.data, run, cfg, fold=0, show_progress=True, resume=False)
@@ -215,7 +217,8 @@ def render(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
         f"commit {m['leanseg_commit']}; {m['date']}.",
         f"Data: {r['data']}. Seed {r['seed']}. Precision: {r['precision']}.",
-        f"Segmentation model: stochastic depth {md['config']['extra'].get('drop_prob', 0.0)} in training; "
+        f"Segmentation model: stochastic depth {md['config']['extra'].get('drop_prob', 0.0)} "
+        f"({md['config']['extra'].get('drop_rule', 'uniform')} over the blocks) in training; "
         f"{md['iterations']} iterations in {md['train_seconds'] / 60:.1f} min on {md['train_cases']} cases; "
         f"validation Dice (all {md['val_cases']} held-out cases, every block) {full:.4f}.",
         "Dice: mean over cases of the mean over the two hippocampus classes, on the preprocessed grid.",

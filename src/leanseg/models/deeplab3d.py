@@ -12,7 +12,10 @@ its shortcut for that sample (identity, or the 1x1x1 projection where the block 
 stride, as in BlockDrop), and its residual branch is not called at all when no sample keeps it.
 ``model.extra.drop_prob`` > 0 drops blocks at random during training (stochastic depth, Huang et
 al. 2016, without rescaling so that a dropped block at test time sees the statistics it was trained
-with); the paper trains plainly, which ``drop_prob: 0`` reproduces.
+with); the paper trains plainly, which ``drop_prob: 0`` reproduces. ``model.extra.drop_rule`` says
+how the rate is spread over the blocks: ``uniform`` (every block ``drop_prob``) or ``linear`` (Huang
+et al.'s linear decay, as timm's ``drop_path_rate``: block l of N dropped with
+``drop_prob * (l - 1) / (N - 1)``, so the first block is never dropped and the last at the full rate).
 
 Strides follow the plan: the stem uses the plan's first downsampling stride and stage 2 the second,
 so an axis the plan keeps at full resolution (a thick-slice z axis) is not strided here either.
@@ -119,6 +122,7 @@ class DeepLab3D(nn.Module):
         aspp_features: int = 16,
         decoder_features: int = 32,
         drop_prob: float = 0.0,
+        drop_rule: str = "uniform",
     ) -> None:
         super().__init__()
         if depth not in LAYOUTS:
@@ -126,7 +130,10 @@ class DeepLab3D(nn.Module):
         kind, counts = LAYOUTS[depth]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.strides = [tuple(int(v) for v in s) for s in strides]
+        if drop_rule not in ("uniform", "linear"):
+            raise ValueError(f"drop_rule must be 'uniform' or 'linear', got {drop_rule!r}")
         self.drop_prob = float(drop_prob)
+        self.drop_rule = drop_rule
         w = base_features
         self.stem = ConvNormAct(in_channels, w, 3, stride=self.strides[0])
         # stage: (width, stride of its first block, dilation); stages 3-4 dilate instead of striding
@@ -151,6 +158,14 @@ class DeepLab3D(nn.Module):
     @property
     def num_gated_blocks(self) -> int:
         return len(self.blocks)
+
+    @property
+    def block_drop_probs(self) -> torch.Tensor:
+        """(N,) probability that training drops each gated block (stochastic depth)."""
+        n = self.num_gated_blocks
+        if self.drop_rule == "linear":
+            return torch.linspace(0.0, self.drop_prob, n)
+        return torch.full((n,), self.drop_prob)
 
     def block_macs(self, shape: Sequence[int]) -> torch.Tensor:
         """(N,) multiply-accumulates of each gated block's residual branch (what dropping it saves) for one
@@ -191,7 +206,7 @@ class DeepLab3D(nn.Module):
             if keep.shape != (x.shape[0], n):
                 raise ValueError(f"keep must have shape ({x.shape[0]}, {n}) or ({n},), got {tuple(keep.shape)}")
         elif self.training and self.drop_prob > 0:
-            keep = torch.rand(x.shape[0], n) >= self.drop_prob
+            keep = torch.rand(x.shape[0], n) >= self.block_drop_probs
         h = self.stem(x)
         low = h
         for i, blk in enumerate(self.blocks):
@@ -221,6 +236,7 @@ def _factory(depth: int):
             aspp_features=int(extra.get("aspp_features", 16)),
             decoder_features=int(extra.get("decoder_features", 32)),
             drop_prob=float(extra.get("drop_prob", 0.0)),
+            drop_rule=str(extra.get("drop_rule", "uniform")),
         )
 
     return make
