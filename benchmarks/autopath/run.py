@@ -55,8 +55,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/leanseg_bench/autopath")
     ap.add_argument("--reuse", action="store_true", help="keep the trained model, sweep and policies found in --work")
-    ap.add_argument("--drop-prob", type=float, default=None, help="stochastic depth in training (default: the config's 0.1)")
-    ap.add_argument("--drop-rule", choices=("uniform", "linear"), default=None, help="how --drop-prob spreads over the blocks")
+    ap.add_argument("--drop-prob", type=float, default=None, help="stochastic depth in training (default: the config's 0.3)")
+    ap.add_argument(
+        "--drop-rule",
+        choices=("uniform", "linear"),
+        default=None,
+        help="how --drop-prob spreads over the blocks (default: the config's linear)",
+    )
     ap.add_argument("--name", default="autopath", help="results file stem in benchmarks/results")
     ap.add_argument("--skip-timing", action="store_true")
     args = ap.parse_args()
