@@ -92,9 +92,8 @@ def main() -> None:
 
     print("1/4 segmentation model", flush=True)
     overrides = {"model.name": f"deeplab3d_r{args.depth}", "train.budget_minutes": args.minutes, "train.num_threads": args.threads}
-    extra = {k: v for k, v in (("drop_prob", args.drop_prob), ("drop_rule", args.drop_rule)) if v is not None}
-    if extra:
-        overrides["model.extra"] = extra
+    # dotted keys: each replaces its own value and keeps the config's other model.extra settings
+    overrides.update({f"model.extra.{k}": v for k, v in (("drop_prob", args.drop_prob), ("drop_rule", args.drop_rule)) if v is not None})
     cfg = ExperimentConfig.load(CONFIG).with_overrides(overrides)
     if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
         train(args.data, run, cfg, fold=0, show_progress=True, resume=False)
