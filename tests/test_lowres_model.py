@@ -164,3 +164,46 @@ def test_two_runs_train_the_stages_and_predict_reports_them(chest: Path, tmp_pat
         from leanseg.export import export_onnx
 
         export_onnx(tmp_path / "two")
+
+
+@pytest.mark.realdata
+def test_real_brats_two_channels_and_four_classes_by_softmax(tmp_path: Path) -> None:
+    """Real BraTS volumes (FLAIR + T1c, 4 tumour classes, sizes not multiples of 16) through both stages."""
+    from leanseg.config import ExperimentConfig
+    from leanseg.data.datasets import load_dataset
+    from leanseg.data.io import read_label
+    from leanseg.inference import Predictor
+    from leanseg.train import train
+    from tests.conftest import SHARED_DATA
+
+    data = SHARED_DATA / "BraTS2013_subset"
+    cfg = ExperimentConfig().with_overrides(
+        {
+            "model.name": "lowres",
+            "model.extra": {"stage": 1, **SMALL},
+            "data.patch_size": [64, 64, 64],
+            "data.num_folds": 3,
+            "train.iterations": 2,
+            "train.val_every": 10**6,
+            "train.val_max_cases": 1,
+            "train.checkpoint_every": 2,
+            "train.num_workers": 0,
+        }
+    )
+    train(data, tmp_path / "one", cfg, show_progress=False)
+    two = cfg.with_overrides({"model.extra.stage": 2, "train.init_checkpoint": str(tmp_path / "one" / "checkpoint_final.pt")})
+    train(data, tmp_path / "two", two, show_progress=False)
+
+    case = load_dataset(data).cases[0]
+    p = Predictor.from_run(tmp_path / "two", backend="eager")
+    assert p.model.detail.head.out_channels == 5  # softmax over background + 4 classes
+    ref = read_label(case.label)
+    for threshold, fraction in ((0.0, 1.0), (1.5, 0.0)):  # everything to stage two; nothing found
+        p.model.threshold = threshold
+        res = p.predict_files([(case.case_id, list(case.images))], tmp_path / f"pred{threshold}")[0]
+        out = read_label(res.output)
+        assert out.shape == ref.shape and np.allclose(out.affine, ref.affine)
+        assert res.timings["fraction"] == pytest.approx(fraction)
+        assert set(np.unique(out.array)) <= {0, 1, 2, 3, 4}
+        if fraction == 0.0:
+            assert res.timings["boxes"] == 0 and not out.array.any()  # the full-size map starts at zero
