@@ -7,7 +7,7 @@ import torch
 from leanseg.data.datasets import load_dataset
 from leanseg.data.io import read_image, read_label
 from leanseg.errors import LeansegError
-from leanseg.inference import Predictor, collect_inputs, pad_to_multiple
+from leanseg.inference import Predictor, collect_inputs, label_map, pad_to_multiple
 from tests.conftest import write_nifti
 
 
@@ -16,6 +16,16 @@ def test_pad_to_multiple_and_crop_back() -> None:
     xp, crop = pad_to_multiple(x, (4, 4, 4), minimum=(12, 4, 4))
     assert xp.shape[2:] == (12, 12, 8)
     assert torch.equal(xp[crop], x)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5])
+def test_label_map_equals_argmax_with_ties_to_the_lower_class(classes: int) -> None:
+    g = torch.Generator().manual_seed(classes)
+    probs = torch.randint(0, 3, (classes, 7, 6, 5), generator=g).float()  # coarse values: many ties
+    probs[:, 0, 0, 0] = 1.0  # an all-equal voxel goes to class 0
+    out = label_map(probs)
+    assert out.dtype == torch.uint8 and out.shape == (7, 6, 5)
+    assert torch.equal(out.long(), torch.argmax(probs, 0))
 
 
 def test_labels_keep_the_input_shape_and_affine(trained_run: Path, phantoms: Path, tmp_path: Path) -> None:

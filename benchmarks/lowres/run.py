@@ -72,10 +72,9 @@ def configs(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[str, A
 
 def evaluate(run_dir: str, cases: list[tuple[str, str, str]], threads: int, quality: bool) -> dict[str, Any]:
     """Predict ``cases`` (id, image, label) with ``threads`` threads; times per case and, with ``quality``, the metrics."""
-    import torch
 
     from leanseg.data.io import Volume, read_image
-    from leanseg.inference import Predictor
+    from leanseg.inference import Predictor, label_map
     from leanseg.metrics import dice_per_class
     from leanseg.objects import match_objects
     from leanseg.utils import set_threads
@@ -89,7 +88,7 @@ def evaluate(run_dir: str, cases: list[tuple[str, str, str]], threads: int, qual
         image = read_image([Path(image_path)])
         t0 = time.perf_counter()
         probs, timings = p.predict_volume_probabilities(image)
-        pred = torch.argmax(probs, 0).numpy()
+        pred = label_map(probs).numpy()
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"case": cid, "seconds": seconds, **timings}
         if quality:

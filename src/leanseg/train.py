@@ -99,7 +99,7 @@ def validate(
     model: torch.nn.Module, cache_dir: Path, case_ids: list[str], plan: Plan, cfg: ExperimentConfig, bf16: bool = False
 ) -> dict[str, float]:
     """Dice per foreground class on preprocessed validation cases (nnU-Net's pseudo-Dice, no resampling back)."""
-    from leanseg.inference import predict_probabilities, torch_net
+    from leanseg.inference import label_map, predict_probabilities, torch_net
     from leanseg.metrics import dice_per_class
 
     classes = [k for k in plan.labels if k != 0]
@@ -109,7 +109,7 @@ def validate(
     for cid in case_ids:
         case = CachedCase(cache_dir, cid)
         probs = predict_probabilities(net, torch.from_numpy(np.array(case.image)), plan.patch_size, model.divisor, icfg)
-        scores.append(dice_per_class(torch.argmax(probs, 0).numpy(), np.asarray(case.label), classes))
+        scores.append(dice_per_class(label_map(probs).numpy(), np.asarray(case.label), classes))
     model.train()
     arr = np.asarray(scores, dtype=float)
     out = {f"val_dice_{k}": float(np.nanmean(arr[:, i])) for i, k in enumerate(classes)}

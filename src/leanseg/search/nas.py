@@ -280,7 +280,7 @@ def validate_child(
 ) -> float:
     """Mean foreground Dice of a child (shared weights as they are) on preprocessed validation cases."""
     from leanseg.data.preprocess import CachedCase
-    from leanseg.inference import predict_probabilities
+    from leanseg.inference import label_map, predict_probabilities
     from leanseg.metrics import dice_per_class
 
     classes = [k for k in plan.labels if k != 0]
@@ -297,7 +297,7 @@ def validate_child(
         probs = predict_probabilities(
             run, torch.from_numpy(np.array(case.image)), space.patch_size(arch), net.total_stride(arch), cfg.inference
         )  # type: ignore[operator]
-        scores.append(dice_per_class(torch.argmax(probs, 0).numpy(), np.asarray(case.label), classes))
+        scores.append(dice_per_class(label_map(probs).numpy(), np.asarray(case.label), classes))
     net.train()
     return float(np.nanmean(np.nanmean(np.asarray(scores, dtype=float), axis=0)))
 
