@@ -72,7 +72,6 @@ def configs(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[str, A
 
 def evaluate(run_dir: str, cases: list[tuple[str, str, str]], threads: int, quality: bool) -> dict[str, Any]:
     """Predict ``cases`` (id, image, label) with ``threads`` threads; times per case and, with ``quality``, the metrics."""
-
     from leanseg.data.io import Volume, read_image
     from leanseg.inference import Predictor, label_map
     from leanseg.metrics import dice_per_class
