@@ -13,6 +13,7 @@ import torch
 from leanseg.checkpoint import load_pretrained
 from leanseg.errors import LeansegError
 from leanseg.models.lowres import LowResNet
+from leanseg.train import TrainResult
 
 SMALL = {"low_features": (4, 8, 8, 8), "detail_features": (4, 4, 8, 8)}
 
@@ -121,31 +122,33 @@ def chest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_chest_dataset(tmp_path_factory.mktemp("chest"), num_cases=4, seed=3, shape=(64, 64, 48))
 
 
+def _train_both_stages(data: Path, out: Path, overrides: dict, stage_two: dict | None = None) -> TrainResult:
+    """Train stage one into ``out/one``, then stage two from it into ``out/two``; the second run's result."""
+    from leanseg.config import ExperimentConfig
+    from leanseg.train import train
+
+    cfg = ExperimentConfig().with_overrides(
+        {"model.name": "lowres", "model.extra": {"stage": 1, **SMALL}, "train.num_workers": 0, **overrides}
+    )
+    train(data, out / "one", cfg, show_progress=False)
+    two = {"model.extra.stage": 2, **(stage_two or {}), "train.init_checkpoint": str(out / "one" / "checkpoint_final.pt")}
+    return train(data, out / "two", cfg.with_overrides(two), show_progress=False)
+
+
 def test_two_runs_train_the_stages_and_predict_reports_them(chest: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from leanseg.cli import app
-    from leanseg.config import ExperimentConfig
     from leanseg.data.io import read_image
-    from leanseg.train import train
 
-    cfg = ExperimentConfig().with_overrides(
-        {
-            "model.name": "lowres",
-            "model.extra": {"stage": 1, **SMALL},
-            "data.patch_size": [32, 32, 32],
-            "data.num_folds": 2,
-            "train.iterations": 4,
-            "train.val_every": 4,
-            "train.checkpoint_every": 4,
-            "train.num_workers": 0,
-        }
-    )
-    train(chest, tmp_path / "one", cfg, show_progress=False)
-    two = cfg.with_overrides(
-        {"model.extra": {"stage": 2, "threshold": 0.0, **SMALL}, "train.init_checkpoint": str(tmp_path / "one" / "checkpoint_final.pt")}
-    )
-    r = train(chest, tmp_path / "two", two, show_progress=False)
+    overrides = {
+        "data.patch_size": [32, 32, 32],
+        "data.num_folds": 2,
+        "train.iterations": 4,
+        "train.val_every": 4,
+        "train.checkpoint_every": 4,
+    }
+    r = _train_both_stages(chest, tmp_path, overrides, {"model.extra.threshold": 0.0})
     assert 0.0 <= r.val["val_dice"] <= 1.0
     s1 = torch.load(tmp_path / "one" / "checkpoint_final.pt", weights_only=True)["model"]
     s2 = torch.load(tmp_path / "two" / "checkpoint_final.pt", weights_only=True)["model"]
@@ -169,30 +172,21 @@ def test_two_runs_train_the_stages_and_predict_reports_them(chest: Path, tmp_pat
 @pytest.mark.realdata
 def test_real_brats_two_channels_and_four_classes_by_softmax(tmp_path: Path) -> None:
     """Real BraTS volumes (FLAIR + T1c, 4 tumour classes, sizes not multiples of 16) through both stages."""
-    from leanseg.config import ExperimentConfig
     from leanseg.data.datasets import load_dataset
     from leanseg.data.io import read_label
     from leanseg.inference import Predictor
-    from leanseg.train import train
     from tests.conftest import SHARED_DATA
 
     data = SHARED_DATA / "BraTS2013_subset"
-    cfg = ExperimentConfig().with_overrides(
-        {
-            "model.name": "lowres",
-            "model.extra": {"stage": 1, **SMALL},
-            "data.patch_size": [64, 64, 64],
-            "data.num_folds": 3,
-            "train.iterations": 2,
-            "train.val_every": 10**6,
-            "train.val_max_cases": 1,
-            "train.checkpoint_every": 2,
-            "train.num_workers": 0,
-        }
-    )
-    train(data, tmp_path / "one", cfg, show_progress=False)
-    two = cfg.with_overrides({"model.extra.stage": 2, "train.init_checkpoint": str(tmp_path / "one" / "checkpoint_final.pt")})
-    train(data, tmp_path / "two", two, show_progress=False)
+    overrides = {
+        "data.patch_size": [64, 64, 64],
+        "data.num_folds": 3,
+        "train.iterations": 2,
+        "train.val_every": 10**6,
+        "train.val_max_cases": 1,
+        "train.checkpoint_every": 2,
+    }
+    _train_both_stages(data, tmp_path, overrides)
 
     case = load_dataset(data).cases[0]
     p = Predictor.from_run(tmp_path / "two", backend="eager")
