@@ -1,0 +1,115 @@
+"""Does the architecture space hold a child as good as the base residual U-Net? One child of the space,
+trained alone from scratch with the base trainer's recipe, against the base U-Net's trainer validation
+Dice at the same iteration count.
+
+The child (default): the space's residual U-Net: the largest patch, every operation and U-Net skip,
+every encoder stage residual, dilation 1, leaky ReLU, max pooling, no long skips; ``--arch FILE`` trains
+another (a JSON dict of decisions, e.g. a search's chosen child). Data and recipe as
+``benchmarks/hippocampus_baseline`` (configs/hippocampus_baseline.yaml, fold 0, seed 0), counted in
+iterations (4487: the base U-Net's 15 minutes there) so that the figure does not depend on the machine;
+the trainer's validation Dice on the first 20 held-out cases, as in that benchmark's training table.
+
+    python benchmarks/architecture_search/child_from_scratch.py            # alone, 2 threads
+
+Writes benchmarks/results/architecture_child_from_scratch.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+BASE_DICE = 0.8887  # resunet, 4487 iterations, trainer validation on 20 cases (benchmarks/results/hippocampus_baseline.md)
+
+
+def residual_unet_of_the_space(space: Any) -> dict[str, Any]:
+    arch = space.largest()
+    fixed = {"dilation_": 1, "activation_": "leakyrelu", "long_skip_": "off", "pool_type_": "max", "pool_stride_": 2}
+    for d in space.decisions:
+        for prefix, value in fixed.items():
+            if d.name.startswith(prefix):
+                arch[d.name] = value
+    return arch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
+    ap.add_argument("--arch", help="JSON file with the child's decisions (default: the space's residual U-Net)")
+    ap.add_argument("--iterations", type=int, default=4487)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_child")
+    args = ap.parse_args()
+
+    from leanseg.bench import machine_info, write_results
+    from leanseg.config import ExperimentConfig
+    from leanseg.search.architecture import architecture_space
+    from leanseg.train import prepare_data, train
+
+    cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml")
+    plan = prepare_data(Path(args.data), cfg).plan
+    space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 4, cfg.model.base_features)
+    arch = json.loads(Path(args.arch).read_text()) if args.arch else residual_unet_of_the_space(space)
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
+    cfg = cfg.with_overrides(
+        {
+            "model.name": "nas_unet",
+            "model.extra": {"arch": arch, "space": space.to_dict()},
+            "train.budget_minutes": None,
+            "train.iterations": args.iterations,
+            "train.val_every": 10**6,
+            "train.val_max_cases": 20,
+            "train.num_threads": args.threads,
+        }
+    )
+    t0 = time.time()
+    r = train(args.data, Path(args.work), cfg, fold=0, resume=False)
+    out = {
+        "benchmark": "architecture_child_from_scratch",
+        "machine": machine_info(args.threads),
+        "data": "Task04_Hippocampus, 208 cases; fold 0 of a 5-fold split (split seed 12345) held out; "
+        "trainer validation on its first 20 cases (preprocessed grid)",
+        "seed": cfg.train.seed,
+        "recipe": "configs/hippocampus_baseline.yaml (SGD lr 0.01, momentum 0.99, poly, batch 2, bf16)",
+        "arch": arch,
+        "default_arch": not args.arch,
+        "iterations": r.iterations,
+        "train_minutes": r.seconds / 60,
+        "wall_minutes": (time.time() - t0) / 60,
+        "val_dice": r.val["val_dice"],
+        "val_dice_per_class": {k: v for k, v in r.val.items() if k != "val_dice"},
+        "base_unet_val_dice_same_iterations": BASE_DICE,
+    }
+    write_results(RESULTS / "architecture_child_from_scratch.json", out, render(out))
+    print(render(out))
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    which = "the space's residual U-Net" if r["default_arch"] else "a given child"
+    return "\n".join(
+        [
+            "# A child of the architecture space trained alone from scratch",
+            "",
+            f"Machine: {m['cpu']}, {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; commit {m['leanseg_commit']}; "
+            f"{m['date']}.",
+            f"Data: {r['data']}. Recipe: {r['recipe']}; seed {r['seed']}.",
+            "",
+            "| model | iterations | training minutes | trainer's validation Dice (20 cases) |",
+            "|---|---|---|---|",
+            f"| {which} (nas_unet) | {r['iterations']} | {r['train_minutes']:.1f} | **{r['val_dice']:.4f}** |",
+            f"| base residual U-Net (resunet, hippocampus_baseline) | 4487 | 15.0 (AMD EPYC) | {r['base_unet_val_dice_same_iterations']:.4f} |",
+            "",
+            f"Architecture: `{json.dumps(r['arch'])}`",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
