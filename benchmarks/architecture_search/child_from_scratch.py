@@ -6,7 +6,7 @@ The child (default): the space's residual U-Net: the largest patch, every operat
 every encoder stage residual, dilation 1, leaky ReLU, max pooling, no long skips; ``--arch FILE`` trains
 another (a JSON dict of decisions, e.g. a search's chosen child). Data and recipe as
 ``benchmarks/hippocampus_baseline`` (configs/hippocampus_baseline.yaml, fold 0, seed 0), counted in
-iterations (4487: the base U-Net's 15 minutes there) so that the figure does not depend on the machine;
+iterations (by default the base U-Net's count there, 4487 in its 15 minutes) so that the figure does not depend on the machine;
 the trainer's validation Dice on the first 20 held-out cases, as in that benchmark's training table.
 
     python benchmarks/architecture_search/child_from_scratch.py            # alone, 2 threads
@@ -24,7 +24,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
-BASE_DICE = 0.8887  # resunet, 4487 iterations, trainer validation on 20 cases (benchmarks/results/hippocampus_baseline.md)
+
+
+def base_unet_training() -> dict[str, Any]:
+    """The base U-Net's training row (iterations, trainer validation Dice on 20 cases) from benchmarks/hippocampus_baseline."""
+    return json.loads((RESULTS / "hippocampus_baseline.json").read_text())["models"]["resunet"]["train"]
 
 
 def residual_unet_of_the_space(space: Any) -> dict[str, Any]:
@@ -41,7 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
     ap.add_argument("--arch", help="JSON file with the child's decisions (default: the space's residual U-Net)")
-    ap.add_argument("--iterations", type=int, default=4487)
+    ap.add_argument("--iterations", type=int, default=None, help="default: the base U-Net's count in benchmarks/hippocampus_baseline")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_child")
     args = ap.parse_args()
@@ -51,6 +55,8 @@ def main() -> None:
     from leanseg.search.architecture import architecture_space
     from leanseg.train import prepare_data, train
 
+    base = base_unet_training()
+    iterations = args.iterations or base["iterations"]
     cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml")
     plan = prepare_data(Path(args.data), cfg).plan
     space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 4, cfg.model.base_features)
@@ -61,7 +67,7 @@ def main() -> None:
             "model.name": "nas_unet",
             "model.extra": {"arch": arch, "space": space.to_dict()},
             "train.budget_minutes": None,
-            "train.iterations": args.iterations,
+            "train.iterations": iterations,
             "train.val_every": 10**6,
             "train.val_max_cases": 20,
             "train.num_threads": args.threads,
@@ -83,7 +89,7 @@ def main() -> None:
         "wall_minutes": (time.time() - t0) / 60,
         "val_dice": r.val["val_dice"],
         "val_dice_per_class": {k: v for k, v in r.val.items() if k != "val_dice"},
-        "base_unet_val_dice_same_iterations": BASE_DICE,
+        "base_unet": {"iterations": base["iterations"], "train_minutes": base["train_seconds"] / 60, "val_dice": base["val_dice"]},
     }
     write_results(RESULTS / "architecture_child_from_scratch.json", out, render(out))
     print(render(out))
@@ -92,6 +98,7 @@ def main() -> None:
 def render(r: dict[str, Any]) -> str:
     m = r["machine"]
     which = "the space's residual U-Net" if r["default_arch"] else "a given child"
+    b = r["base_unet"]
     return "\n".join(
         [
             "# A child of the architecture space trained alone from scratch",
@@ -103,7 +110,8 @@ def render(r: dict[str, Any]) -> str:
             "| model | iterations | training minutes | trainer's validation Dice (20 cases) |",
             "|---|---|---|---|",
             f"| {which} (nas_unet) | {r['iterations']} | {r['train_minutes']:.1f} | **{r['val_dice']:.4f}** |",
-            f"| base residual U-Net (resunet, hippocampus_baseline) | 4487 | 15.0 (AMD EPYC) | {r['base_unet_val_dice_same_iterations']:.4f} |",
+            f"| base residual U-Net (resunet, benchmarks/hippocampus_baseline, its machine) | {b['iterations']} | "
+            f"{b['train_minutes']:.1f} | {b['val_dice']:.4f} |",
             "",
             f"Architecture: `{json.dumps(r['arch'])}`",
             "",
