@@ -52,7 +52,7 @@ def main() -> None:
 
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
-    from leanseg.search.architecture import architecture_space
+    from leanseg.search.architecture import arch_to_json, architecture_space
     from leanseg.train import prepare_data, train
 
     base = base_unet_training()
@@ -60,8 +60,7 @@ def main() -> None:
     cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml")
     plan = prepare_data(Path(args.data), cfg).plan
     space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 4, cfg.model.base_features)
-    arch = json.loads(Path(args.arch).read_text()) if args.arch else residual_unet_of_the_space(space)
-    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
+    arch = arch_to_json(json.loads(Path(args.arch).read_text()) if args.arch else residual_unet_of_the_space(space))
     cfg = cfg.with_overrides(
         {
             "model.name": "nas_unet",
@@ -75,13 +74,15 @@ def main() -> None:
     )
     t0 = time.time()
     r = train(args.data, Path(args.work), cfg, fold=0, resume=False)
+    t = cfg.train
     out = {
         "benchmark": "architecture_child_from_scratch",
         "machine": machine_info(args.threads),
-        "data": "Task04_Hippocampus, 208 cases; fold 0 of a 5-fold split (split seed 12345) held out; "
-        "trainer validation on its first 20 cases (preprocessed grid)",
+        "data": f"Task04_Hippocampus, 208 cases; fold 0 of a {cfg.data.num_folds}-fold split (split seed {cfg.data.split_seed}) "
+        "held out; trainer validation on its first 20 cases (preprocessed grid)",
         "seed": cfg.train.seed,
-        "recipe": "configs/hippocampus_baseline.yaml (SGD lr 0.01, momentum 0.99, poly, batch 2, bf16)",
+        "recipe": f"configs/hippocampus_baseline.yaml ({t.optimizer.upper()} lr {t.lr}, momentum {t.momentum}, {t.schedule}, "
+        f"batch {t.batch_size}, bf16 {t.bf16})",
         "arch": arch,
         "default_arch": not args.arch,
         "iterations": r.iterations,

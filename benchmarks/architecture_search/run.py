@@ -62,6 +62,7 @@ def main() -> None:
 
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
+    from leanseg.search.architecture import arch_to_json
     from leanseg.search.nas import episode_stats, search_architecture
     from leanseg.train import train
 
@@ -147,7 +148,7 @@ def main() -> None:
                 "threads": args.threads,
                 "commit": machine_info(args.threads)["leanseg_commit"],
                 "episodes": episode_stats(res.history),
-                "chosen": {k: list(v) if isinstance(v, tuple) else v for k, v in res.arch.items()},
+                "chosen": arch_to_json(res.arch),
                 "chosen_val_dice": res.val_dice,
                 "chosen_val_dice_shared_weights": res.val_dice_shared_weights,
                 "best_child_reward": max(r["reward"] for r in res.history),

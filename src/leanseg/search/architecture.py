@@ -146,6 +146,11 @@ class ArchitectureSpace:
         )
 
 
+def arch_to_json(arch: dict[str, Any]) -> dict[str, Any]:
+    """An architecture with its patch choices as lists, for JSON and YAML (``ArchitectureSpace.normalise`` reads it back)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
+
+
 def axis_groups(spacing: Sequence[float]) -> tuple[tuple[int, ...], ...]:
     """Axes whose spacing is within 2x of the finest form one group; the others (thick slices) another."""
     fine = min(spacing)

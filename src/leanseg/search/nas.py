@@ -32,7 +32,7 @@ import torch
 
 from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
-from leanseg.search.architecture import ArchitectureSpace, architecture_space
+from leanseg.search.architecture import ArchitectureSpace, arch_to_json, architecture_space
 from leanseg.utils import atomic_path, atomic_write_text, cpu_has_fast_bf16, seed_everything, set_threads
 
 PROCESS_OVERHEAD_BYTES = 600 * 2**20  # torch, MONAI and the data cache in a training process, measured ~0.5-0.6 GiB here
@@ -187,7 +187,7 @@ def search_architecture(
             "seconds": time.perf_counter() - t0,
             "memory_estimate_mib": memory_needed(space, arch, num_params, batch) / 2**20,
             "patch": list(space.patch_size(arch)),
-            "arch": _jsonable(arch),
+            "arch": arch_to_json(arch),
         }
         history.append(row)
         with atomic_path(state_path) as tmp:
@@ -230,7 +230,7 @@ def search_architecture(
     # the run folder's config says how its weights were last trained: the final phase's momentum where it ran
     run_dir = save_child_run(out / "final", net, space, chosen, final_cfg if final_iterations > 0 else cfg, plan)
     summary = {
-        "arch": _jsonable(chosen),
+        "arch": arch_to_json(chosen),
         "val_dice": dice,
         "val_dice_shared_weights": shared_dice,
         "final_iterations": final_iterations,
@@ -311,16 +311,12 @@ def save_child_run(
     from leanseg.checkpoint import save_checkpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    child_cfg = cfg.with_overrides({"model.name": "nas_unet", "model.extra": {"arch": _jsonable(arch), "space": space.to_dict()}})
+    child_cfg = cfg.with_overrides({"model.name": "nas_unet", "model.extra": {"arch": arch_to_json(arch), "space": space.to_dict()}})
     child_plan = replace(plan, patch_size=space.patch_size(arch))
     child_cfg.save(run_dir / "config.yaml")
     atomic_write_text(run_dir / "plan.json", json.dumps(child_plan.to_dict(), indent=1))
     save_checkpoint(run_dir / "checkpoint_final.pt", net, child_cfg, child_plan)
     return run_dir
-
-
-def _jsonable(arch: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
 
 
 def write_reports(out: Path, history: list[dict[str, Any]], meta: dict[str, Any]) -> None:
