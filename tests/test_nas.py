@@ -164,6 +164,36 @@ def test_reinforce_makes_a_rewarded_architecture_more_likely_and_the_entropy_bon
     assert spread.net.log_prob_and_entropy(choices)[1].item() > ent.item()
 
 
+def test_start_prob_centres_the_initial_policy_on_the_first_child() -> None:
+    import math
+
+    from leanseg.search.enas import EnasController
+
+    space = architecture_space(*SPACES[1], in_channels=1, num_classes=2)
+    start = space.largest()
+    ctrl = EnasController(space, seed=0, start=space.unit(start), start_prob=0.7)
+    idx = space.indices(start)
+    # whatever the LSTM's random weights, each step gives the start's choice 0.7 and the others equal shares
+    logp, ent = ctrl.net.log_prob_and_entropy(idx)
+    assert logp.item() == pytest.approx(space.dim * math.log(0.7), rel=1e-5)
+    by_hand = sum(-(0.7 * math.log(0.7) + 0.3 * math.log(0.3 / (len(d.choices) - 1))) for d in space.decisions)
+    assert ent.item() == pytest.approx(by_hand, rel=1e-5)
+    assert ctrl.greedy() == idx
+    # the first ask is the start itself; later draws keep each decision's start choice about 70% of the time
+    assert space.normalise(ctrl.ask().values) == start
+    agree = np.mean([[a == b for a, b in zip(s, idx)] for s in ctrl.sample(200, seed=1)])
+    assert 0.65 < agree < 0.75
+    # it is a prior, not a constraint: rewarding another architecture moves the policy off the start
+    other = [(k + 1) % len(d.choices) for k, d in zip(idx, space.decisions)]
+    ctrl.opt = torch.optim.Adam(ctrl.net.parameters(), lr=0.05)
+    before = ctrl.net.log_prob_and_entropy(other)[0].item()
+    for _ in range(20):
+        ctrl.update(other, advantage=1.0)
+    assert ctrl.net.log_prob_and_entropy(other)[0].item() > before + 5.0
+    with pytest.raises(ValueError, match="start_prob"):
+        EnasController(space, seed=0, start=space.unit(start), start_prob=0.3)  # not above 1/3 for the dilations
+
+
 def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_predictable_child(phantoms, tiny_cfg, tmp_path) -> None:
     from leanseg.inference import Predictor
     from leanseg.models.nas_unet import SuperNet

@@ -439,6 +439,12 @@ def search_architecture(
             help="Then train the chosen child alone from the shared weights, with the config's optimiser and schedule (0: as they are).",
         ),
     ] = 0,
+    start_prob: Annotated[
+        Optional[float],
+        typer.Option(
+            "--start-prob", help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)."
+        ),
+    ] = 0.7,
 ) -> None:
     """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`."""
 
@@ -480,6 +486,7 @@ def search_architecture(
                 seed=seed,
                 momentum=momentum,
                 final_iterations=final_iterations,
+                start_prob=start_prob or None,
                 progress=show,
                 final_progress=show_final,
             )

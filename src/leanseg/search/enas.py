@@ -7,12 +7,19 @@ and a softmax head per decision gives the probabilities of that decision's choic
 with REINFORCE on each child's reward against a moving-average baseline, with an entropy bonus
 (the paper: Adam, learning rate 0.001, weight decay 1e-6, entropy weight 1e-4).
 
+``start_prob`` (optional, with a start point) centres the initial policy on the start: each head
+starts with zero weights and biases that give the start's choice probability ``start_prob`` and the
+other choices equal shares, so the search explores around the paper's first child (the largest
+patch with every operation and skip) instead of uniformly. Without it the heads start as
+PyTorch initialises them: close to uniform.
+
 It works on an :class:`~leanseg.search.architecture.ArchitectureSpace` (categorical decisions) and,
 for the shared contract test, on any unit-cube space, each coordinate cut into ``bins`` choices.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -81,6 +88,7 @@ class EnasController(Controller):
         entropy_weight: float = 1e-4,
         baseline_decay: float = 0.95,
         bins: int = 10,
+        start_prob: float | None = None,
     ) -> None:
         super().__init__(space, seed, start)
         if hasattr(space, "decisions"):
@@ -94,6 +102,26 @@ class EnasController(Controller):
         self.entropy_weight, self.decay = entropy_weight, baseline_decay
         self.baseline: float | None = None
         self.last: dict[str, float] = {}
+        if start_prob is not None:
+            if self.start is None:
+                raise ValueError("start_prob needs a start point to centre the policy on")
+            self.centre_on([min(int(u * n), n - 1) for u, n in zip(self.start, sizes)], start_prob)
+
+    def centre_on(self, choices: list[int], p: float) -> None:
+        """Set every head so that, whatever the LSTM's state, ``choices[t]`` has probability ``p`` at step t."""
+        if not all(1 / n < p < 1 for n in self.net.sizes if n > 1):
+            raise ValueError(
+                f"start_prob must lie above 1/choices and below 1 for every decision (choices: {sorted(set(self.net.sizes))}); got {p}"
+            )
+        with torch.no_grad():
+            for head, k, n in zip(self.net.heads, choices, self.net.sizes):
+                head.weight.zero_()
+                if n == 1:  # a decision with one choice (e.g. a patch axis group too short to shrink)
+                    head.bias.zero_()
+                    continue
+                bias = torch.full((n,), math.log((1 - p) / (n - 1)))
+                bias[k] = math.log(p)
+                head.bias.copy_(bias)
 
     def _propose(self) -> tuple[np.ndarray, dict[str, Any]]:
         with torch.no_grad():

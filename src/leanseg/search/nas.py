@@ -85,6 +85,7 @@ def search_architecture(
     derive_samples: int = 10,
     momentum: float | None = 0.9,
     final_iterations: int = 0,
+    start_prob: float | None = 0.7,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
     final_progress: Callable[[int, int], None] | None = None,
 ) -> NasResult:
@@ -101,7 +102,13 @@ def search_architecture(
     shared weights as they are, with ``cfg.train``'s optimiser, momentum and schedule (the base trainer's
     recipe): the paper trains children for 3 epochs per episode, ours for a few dozen steps each, and this
     phase gives the one that is kept more training. It is not a retraining from scratch; 0 keeps the shared weights
-    as they are. Its result is not in ``search.pt``: a resumed search repeats it."""
+    as they are. Its result is not in ``search.pt``: a resumed search repeats it.
+
+    ``start_prob`` (ENAS only; ``None``: a near-uniform start) centres the controller's initial policy on the
+    first child, each decision choosing as it does with this probability. Started uniform, the controller left
+    its entropy at 24 of 27 nats after 320 children on hippocampus, and its chosen child (dilation 2-3 in 11 of
+    12 stage 2-4 convolutions, two second convolutions dropped) stayed 1.15 Dice points under the base U-Net,
+    while the first child trained alone from scratch matched the base U-Net; random search stays uniform."""
     import psutil
     from monai.losses import DiceCELoss
 
@@ -135,7 +142,10 @@ def search_architecture(
         return memory_needed(space, arch, num_params, batch) <= limit
 
     start = first_child(space, fits)
-    ctrl = make_controller(controller, space, seed=seed, start=space.unit(start))
+    if controller != "enas":
+        start_prob = None
+    options = {"start_prob": start_prob} if start_prob is not None else {}
+    ctrl = make_controller(controller, space, seed=seed, start=space.unit(start), **options)
     ctrl.accept = fits
     final_cfg = cfg
     if momentum is not None:
@@ -149,6 +159,7 @@ def search_architecture(
         "child_iterations": child_iterations,
         "seed": seed,
         "momentum": cfg.train.momentum,
+        "start_prob": start_prob,
         "space": space.to_dict(),
         "limit_bytes": int(limit),
     }
