@@ -17,6 +17,8 @@ figure the search is judged by.
     python benchmarks/architecture_search/run.py --searches random --skip-baseline --threads 1 &
     python benchmarks/architecture_search/run.py --searches --threads 1              # the base U-Net
     python benchmarks/architecture_search/run.py --searches --reuse-baseline         # or one trained at least as long
+    python benchmarks/architecture_search/run.py --searches --baseline-from architecture_search \
+        --baseline-rate R --rate-note "..."                                          # or one in another results file
 
 Each call merges its part into the results file when the search settings agree.
 
@@ -56,6 +58,18 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-rate", type=float, default=4487 / 15, help="base U-Net iterations per minute, idle, 2 threads")
+    ap.add_argument("--rate-note", default="4487 in 15 min, AMD EPYC, hippocampus_baseline.md", help="where --baseline-rate was measured")
+    ap.add_argument(
+        "--baseline-from",
+        help="results stem whose base U-Net to keep when it trained at least ENAS minutes x --baseline-rate iterations "
+        "(its Dice is then a stricter reference; its machine and commit are recorded)",
+    )
+    ap.add_argument(
+        "--start-prob",
+        type=float,
+        default=0.7,
+        help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)",
+    )
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
     ap.add_argument("--name", default="architecture_search", help="results file stem in benchmarks/results")
     args = ap.parse_args()
@@ -136,6 +150,7 @@ def main() -> None:
             seed=args.seed,
             momentum=MOMENTUM,
             final_iterations=args.final_iterations,
+            start_prob=args.start_prob or None,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )
         save(
@@ -145,10 +160,13 @@ def main() -> None:
                 "minutes": (time.time() - t0 + sum(r["seconds"] for r in before)) / 60,
                 "resumed_after_children": len(before),
                 "final_minutes": res.final_seconds / 60,
+                "start_prob": (args.start_prob or None) if name == "enas" else None,
                 "threads": args.threads,
                 "commit": machine_info(args.threads)["leanseg_commit"],
                 "episodes": episode_stats(res.history),
+                "cpu": machine_info(args.threads)["cpu"],
                 "chosen": arch_to_json(res.arch),
+                "first_child": res.history[0]["arch"],
                 "chosen_val_dice": res.val_dice,
                 "chosen_val_dice_shared_weights": res.val_dice_shared_weights,
                 "best_child_reward": max(r["reward"] for r in res.history),
@@ -160,11 +178,28 @@ def main() -> None:
         iterations = round(minutes * args.baseline_rate)
         done = work / "base_unet" / "summary.json"
         earlier = json.loads(done.read_text()) if args.reuse_baseline and done.is_file() else None
-        if earlier and earlier["iterations"] >= iterations:
+        other = json.loads((RESULTS / f"{args.baseline_from}.json").read_text()) if args.baseline_from else None
+        if other is not None:
+            b = other["base_unet"]
+            if b["iterations"] < iterations:
+                raise SystemExit(
+                    f"{args.baseline_from}.json's base U-Net trained {b['iterations']} iterations, fewer than the {iterations} "
+                    "the ENAS minutes allow; train one (drop --baseline-from)."
+                )
+            base = {
+                **{k: b[k] for k in ("iterations", "wall_minutes", "threads", "val_dice")},
+                "minutes": b["iterations"] / args.baseline_rate,
+                "rate_per_minute": args.baseline_rate,
+                "rate_note": args.rate_note,
+                "reused": f"trained in benchmarks/results/{args.baseline_from}.json ({other['machine']['cpu']}, commit "
+                f"{other['machine']['leanseg_commit']}), at least the {iterations} iterations the ENAS minutes allow",
+            }
+        elif earlier and earlier["iterations"] >= iterations:
             base = {
                 "minutes": earlier["iterations"] / args.baseline_rate,
                 "iterations": earlier["iterations"],
                 "rate_per_minute": args.baseline_rate,
+                "rate_note": args.rate_note,
                 "wall_minutes": earlier["train_seconds"] / 60,
                 "threads": args.threads,
                 "val_dice": earlier["val_dice"],
@@ -183,6 +218,7 @@ def main() -> None:
                 "minutes": minutes,
                 "iterations": r.iterations,
                 "rate_per_minute": args.baseline_rate,
+                "rate_note": args.rate_note,
                 "wall_minutes": (time.time() - t0) / 60,
                 "threads": args.threads,
                 "val_dice": r.val["val_dice"],
@@ -214,14 +250,16 @@ def render(r: dict[str, Any]) -> str:
     for name, s in r["searches"].items():
         final = f"{s['chosen_val_dice']:.4f} ({s['final_minutes']:.1f} min)" if r.get("final_iterations") else ""
         shared = s.get("chosen_val_dice_shared_weights", s["chosen_val_dice"])
+        prior = f", start_prob {s['start_prob']}" if s.get("start_prob") else ""
         lines.append(
-            f"| {name} search{resumed(s)} | {s['minutes']:.1f} ({s.get('threads', 2)}) | {s['best_child_reward']:.4f} | {shared:.4f} | {final} |"
+            f"| {name} search ({s.get('cpu', m['cpu'])}{prior}){resumed(s)} | {s['minutes']:.1f} ({s.get('threads', 2)}) | {s['best_child_reward']:.4f} | {shared:.4f} | {final} |"
         )
     if "base_unet" in r:
         b = r["base_unet"]
         lines.append(
             f"| base residual U-Net, {b['iterations']} iterations = {b['minutes']:.1f} min at {b['rate_per_minute']:.0f} "
-            f"iterations/min (idle, 2 threads){' (' + b['reused'] + ')' if b.get('reused') else ''} | {b['wall_minutes']:.1f} "
+            f"iterations/min (idle, 2 threads{'; ' + b['rate_note'] if b.get('rate_note') else ''})"
+            f"{' (' + b['reused'] + ')' if b.get('reused') else ''} | {b['wall_minutes']:.1f} "
             f"({b['threads']}) | | | {b['val_dice']:.4f} |"
         )
     lines += [
@@ -234,6 +272,9 @@ def render(r: dict[str, Any]) -> str:
     ]
     for name, s in r["searches"].items():
         lines += ["", f"{name}: chosen architecture `{json.dumps(s['chosen'])}`"]
+        if "first_child" in s:
+            diff = {k: v for k, v in s["chosen"].items() if s["first_child"].get(k) != v}
+            lines += ["", f"{name}: where it differs from the first child (largest patch, every operation and skip): `{json.dumps(diff)}`"]
     lines += ["", f"![reward and entropy per episode]({r.get('name', 'architecture_search')}.png)", ""]
     return "\n".join(lines)
 
