@@ -17,8 +17,6 @@ figure the search is judged by.
     python benchmarks/architecture_search/run.py --searches random --skip-baseline --threads 1 &
     python benchmarks/architecture_search/run.py --searches --threads 1              # the base U-Net
     python benchmarks/architecture_search/run.py --searches --reuse-baseline         # or one trained at least as long
-    python benchmarks/architecture_search/run.py --searches --baseline-from architecture_search \
-        --baseline-rate R --rate-note "..."                                          # or one in another results file
 
 Each call merges its part into the results file when the search settings agree.
 
@@ -59,11 +57,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-rate", type=float, default=4487 / 15, help="base U-Net iterations per minute, idle, 2 threads")
     ap.add_argument("--rate-note", default="4487 in 15 min, AMD EPYC, hippocampus_baseline.md", help="where --baseline-rate was measured")
-    ap.add_argument(
-        "--baseline-from",
-        help="results stem whose base U-Net to keep when it trained at least ENAS minutes x --baseline-rate iterations "
-        "(its Dice is then a stricter reference; its machine and commit are recorded)",
-    )
     ap.add_argument(
         "--start-prob",
         type=float,
@@ -153,6 +146,7 @@ def main() -> None:
             start_prob=args.start_prob or None,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )
+        here = machine_info(args.threads)
         save(
             "searches",
             name,
@@ -162,9 +156,9 @@ def main() -> None:
                 "final_minutes": res.final_seconds / 60,
                 "start_prob": (args.start_prob or None) if name == "enas" else None,
                 "threads": args.threads,
-                "commit": machine_info(args.threads)["leanseg_commit"],
+                "commit": here["leanseg_commit"],
+                "cpu": here["cpu"],
                 "episodes": episode_stats(res.history),
-                "cpu": machine_info(args.threads)["cpu"],
                 "chosen": arch_to_json(res.arch),
                 "first_child": res.history[0]["arch"],
                 "chosen_val_dice": res.val_dice,
@@ -178,23 +172,7 @@ def main() -> None:
         iterations = round(minutes * args.baseline_rate)
         done = work / "base_unet" / "summary.json"
         earlier = json.loads(done.read_text()) if args.reuse_baseline and done.is_file() else None
-        other = json.loads((RESULTS / f"{args.baseline_from}.json").read_text()) if args.baseline_from else None
-        if other is not None:
-            b = other["base_unet"]
-            if b["iterations"] < iterations:
-                raise SystemExit(
-                    f"{args.baseline_from}.json's base U-Net trained {b['iterations']} iterations, fewer than the {iterations} "
-                    "the ENAS minutes allow; train one (drop --baseline-from)."
-                )
-            base = {
-                **{k: b[k] for k in ("iterations", "wall_minutes", "threads", "val_dice")},
-                "minutes": b["iterations"] / args.baseline_rate,
-                "rate_per_minute": args.baseline_rate,
-                "rate_note": args.rate_note,
-                "reused": f"trained in benchmarks/results/{args.baseline_from}.json ({other['machine']['cpu']}, commit "
-                f"{other['machine']['leanseg_commit']}), at least the {iterations} iterations the ENAS minutes allow",
-            }
-        elif earlier and earlier["iterations"] >= iterations:
+        if earlier and earlier["iterations"] >= iterations:
             base = {
                 "minutes": earlier["iterations"] / args.baseline_rate,
                 "iterations": earlier["iterations"],
