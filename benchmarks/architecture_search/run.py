@@ -143,7 +143,7 @@ def main() -> None:
             seed=args.seed,
             momentum=MOMENTUM,
             final_iterations=args.final_iterations,
-            start_prob=args.start_prob or None,
+            start_prob=args.start_prob,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )
         here = machine_info(args.threads)
@@ -154,7 +154,7 @@ def main() -> None:
                 "minutes": (time.time() - t0 + sum(r["seconds"] for r in before)) / 60,
                 "resumed_after_children": len(before),
                 "final_minutes": res.final_seconds / 60,
-                "start_prob": (args.start_prob or None) if name == "enas" else None,
+                "start_prob": args.start_prob if name == "enas" else None,
                 "threads": args.threads,
                 "commit": here["leanseg_commit"],
                 "cpu": here["cpu"],

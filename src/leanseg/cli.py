@@ -486,7 +486,7 @@ def search_architecture(
                 seed=seed,
                 momentum=momentum,
                 final_iterations=final_iterations,
-                start_prob=start_prob or None,
+                start_prob=start_prob,
                 progress=show,
                 final_progress=show_final,
             )

@@ -105,7 +105,11 @@ class EnasController(Controller):
         if start_prob is not None:
             if self.start is None:
                 raise ValueError("start_prob needs a start point to centre the policy on")
-            self.centre_on([min(int(u * n), n - 1) for u, n in zip(self.start, sizes)], start_prob)
+            self.centre_on(self.choices_of(self.start), start_prob)
+
+    def choices_of(self, unit: Any) -> list[int]:
+        """The choice index each unit-cube coordinate falls in (equal-width bins, as ``Decision.index``)."""
+        return [min(int(u * n), n - 1) for u, n in zip(unit, self.net.sizes)]
 
     def centre_on(self, choices: list[int], p: float) -> None:
         """Set every head so that, whatever the LSTM's state, ``choices[t]`` has probability ``p`` at step t."""
@@ -132,7 +136,7 @@ class EnasController(Controller):
     def _observe(self, candidate: Candidate, reward: float | None) -> None:
         if reward is None:
             return
-        choices = candidate.info.get("choices") or [min(int(u * n), n - 1) for u, n in zip(candidate.unit, self.net.sizes)]
+        choices = candidate.info.get("choices") or self.choices_of(candidate.unit)
         if self.baseline is None:
             self.baseline = reward
         advantage = reward - self.baseline

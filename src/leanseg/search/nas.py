@@ -104,7 +104,7 @@ def search_architecture(
     phase gives the one that is kept more training. It is not a retraining from scratch; 0 keeps the shared weights
     as they are. Its result is not in ``search.pt``: a resumed search repeats it.
 
-    ``start_prob`` (ENAS only; ``None``: a near-uniform start) centres the controller's initial policy on the
+    ``start_prob`` (ENAS only; ``None`` or 0: a near-uniform start) centres the controller's initial policy on the
     first child, each decision choosing as it does with this probability. Started uniform, the controller left
     its entropy at 24 of 27 nats after 320 children on hippocampus, and its chosen child (dilation 2-3 in 11 of
     12 stage 2-4 convolutions, two second convolutions dropped) stayed 1.15 Dice points under the base U-Net,
@@ -143,9 +143,9 @@ def search_architecture(
         return memory_needed(space, arch, num_params, batch) <= limit
 
     start = first_child(space, fits)
-    if controller != "enas":
+    if controller != "enas" or not start_prob:
         start_prob = None
-    options = {"start_prob": start_prob} if start_prob is not None else {}
+    options = {"start_prob": start_prob} if start_prob else {}
     ctrl = make_controller(controller, space, seed=seed, start=space.unit(start), **options)
     ctrl.accept = fits
     final_cfg = cfg
