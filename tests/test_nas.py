@@ -275,3 +275,7 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
     unpicked = {k for k in saved if k.startswith("enc1.") and not any(k.startswith(p) for p in picked)}
     assert unpicked and changed and not (changed & unpicked)
     assert any(k.startswith(tuple(picked)) for k in changed)
+    # --final-momentum replaces the config's momentum in the final phase only, and the run folder says so
+    other = search_architecture(phantoms, tmp_path / "a", final_iterations=1, final_momentum=0.5, **kw)
+    assert ExperimentConfig.load(other.run_dir / "config.yaml").train.momentum == 0.5
+    assert torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["meta"]["momentum"] == 0.9

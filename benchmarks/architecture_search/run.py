@@ -46,6 +46,12 @@ def main() -> None:
     ap.add_argument("--child-iterations", type=int, default=40)
     ap.add_argument("--val-cases", type=int, default=10)
     ap.add_argument("--final-iterations", type=int, default=3000, help="the chosen child's own training from the shared weights")
+    ap.add_argument(
+        "--final-momentum",
+        type=float,
+        default=None,
+        help=f"SGD momentum of the final training (default: the base trainer's); the search's own is {MOMENTUM}",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--searches", nargs="*", default=["enas", "random"], choices=["enas", "random"])
     ap.add_argument("--skip-baseline", action="store_true")
@@ -77,6 +83,7 @@ def main() -> None:
     cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml").with_overrides(
         {"train.budget_minutes": None, "train.num_threads": args.threads}
     )
+    final_momentum = cfg.train.momentum if args.final_momentum is None else args.final_momentum
     out: dict[str, Any] = {
         "benchmark": "architecture_search",
         "name": args.name,
@@ -91,7 +98,7 @@ def main() -> None:
         "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {MOMENTUM}, batch {cfg.train.batch_size}, bf16 autocast",
         "final_iterations": args.final_iterations,
         "final_training": f"the chosen child alone, from the shared weights: {args.final_iterations} iterations of the base "
-        f"trainer's recipe (SGD lr {cfg.train.lr}, momentum {cfg.train.momentum}, {cfg.train.schedule} schedule)",
+        f"trainer's schedule (SGD lr {cfg.train.lr}, momentum {final_momentum}, {cfg.train.schedule} schedule)",
         "searches": {},
     }
 
@@ -109,6 +116,7 @@ def main() -> None:
             "search_space",
             "shared_weights",
             "final_iterations",
+            "final_training",
         )
         same = all(last.get(k) == out[k] for k in keys)
         for k in ("searches", "base_unet"):
@@ -143,6 +151,7 @@ def main() -> None:
             seed=args.seed,
             momentum=MOMENTUM,
             final_iterations=args.final_iterations,
+            final_momentum=final_momentum,
             start_prob=args.start_prob,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )

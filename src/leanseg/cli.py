@@ -439,6 +439,10 @@ def search_architecture(
             help="Then train the chosen child alone from the shared weights, with the config's optimiser and schedule (0: as they are).",
         ),
     ] = 0,
+    final_momentum: Annotated[
+        Optional[float],
+        typer.Option("--final-momentum", help="SGD momentum of that final training (default: the config's)."),
+    ] = None,
     start_prob: Annotated[
         Optional[float],
         typer.Option(
@@ -486,6 +490,7 @@ def search_architecture(
                 seed=seed,
                 momentum=momentum,
                 final_iterations=final_iterations,
+                final_momentum=final_momentum,
                 start_prob=start_prob,
                 progress=show,
                 final_progress=show_final,

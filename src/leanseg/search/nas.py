@@ -85,6 +85,7 @@ def search_architecture(
     derive_samples: int = 10,
     momentum: float | None = 0.9,
     final_iterations: int = 0,
+    final_momentum: float | None = None,
     start_prob: float | None = 0.7,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
     final_progress: Callable[[int, int], None] | None = None,
@@ -102,7 +103,8 @@ def search_architecture(
     shared weights as they are, with ``cfg.train``'s optimiser, momentum and schedule (the base trainer's
     recipe): the paper trains children for 3 epochs per episode, ours for a few dozen steps each, and this
     phase gives the one that is kept more training. It is not a retraining from scratch; 0 keeps the shared weights
-    as they are. Its result is not in ``search.pt``: a resumed search repeats it.
+    as they are. Its result is not in ``search.pt``: a resumed search repeats it. ``final_momentum`` (``None``: the
+    config's) replaces SGD's momentum in that phase only.
 
     ``start_prob`` (ENAS only; ``None`` or 0: a near-uniform start) centres the controller's initial policy on the
     first child, each decision choosing as it does with this probability. Started uniform, the controller left
@@ -148,7 +150,7 @@ def search_architecture(
     options = {"start_prob": start_prob} if start_prob else {}
     ctrl = make_controller(controller, space, seed=seed, start=space.unit(start), **options)
     ctrl.accept = fits
-    final_cfg = cfg
+    final_cfg = cfg if final_momentum is None else cfg.with_overrides({"train.momentum": final_momentum})
     if momentum is not None:
         cfg = cfg.with_overrides({"train.momentum": momentum})
     opt = make_optimizer(net.parameters(), cfg)
