@@ -69,6 +69,7 @@ def main() -> None:
         default=0.7,
         help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)",
     )
+    ap.add_argument("--controller-lr", type=float, default=1e-3, help="ENAS: the controller's Adam learning rate (the paper: 0.001)")
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
     ap.add_argument("--name", default="architecture_search", help="results file stem in benchmarks/results")
     args = ap.parse_args()
@@ -153,6 +154,7 @@ def main() -> None:
             final_iterations=args.final_iterations,
             final_momentum=final_momentum,
             start_prob=args.start_prob,
+            controller_lr=args.controller_lr,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )
         here = machine_info(args.threads)
@@ -164,6 +166,7 @@ def main() -> None:
                 "resumed_after_children": len(before),
                 "final_minutes": res.final_seconds / 60,
                 "start_prob": args.start_prob if name == "enas" else None,
+                "controller_lr": args.controller_lr if name == "enas" else None,
                 "threads": args.threads,
                 "commit": here["leanseg_commit"],
                 "cpu": here["cpu"],
@@ -238,6 +241,7 @@ def render(r: dict[str, Any]) -> str:
         final = f"{s['chosen_val_dice']:.4f} ({s['final_minutes']:.1f} min)" if r.get("final_iterations") else ""
         shared = s.get("chosen_val_dice_shared_weights", s["chosen_val_dice"])
         prior = f", start_prob {s['start_prob']}" if s.get("start_prob") else ""
+        prior += f", controller lr {s['controller_lr']:g}" if s.get("controller_lr") else ""
         lines.append(
             f"| {name} search ({s.get('cpu', m['cpu'])}{prior}){resumed(s)} | {s['minutes']:.1f} ({s.get('threads', 2)}) | {s['best_child_reward']:.4f} | {shared:.4f} | {final} |"
         )

@@ -449,6 +449,9 @@ def search_architecture(
             "--start-prob", help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)."
         ),
     ] = 0.7,
+    controller_lr: Annotated[
+        float, typer.Option("--controller-lr", help="ENAS: the controller's Adam learning rate (the paper: 0.001).")
+    ] = 1e-3,
 ) -> None:
     """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`."""
 
@@ -492,6 +495,7 @@ def search_architecture(
                 final_iterations=final_iterations,
                 final_momentum=final_momentum,
                 start_prob=start_prob,
+                controller_lr=controller_lr,
                 progress=show,
                 final_progress=show_final,
             )
