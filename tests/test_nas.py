@@ -194,6 +194,20 @@ def test_start_prob_centres_the_initial_policy_on_the_first_child() -> None:
         EnasController(space, seed=0, start=space.unit(start), start_prob=0.3)  # not above 1/3 for the dilations
 
 
+def test_controller_lr_reaches_the_controller_and_belongs_to_the_search(phantoms, tiny_cfg, tmp_path) -> None:
+    from leanseg.errors import LeansegError
+    from leanseg.search.controllers import _from_b64
+    from leanseg.search.nas import search_architecture
+
+    kw = dict(base=tiny_cfg, episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
+    search_architecture(phantoms, tmp_path / "s", controller_lr=0.05, **kw)
+    st = torch.load(tmp_path / "s" / "search.pt", map_location="cpu", weights_only=True)
+    assert _from_b64(st["controller"]["opt"])["param_groups"][0]["lr"] == 0.05
+    # resuming with another rate would mix two searches in one file: refused, naming the file
+    with pytest.raises(LeansegError, match="search.pt belongs to another search"):
+        search_architecture(phantoms, tmp_path / "s", controller_lr=0.001, **kw)
+
+
 def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_predictable_child(phantoms, tiny_cfg, tmp_path) -> None:
     from leanseg.inference import Predictor
     from leanseg.models.nas_unet import SuperNet
