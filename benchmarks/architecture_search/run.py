@@ -69,7 +69,7 @@ def main() -> None:
         default=0.7,
         help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)",
     )
-    ap.add_argument("--controller-lr", type=float, default=1e-3, help="ENAS: the controller's Adam learning rate (the paper: 0.001)")
+    ap.add_argument("--controller-lr", type=float, default=0.01, help="ENAS: the controller's Adam learning rate (the paper: 0.001)")
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
     ap.add_argument("--name", default="architecture_search", help="results file stem in benchmarks/results")
     args = ap.parse_args()

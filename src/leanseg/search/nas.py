@@ -87,7 +87,7 @@ def search_architecture(
     final_iterations: int = 0,
     final_momentum: float | None = None,
     start_prob: float | None = 0.7,
-    controller_lr: float = 1e-3,
+    controller_lr: float = 0.01,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
     final_progress: Callable[[int, int], None] | None = None,
 ) -> NasResult:
@@ -114,9 +114,12 @@ def search_architecture(
     while a child close to the first (leaky ReLU, no long skips) trained alone from scratch matched the base U-Net;
     random search stays uniform.
 
-    ``controller_lr`` (ENAS only) is the controller's Adam learning rate; the paper's 0.001 moves a logit by at
-    most about 0.001 per child, so over the 200 children of a CPU search the policy can barely change (entropy
-    22.2 -> 21.0 nats on hippocampus)."""
+    ``controller_lr`` (ENAS only) is the controller's Adam learning rate, 10x the paper's 0.001 by default: one
+    update per child moves a logit by at most about the rate, so over the 200 children of a CPU search the paper's
+    rate barely changes the policy (hippocampus, 10 episodes: entropy 22.2 -> 21.0 nats, chosen child 0.76-0.81 as
+    the shared weights hold it), while 0.01 brought the entropy to 11.0 nats, the mean child Dice of the last episode
+    from 0.81 to 0.86 and the chosen child to 0.850 as the shared weights hold it (one seed each).
+    """
     import psutil
     from monai.losses import DiceCELoss
 
