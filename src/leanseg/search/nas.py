@@ -153,13 +153,10 @@ def search_architecture(
         return memory_needed(space, arch, num_params, batch) <= limit
 
     start = first_child(space, fits)
-    if controller != "enas" or not start_prob:
-        start_prob = None
-    if controller != "enas":
-        controller_lr = None  # type: ignore[assignment]
-    options: dict[str, Any] = {"start_prob": start_prob} if start_prob else {}
-    if controller_lr is not None:
-        options["lr"] = controller_lr
+    enas = controller == "enas"  # the start and the learning rate are the ENAS controller's; random search has neither
+    start_prob = start_prob if enas and start_prob else None
+    ctrl_lr = controller_lr if enas else None
+    options = {k: v for k, v in {"start_prob": start_prob, "lr": ctrl_lr}.items() if v is not None}
     ctrl = make_controller(controller, space, seed=seed, start=space.unit(start), **options)
     ctrl.accept = fits
     final_cfg = cfg if final_momentum is None else cfg.with_overrides({"train.momentum": final_momentum})
@@ -175,7 +172,7 @@ def search_architecture(
         "seed": seed,
         "momentum": cfg.train.momentum,
         "start_prob": start_prob,
-        "controller_lr": controller_lr,
+        "controller_lr": ctrl_lr,
         "space": space.to_dict(),
         "limit_bytes": int(limit),
     }
