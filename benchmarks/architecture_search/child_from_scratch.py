@@ -11,7 +11,9 @@ the trainer's validation Dice on the first 20 held-out cases, as in that benchma
 
     python benchmarks/architecture_search/child_from_scratch.py            # alone, 2 threads
 
-Writes benchmarks/results/architecture_child_from_scratch.{json,md}.
+    python benchmarks/architecture_search/child_from_scratch.py --arch chosen.json --label "..." --name NAME
+
+Writes benchmarks/results/architecture_child_from_scratch.{json,md} (or NAME.{json,md}).
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
     ap.add_argument("--arch", help="JSON file with the child's decisions (default: the space's residual U-Net)")
     ap.add_argument("--iterations", type=int, default=None, help="default: the base U-Net's count in benchmarks/hippocampus_baseline")
+    ap.add_argument("--val-cases", type=int, default=20, help="held-out cases the trainer scores (0: all 42)")
+    ap.add_argument("--base-unet", action="store_true", help="train the base residual U-Net (resunet) instead of a child")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--label", help="what --arch is, for the table (e.g. 'ENAS chosen child, architecture_search_controller_lr')")
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_child")
+    ap.add_argument("--name", default="architecture_child_from_scratch", help="results file stem in benchmarks/results")
     args = ap.parse_args()
 
     from leanseg.bench import machine_info, write_results
@@ -61,14 +67,14 @@ def main() -> None:
     plan = prepare_data(Path(args.data), cfg).plan
     space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 4, cfg.model.base_features)
     arch = arch_to_json(json.loads(Path(args.arch).read_text()) if args.arch else residual_unet_of_the_space(space))
+    model = {} if args.base_unet else {"model.name": "nas_unet", "model.extra": {"arch": arch, "space": space.to_dict()}}
     cfg = cfg.with_overrides(
         {
-            "model.name": "nas_unet",
-            "model.extra": {"arch": arch, "space": space.to_dict()},
+            **model,
             "train.budget_minutes": None,
             "train.iterations": iterations,
             "train.val_every": 10**6,
-            "train.val_max_cases": 20,
+            "train.val_max_cases": args.val_cases or None,
             "train.num_threads": args.threads,
         }
     )
@@ -79,12 +85,14 @@ def main() -> None:
         "benchmark": "architecture_child_from_scratch",
         "machine": machine_info(args.threads),
         "data": f"Task04_Hippocampus, 208 cases; fold 0 of a {cfg.data.num_folds}-fold split (split seed {cfg.data.split_seed}) "
-        "held out; trainer validation on its first 20 cases (preprocessed grid)",
+        f"held out; trainer validation on {'its first ' + str(args.val_cases) if args.val_cases else 'all its'} cases (preprocessed grid)",
         "seed": cfg.train.seed,
         "recipe": f"configs/hippocampus_baseline.yaml ({t.optimizer.upper()} lr {t.lr}, momentum {t.momentum}, {t.schedule}, "
         f"batch {t.batch_size}, bf16 {t.bf16})",
-        "arch": arch,
+        "arch": None if args.base_unet else arch,
         "default_arch": not args.arch,
+        "label": args.label or label(args),
+        "val_cases": json.loads((r.run_dir / "summary.json").read_text())["val_cases"],
         "iterations": r.iterations,
         "train_minutes": r.seconds / 60,
         "wall_minutes": (time.time() - t0) / 60,
@@ -92,14 +100,27 @@ def main() -> None:
         "val_dice_per_class": {k: v for k, v in r.val.items() if k != "val_dice"},
         "base_unet": {"iterations": base["iterations"], "train_minutes": base["train_seconds"] / 60, "val_dice": base["val_dice"]},
     }
-    write_results(RESULTS / "architecture_child_from_scratch.json", out, render(out))
+    write_results(RESULTS / f"{args.name}.json", out, render(out))
     print(render(out))
+
+
+def label(args: argparse.Namespace) -> str:
+    if args.base_unet:
+        return "base residual U-Net (resunet)"
+    return f"the child in {Path(args.arch).name}" if args.arch else "the space's residual U-Net"
 
 
 def render(r: dict[str, Any]) -> str:
     m = r["machine"]
-    which = "the space's residual U-Net" if r["default_arch"] else "a given child"
+    which = r.get("label", "the space's residual U-Net" if r["default_arch"] else "a given child")
+    n = r.get("val_cases", 20)
     b = r["base_unet"]
+    rows = [f"| {which} | {r['iterations']} | {r['train_minutes']:.1f} | **{r['val_dice']:.4f}** |"]
+    if n == 20:  # the base U-Net's row in benchmarks/hippocampus_baseline is scored on the same 20 cases
+        rows.append(
+            f"| base residual U-Net (resunet, benchmarks/hippocampus_baseline, its machine) | {b['iterations']} | "
+            f"{b['train_minutes']:.1f} | {b['val_dice']:.4f} |"
+        )
     return "\n".join(
         [
             "# A child of the architecture space trained alone from scratch",
@@ -108,13 +129,11 @@ def render(r: dict[str, Any]) -> str:
             f"{m['date']}.",
             f"Data: {r['data']}. Recipe: {r['recipe']}; seed {r['seed']}.",
             "",
-            "| model | iterations | training minutes | trainer's validation Dice (20 cases) |",
+            f"| model | iterations | training minutes | trainer's validation Dice ({n} cases) |",
             "|---|---|---|---|",
-            f"| {which} (nas_unet) | {r['iterations']} | {r['train_minutes']:.1f} | **{r['val_dice']:.4f}** |",
-            f"| base residual U-Net (resunet, benchmarks/hippocampus_baseline, its machine) | {b['iterations']} | "
-            f"{b['train_minutes']:.1f} | {b['val_dice']:.4f} |",
+            *rows,
             "",
-            f"Architecture: `{json.dumps(r['arch'])}`",
+            f"Architecture: `{json.dumps(r['arch'])}`" if r["arch"] else "",
             "",
         ]
     )

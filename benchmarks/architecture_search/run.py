@@ -82,8 +82,8 @@ def main() -> None:
 
     work = Path(args.work)
     cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml").with_overrides(
-        {"train.budget_minutes": None, "train.num_threads": args.threads}
-    )
+        {"train.budget_minutes": None, "train.num_threads": args.threads, "train.seed": args.seed}
+    )  # --seed seeds the base U-Net's training as well as the searches
     final_momentum = cfg.train.momentum if args.final_momentum is None else args.final_momentum
     out: dict[str, Any] = {
         "benchmark": "architecture_search",
