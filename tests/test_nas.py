@@ -293,3 +293,24 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
     other = search_architecture(phantoms, tmp_path / "a", final_iterations=1, final_momentum=0.5, **kw)
     assert ExperimentConfig.load(other.run_dir / "config.yaml").train.momentum == 0.5
     assert torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["meta"]["momentum"] == 0.9
+    # --final-schedule continue: the same start and batches at a lower learning rate end elsewhere
+    cont = search_architecture(phantoms, tmp_path / "a", final_iterations=3, final_schedule="continue", **kw)
+    cont_weights = Predictor.from_run(cont.run_dir).model.state_dict()
+    assert cont.arch == tuned.arch and any(not torch.equal(final[k], cont_weights[k]) for k in changed)
+
+
+def test_the_final_schedule_restarts_or_continues_the_decay_and_an_unknown_one_is_refused_before_the_search(
+    phantoms, tiny_cfg, tmp_path
+) -> None:
+    from leanseg.errors import LeansegError
+    from leanseg.search.nas import final_lr, search_architecture
+    from leanseg.train import lr_at
+
+    restart, cont = final_lr(0.01, "poly", "restart", 8000, 3000), final_lr(0.01, "poly", "continue", 8000, 3000)
+    assert restart(0) == pytest.approx(0.01) and cont(0) == pytest.approx(0.01 * (3000 / 11000) ** 0.9)
+    # continuing is the one poly decay over 11000 iterations, read from step 8000 on
+    assert all(cont(i) == pytest.approx(lr_at(0.01, "poly", (8000 + i) / 11000)) for i in (0, 1000, 2999))
+    assert restart(2999) < 1e-4 and cont(2999) < restart(2999)
+    with pytest.raises(LeansegError, match="restart or continue"):
+        search_architecture(phantoms, tmp_path / "s", tiny_cfg, "random", episodes=1, children=1, final_schedule="warm")
+    assert not (tmp_path / "s" / "search.pt").exists()

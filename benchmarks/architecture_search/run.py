@@ -69,6 +69,12 @@ def main() -> None:
         default=0.7,
         help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)",
     )
+    ap.add_argument(
+        "--final-schedule",
+        default="restart",
+        choices=["restart", "continue"],
+        help="the final training's schedule: restarted over its own iterations, or continued from the search's",
+    )
     ap.add_argument("--controller-lr", type=float, default=0.01, help="ENAS: the controller's Adam learning rate (the paper: 0.001)")
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
     ap.add_argument("--name", default="architecture_search", help="results file stem in benchmarks/results")
@@ -99,7 +105,8 @@ def main() -> None:
         "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {MOMENTUM}, batch {cfg.train.batch_size}, bf16 autocast",
         "final_iterations": args.final_iterations,
         "final_training": f"the chosen child alone, from the shared weights: {args.final_iterations} iterations of the base "
-        f"trainer's schedule (SGD lr {cfg.train.lr}, momentum {final_momentum}, {cfg.train.schedule} schedule)",
+        f"trainer's schedule (SGD lr {cfg.train.lr}, momentum {final_momentum}, {cfg.train.schedule} schedule"
+        + (")" if args.final_schedule == "restart" else ", continued over the shared weights' iterations plus these)"),
         "searches": {},
     }
 
@@ -153,6 +160,7 @@ def main() -> None:
             momentum=MOMENTUM,
             final_iterations=args.final_iterations,
             final_momentum=final_momentum,
+            final_schedule=args.final_schedule,
             start_prob=args.start_prob,
             controller_lr=args.controller_lr,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),

@@ -443,6 +443,13 @@ def search_architecture(
         Optional[float],
         typer.Option("--final-momentum", help="SGD momentum of that final training (default: the config's)."),
     ] = None,
+    final_schedule: Annotated[
+        str,
+        typer.Option(
+            "--final-schedule",
+            help="restart: the config's schedule over the final iterations alone; continue: over the search's and the final's.",
+        ),
+    ] = "restart",
     start_prob: Annotated[
         Optional[float],
         typer.Option(
@@ -495,6 +502,7 @@ def search_architecture(
                 momentum=momentum,
                 final_iterations=final_iterations,
                 final_momentum=final_momentum,
+                final_schedule=final_schedule,
                 start_prob=start_prob,
                 controller_lr=controller_lr,
                 progress=show,

@@ -86,6 +86,7 @@ def search_architecture(
     momentum: float | None = 0.9,
     final_iterations: int = 0,
     final_momentum: float | None = None,
+    final_schedule: str = "restart",
     start_prob: float | None = 0.7,
     controller_lr: float = 0.01,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
@@ -105,7 +106,9 @@ def search_architecture(
     recipe): the paper trains children for 3 epochs per episode, ours for a few dozen steps each, and this
     phase gives the one that is kept more training. It is not a retraining from scratch; 0 keeps the shared weights
     as they are. Its result is not in ``search.pt``: a resumed search repeats it. ``final_momentum`` (``None``: the
-    config's) replaces SGD's momentum in that phase only.
+    config's) replaces SGD's momentum in that phase only. ``final_schedule`` "restart" runs the config's schedule
+    over the final iterations alone; "continue" counts the shared weights' iterations as its first part, as if
+    search and final training were one run (see ``final_lr``).
 
     ``start_prob`` (ENAS only; ``None`` or 0: a near-uniform start) centres the controller's initial policy on the
     first child, each decision choosing as it does with this probability. Started uniform, the controller left
@@ -126,7 +129,7 @@ def search_architecture(
     from leanseg.data.sampling import PatchDataset
     from leanseg.models.nas_unet import SuperNet
     from leanseg.search.controllers import make_controller
-    from leanseg.train import lr_at, make_optimizer, make_splits, prepare_data
+    from leanseg.train import make_optimizer, make_splits, prepare_data
 
     cfg = base or ExperimentConfig()
     out = Path(out_dir)
@@ -160,6 +163,9 @@ def search_architecture(
     ctrl = make_controller(controller, space, seed=seed, start=space.unit(start), **options)
     ctrl.accept = fits
     final_cfg = cfg if final_momentum is None else cfg.with_overrides({"train.momentum": final_momentum})
+    total = episodes * children
+    # built now, so that an unknown schedule is said before the search, not after it
+    lr_for = final_lr(final_cfg.train.lr, final_cfg.train.schedule, final_schedule, total * child_iterations, max(final_iterations, 1))
     if momentum is not None:
         cfg = cfg.with_overrides({"train.momentum": momentum})
     opt = make_optimizer(net.parameters(), cfg)
@@ -186,7 +192,6 @@ def search_architecture(
         history = st["history"]
     use_bf16 = cpu_has_fast_bf16() if cfg.train.bf16 is None else cfg.train.bf16  # as the base trainer
     loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
-    total = episodes * children
     while len(history) < total:
         episode, child = divmod(len(history), children)
         cand = ctrl.ask()
@@ -243,11 +248,9 @@ def search_architecture(
     if final_iterations > 0:
         t0 = time.perf_counter()
         final_opt = make_optimizer(net.parameters(), final_cfg)
-        t = final_cfg.train
         ds = PatchDataset(
             prep.cache_dir, split["train"], space.patch_size(chosen), cfg.augment, cfg.data.foreground_oversample, seed=seed + 7919 * total
         )
-        lr_for = lambda i: lr_at(t.lr, t.schedule, i / final_iterations)  # noqa: E731
         train_child(net, final_opt, chosen, ds, final_iterations, batch, loss_fn, use_bf16, lr_for, final_progress)
         final_seconds = time.perf_counter() - t0
         dice = validate_child(net, chosen, prep.cache_dir, full_ids, plan, cfg)
@@ -264,6 +267,19 @@ def search_architecture(
     }
     atomic_write_text(out / "final" / "summary.json", json.dumps(summary, indent=1))
     return NasResult(out, history, chosen, dice, run_dir, shared_dice, final_seconds)
+
+
+def final_lr(lr: float, schedule: str, how: str, shared_iterations: int, final_iterations: int) -> Callable[[int], float]:
+    """The final training's learning rate at its step ``i``: "restart" runs ``schedule`` from ``lr`` over the final
+    iterations alone; "continue" runs it over the shared weights' iterations plus the final ones, as if those had been
+    its first part, so it starts part-way down (poly, 8000 shared and 3000 final iterations: at 0.31 x ``lr``)."""
+    from leanseg.train import lr_at
+
+    if how == "restart":
+        return lambda i: lr_at(lr, schedule, i / final_iterations)
+    if how == "continue":
+        return lambda i: lr_at(lr, schedule, (shared_iterations + i) / (shared_iterations + final_iterations))
+    raise LeansegError(f"Unknown final schedule '{how}'; use restart or continue.")
 
 
 def train_child(
