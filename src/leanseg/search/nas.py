@@ -108,7 +108,8 @@ def search_architecture(
     as they are. Its result is not in ``search.pt``: a resumed search repeats it. ``final_momentum`` (``None``: the
     config's) replaces SGD's momentum in that phase only. ``final_schedule`` "restart" runs the config's schedule
     over the final iterations alone; "continue" counts the shared weights' iterations as its first part, as if
-    search and final training were one run (see ``final_lr``).
+    search and final training were one run (see ``final_lr``). On hippocampus neither mattered: from one search
+    state, 3000 iterations restarted 0.8672, continued 0.8669, 6000 restarted 0.8635 (one seed).
 
     ``start_prob`` (ENAS only; ``None`` or 0: a near-uniform start) centres the controller's initial policy on the
     first child, each decision choosing as it does with this probability. Started uniform, the controller left
