@@ -123,7 +123,7 @@ def render(r: dict[str, Any]) -> str:
         )
     return "\n".join(
         [
-            "# A child of the architecture space trained alone from scratch",
+            f"# {'A child of the architecture space' if r['arch'] else 'The base residual U-Net'} trained alone from scratch",
             "",
             f"Machine: {m['cpu']}, {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; commit {m['leanseg_commit']}; "
             f"{m['date']}.",
