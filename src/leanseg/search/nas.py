@@ -276,11 +276,11 @@ def final_lr(lr: float, schedule: str, how: str, shared_iterations: int, final_i
     its first part, so it starts part-way down (poly, 8000 shared and 3000 final iterations: at 0.31 x ``lr``)."""
     from leanseg.train import lr_at
 
-    if how == "restart":
-        return lambda i: lr_at(lr, schedule, i / final_iterations)
-    if how == "continue":
-        return lambda i: lr_at(lr, schedule, (shared_iterations + i) / (shared_iterations + final_iterations))
-    raise LeansegError(f"Unknown final schedule '{how}'; use restart or continue.")
+    before = {"restart": 0, "continue": shared_iterations}  # iterations the schedule counts as already done
+    if how not in before:
+        raise LeansegError(f"Unknown final schedule '{how}'; use {' or '.join(before)}.")
+    done = before[how]
+    return lambda i: lr_at(lr, schedule, (done + i) / (done + final_iterations))
 
 
 def train_child(
