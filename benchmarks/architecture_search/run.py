@@ -192,7 +192,8 @@ def main() -> None:
         iterations = round(minutes * args.baseline_rate)
         done = work / "base_unet" / "summary.json"
         earlier = json.loads(done.read_text()) if args.reuse_baseline and done.is_file() else None
-        if earlier and earlier["iterations"] >= iterations:
+        same_seed = earlier is not None and ExperimentConfig.load(done.parent / "config.yaml").train.seed == args.seed
+        if earlier and same_seed and earlier["iterations"] >= iterations:
             base = {
                 "minutes": earlier["iterations"] / args.baseline_rate,
                 "iterations": earlier["iterations"],
