@@ -13,6 +13,9 @@ the trainer's validation Dice on the first 20 held-out cases, as in that benchma
 
     python benchmarks/architecture_search/child_from_scratch.py --arch chosen.json --label "..." --name NAME
 
+``--init CHECKPOINT`` starts the child from given weights instead (e.g. a search's run folder written with
+``--final-iterations 0``, the shared weights): the search's final training, run by the base trainer.
+
 Writes benchmarks/results/architecture_child_from_scratch.{json,md} (or NAME.{json,md}).
 """
 
@@ -50,6 +53,11 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=None, help="default: the base U-Net's count in benchmarks/hippocampus_baseline")
     ap.add_argument("--val-cases", type=int, default=20, help="held-out cases the trainer scores (0: all 42)")
     ap.add_argument("--base-unet", action="store_true", help="train the base residual U-Net (resunet) instead of a child")
+    ap.add_argument(
+        "--init",
+        help="start from this checkpoint instead of from scratch (e.g. the chosen child's run folder a search wrote with "
+        "--final-iterations 0: its shared weights)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", help="what --arch is, for the table (e.g. 'ENAS chosen child, architecture_search_controller_lr')")
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_child")
@@ -76,6 +84,7 @@ def main() -> None:
             "train.val_every": 10**6,
             "train.val_max_cases": args.val_cases or None,
             "train.num_threads": args.threads,
+            "train.init_checkpoint": str(Path(args.init).resolve()) if args.init else None,
         }
     )
     t0 = time.time()
@@ -90,6 +99,7 @@ def main() -> None:
         "recipe": f"configs/hippocampus_baseline.yaml ({t.optimizer.upper()} lr {t.lr}, momentum {t.momentum}, {t.schedule}, "
         f"batch {t.batch_size}, bf16 {t.bf16})",
         "arch": None if args.base_unet else arch,
+        "init": args.init,
         "default_arch": not args.arch,
         "label": args.label or label(args),
         "val_cases": json.loads((r.run_dir / "summary.json").read_text())["val_cases"],
@@ -123,7 +133,8 @@ def render(r: dict[str, Any]) -> str:
         )
     return "\n".join(
         [
-            f"# {'A child of the architecture space' if r['arch'] else 'The base residual U-Net'} trained alone from scratch",
+            f"# {'A child of the architecture space' if r['arch'] else 'The base residual U-Net'} trained alone "
+            + (f"from `{r['init']}`" if r.get("init") else "from scratch"),
             "",
             f"Machine: {m['cpu']}, {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; commit {m['leanseg_commit']}; "
             f"{m['date']}.",
