@@ -1,7 +1,7 @@
 """How do a search's shared weights rank architectures? Each given child is scored as the search scores it
 (``validate_child``: the shared weights as they are, the held-out cases of fold 0), on the first
 ``--val-cases`` cases (the children's reward) and on all 42 (the chosen child's figure), next to how often the
-search sampled it. Set beside each child's Dice when trained alone from scratch
+search sampled it and how far (in decisions) its samples stayed from it. Set beside each child's Dice when trained alone from scratch
 (``child_from_scratch.py``), it says whether the reward ranks children as long training does.
 
     python benchmarks/architecture_search/score_shared.py --search /tmp/leanseg_bench/nas_clr/enas/search.pt \\
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--name", default="architecture_shared_scores", help="results file stem in benchmarks/results")
     args = ap.parse_args()
 
+    import numpy as np
     import torch
 
     from leanseg.bench import machine_info, write_results
@@ -56,6 +57,7 @@ def main() -> None:
     prep = prepare_data(Path(args.data), cfg)
     split = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)[0]
     built_in = {"space_resunet": residual_unet_of_the_space(space), "first_child": space.largest()}
+    last = st["history"][-1]["episode"]
     rows = []
     for spec in args.arch:
         name, _, file = spec.partition("=")
@@ -64,6 +66,10 @@ def main() -> None:
             {
                 "name": name,
                 "sampled": sum(space.normalise(h["arch"]) == arch for h in st["history"]),
+                "nearest_sampled": min(decisions_apart(space.normalise(h["arch"]), arch) for h in st["history"]),
+                "apart_last_episode": float(
+                    np.mean([decisions_apart(space.normalise(h["arch"]), arch) for h in st["history"] if h["episode"] == last])
+                ),
                 "reward_dice": validate_child(net, arch, prep.cache_dir, split["val"][: args.val_cases], prep.plan, cfg),
                 "dice_all": validate_child(net, arch, prep.cache_dir, split["val"], prep.plan, cfg),
                 "arch": arch_to_json(arch),
@@ -83,6 +89,10 @@ def main() -> None:
     print(render(out))
 
 
+def decisions_apart(a: dict[str, Any], b: dict[str, Any]) -> int:
+    return sum(a[k] != b[k] for k in a)
+
+
 def render(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [
@@ -91,9 +101,14 @@ def render(r: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['threads']} threads; torch {m['torch']}; commit {m['leanseg_commit']}; {m['date']}.",
         f"Search: `{r['search']}` ({r['children']} children, seed {r['search_meta']['seed']}). Data: {r['data']}.",
         "",
-        f"| child | times sampled | Dice, first {r['val_cases']} cases (the reward) | Dice, all held-out cases |",
-        "|---|---|---|---|",
-        *[f"| {x['name']} | {x['sampled']} | {x['reward_dice']:.4f} | {x['dice_all']:.4f} |" for x in r["rows"]],
+        f"| child | times sampled | nearest sampled child (decisions apart) | mean apart, last episode "
+        f"| Dice, first {r['val_cases']} cases (the reward) | Dice, all held-out cases |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {x['name']} | {x['sampled']} | {x['nearest_sampled']} | {x['apart_last_episode']:.1f} | {x['reward_dice']:.4f} "
+            f"| {x['dice_all']:.4f} |"
+            for x in r["rows"]
+        ],
         "",
         *[f"- {x['name']}: `{json.dumps(x['arch'])}`" for x in r["rows"]],
         "",
