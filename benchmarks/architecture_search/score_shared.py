@@ -57,7 +57,8 @@ def main() -> None:
     prep = prepare_data(Path(args.data), cfg)
     split = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)[0]
     built_in = {"space_resunet": residual_unet_of_the_space(space), "first_child": space.largest()}
-    last = st["history"][-1]["episode"]
+    sampled = [space.normalise(h["arch"]) for h in st["history"]]
+    last_episode = [a for a, h in zip(sampled, st["history"]) if h["episode"] == st["history"][-1]["episode"]]
     rows = []
     for spec in args.arch:
         name, _, file = spec.partition("=")
@@ -65,11 +66,9 @@ def main() -> None:
         rows.append(
             {
                 "name": name,
-                "sampled": sum(space.normalise(h["arch"]) == arch for h in st["history"]),
-                "nearest_sampled": min(decisions_apart(space.normalise(h["arch"]), arch) for h in st["history"]),
-                "apart_last_episode": float(
-                    np.mean([decisions_apart(space.normalise(h["arch"]), arch) for h in st["history"] if h["episode"] == last])
-                ),
+                "sampled": sum(a == arch for a in sampled),
+                "nearest_sampled": min(decisions_apart(a, arch) for a in sampled),
+                "apart_last_episode": float(np.mean([decisions_apart(a, arch) for a in last_episode])),
                 "reward_dice": validate_child(net, arch, prep.cache_dir, split["val"][: args.val_cases], prep.plan, cfg),
                 "dice_all": validate_child(net, arch, prep.cache_dir, split["val"], prep.plan, cfg),
                 "arch": arch_to_json(arch),
