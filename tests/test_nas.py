@@ -8,7 +8,7 @@ import torch
 
 from leanseg.config import ExperimentConfig
 from leanseg.models.nas_unet import SuperNet, estimate_activation_bytes
-from leanseg.search.architecture import architecture_space
+from leanseg.search.architecture import ArchitectureSpace, architecture_space
 
 # odd median shapes: isotropic, and thick slices (two axis groups)
 SPACES = [((35, 51, 37), (1.0, 1.0, 1.0)), ((61, 77, 19), (0.8, 0.8, 3.0))]
@@ -314,3 +314,49 @@ def test_the_final_schedule_restarts_or_continues_the_decay_and_an_unknown_one_i
     with pytest.raises(LeansegError, match="restart or continue"):
         search_architecture(phantoms, tmp_path / "s", tiny_cfg, "random", episodes=1, children=1, final_schedule="warm")
     assert not (tmp_path / "s" / "search.pt").exists()
+
+
+def test_warmup_children_train_the_shared_weights_without_teaching_the_controller(phantoms, tiny_cfg, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+    from leanseg.errors import LeansegError
+    from leanseg.search.controllers import _from_b64, make_controller
+    from leanseg.search.nas import search_architecture
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_warmup(row, done, total):
+        if done == 3:
+            raise Kill
+
+    kw = dict(base=tiny_cfg, episodes=1, children=2, child_iterations=1, val_cases=1, seed=0, warmup_children=3)
+    with pytest.raises(Kill):
+        search_architecture(phantoms, tmp_path / "s", progress=kill_after_warmup, **kw)
+    st = torch.load(tmp_path / "s" / "search.pt", map_location="cpu", weights_only=True)
+    assert [r["episode"] for r in st["history"]] == [-1, -1, -1] and st["meta"]["warmup_children"] == 3
+    space = ArchitectureSpace.from_dict(st["meta"]["space"])
+    first = space.normalise(st["history"][0]["arch"])
+    assert first == space.largest()  # the warm-up starts from the paper's first child, then draws uniformly
+    assert any(space.normalise(r["arch"]) != first for r in st["history"][1:])
+    # three children trained the shared weights, and the controller is as it was built: no update, no history
+    fresh = make_controller("enas", space, seed=0, start=space.unit(first), start_prob=0.7, lr=0.01)
+    ctrl = st["controller"]
+    assert ctrl["next_id"] == 0 and ctrl["history"] == [] and ctrl["baseline"] is None
+    assert all(torch.equal(v, fresh.net.state_dict()[k]) for k, v in _from_b64(ctrl["net"]).items())
+
+    # the command resumes it with the same settings: only the controller's two children run, as episode 0
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    args = ["search", "architecture", "-d", str(phantoms), "-o", str(tmp_path / "s"), "--episodes", "1", "--children", "2"]
+    args += ["--child-iterations", "1", "--val-cases", "1", "--config", str(tmp_path / "tiny.yaml"), "--warmup-children", "3"]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "warm-up" in res.output and res.output.count("episode 0 child") == 2 and "episode -1 child" not in res.output
+    st = torch.load(tmp_path / "s" / "search.pt", map_location="cpu", weights_only=True)
+    assert [r["episode"] for r in st["history"]] == [-1, -1, -1, 0, 0]
+    assert st["controller"]["next_id"] == 2 and st["controller"]["baseline"] is not None
+    assert space.normalise(st["history"][3]["arch"]) == first  # the controller's own first child is the start, as without warm-up
+    # another warm-up length is another search
+    with pytest.raises(LeansegError, match="belongs to another search"):
+        search_architecture(phantoms, tmp_path / "s", **{**kw, "warmup_children": 2})

@@ -76,6 +76,12 @@ def main() -> None:
         help="the final training's schedule: restarted over its own iterations, or continued from the search's",
     )
     ap.add_argument("--controller-lr", type=float, default=0.01, help="ENAS: the controller's Adam learning rate (the paper: 0.001)")
+    ap.add_argument(
+        "--warmup-children",
+        type=int,
+        default=0,
+        help="ENAS: uniformly drawn children that train the shared weights before the first episode, not told to the controller",
+    )
     ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
     ap.add_argument("--name", default="architecture_search", help="results file stem in benchmarks/results")
     args = ap.parse_args()
@@ -163,6 +169,7 @@ def main() -> None:
             final_schedule=args.final_schedule,
             start_prob=args.start_prob,
             controller_lr=args.controller_lr,
+            warmup_children=args.warmup_children,
             progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )
         here = machine_info(args.threads)
@@ -175,6 +182,7 @@ def main() -> None:
                 "final_minutes": res.final_seconds / 60,
                 "start_prob": args.start_prob if name == "enas" else None,
                 "controller_lr": args.controller_lr if name == "enas" else None,
+                "warmup_children": args.warmup_children if name == "enas" else 0,
                 "threads": args.threads,
                 "commit": here["leanseg_commit"],
                 "cpu": here["cpu"],
@@ -251,6 +259,7 @@ def render(r: dict[str, Any]) -> str:
         shared = s.get("chosen_val_dice_shared_weights", s["chosen_val_dice"])
         prior = f", start_prob {s['start_prob']}" if s.get("start_prob") else ""
         prior += f", controller lr {s['controller_lr']:g}" if s.get("controller_lr") else ""
+        prior += f", {s['warmup_children']} uniform warm-up children first" if s.get("warmup_children") else ""
         lines.append(
             f"| {name} search ({s.get('cpu', m['cpu'])}{prior}){resumed(s)} | {s['minutes']:.1f} ({s.get('threads', 2)}) | {s['best_child_reward']:.4f} | {shared:.4f} | {final} |"
         )
@@ -296,7 +305,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
             a.axhline(s["chosen_val_dice"], color=f"C{i}", ls="-.", label=f"{name}: chosen child after final training (42 cases)")
     if "base_unet" in r:
         a.axhline(r["base_unet"]["val_dice"], color="k", ls=":", label="base U-Net, same time (42 cases)")
-    a.set(xlabel="episode", ylabel="validation Dice")
+    a.set(xlabel="episode (0: the uniform warm-up, if any)", ylabel="validation Dice")
     b.set(xlabel="episode", ylabel="entropy (nats)")
     for ax in (a, b):
         ax.grid(alpha=0.3)

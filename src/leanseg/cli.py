@@ -460,6 +460,13 @@ def search_architecture(
         float,
         typer.Option("--controller-lr", help="ENAS: the controller's Adam learning rate (the paper: 0.001; too slow for ~200 children)."),
     ] = 0.01,
+    warmup_children: Annotated[
+        int,
+        typer.Option(
+            "--warmup-children",
+            help="ENAS: first train the shared weights on this many uniformly drawn children, not told to the controller.",
+        ),
+    ] = 0,
 ) -> None:
     """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`."""
 
@@ -471,7 +478,7 @@ def search_architecture(
         from leanseg.search.nas import search_architecture as run
 
         cfg = _load_config(config, list(set_), None)
-        total = episodes * children
+        total = (warmup_children if controller == "enas" else 0) + episodes * children
         with Progress(
             TextColumn(f"[bold]architecture search ({controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         ) as bar:
@@ -505,6 +512,7 @@ def search_architecture(
                 final_schedule=final_schedule,
                 start_prob=start_prob,
                 controller_lr=controller_lr,
+                warmup_children=warmup_children,
                 progress=show,
                 final_progress=show_final,
             )
@@ -512,7 +520,12 @@ def search_architecture(
         for col in ("episode", "mean child Dice", "best child Dice", "controller entropy"):
             t.add_column(col)
         for e in episode_stats(res.history):
-            t.add_row(str(e["episode"]), f"{e['mean_reward']:.4f}", f"{e['best_reward']:.4f}", f"{e['entropy']:.2f}")
+            t.add_row(
+                str(e["episode"]) if e["episode"] >= 0 else "warm-up",
+                f"{e['mean_reward']:.4f}",
+                f"{e['best_reward']:.4f}",
+                f"{e['entropy']:.2f}",
+            )
         _console().print(t)
         how = (
             f"shared weights as they are {res.val_dice_shared_weights:.4f}, after {final_iterations} iterations of its own"
