@@ -1,5 +1,5 @@
 """How do a search's shared weights rank architectures? Each given child is scored as the search scores it
-(``validate_child``: the shared weights as they are, the held-out cases of fold 0), on the first
+(``child_case_dice``: the shared weights as they are, the held-out cases of fold 0), on the first
 ``--val-cases`` cases (the children's reward) and on all 42 (the chosen child's figure), next to how often the
 search sampled it and how far (in decisions) its samples stayed from it. Set beside each child's Dice when trained alone from scratch
 (``child_from_scratch.py``), it says whether the reward ranks children as long training does.
@@ -41,7 +41,7 @@ def main() -> None:
     from leanseg.config import ExperimentConfig
     from leanseg.models.nas_unet import SuperNet
     from leanseg.search.architecture import ArchitectureSpace, arch_to_json
-    from leanseg.search.nas import validate_child
+    from leanseg.search.nas import child_case_dice, mean_dice
     from leanseg.train import make_splits, prepare_data
     from leanseg.utils import set_threads
 
@@ -56,21 +56,22 @@ def main() -> None:
     cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml")
     prep = prepare_data(Path(args.data), cfg)
     split = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)[0]
-    built_in = {"space_resunet": residual_unet_of_the_space(space), "first_child": space.largest()}
     sampled = [space.normalise(h["arch"]) for h in st["history"]]
+    built_in = {"space_resunet": residual_unet_of_the_space(space), "first_child": sampled[0]}
     last_episode = [a for a, h in zip(sampled, st["history"]) if h["episode"] == st["history"][-1]["episode"]]
     rows = []
     for spec in args.arch:
         name, _, file = spec.partition("=")
         arch = space.normalise(json.loads(Path(file).read_text()) if file else built_in[name])
+        per_case = child_case_dice(net, arch, prep.cache_dir, split["val"], prep.plan, cfg)  # the reward cases come first
         rows.append(
             {
                 "name": name,
                 "sampled": sum(a == arch for a in sampled),
                 "nearest_sampled": min(decisions_apart(a, arch) for a in sampled),
                 "apart_last_episode": float(np.mean([decisions_apart(a, arch) for a in last_episode])),
-                "reward_dice": validate_child(net, arch, prep.cache_dir, split["val"][: args.val_cases], prep.plan, cfg),
-                "dice_all": validate_child(net, arch, prep.cache_dir, split["val"], prep.plan, cfg),
+                "reward_dice": mean_dice(per_case[: args.val_cases]),
+                "dice_all": mean_dice(per_case),
                 "arch": arch_to_json(arch),
             }
         )

@@ -478,18 +478,17 @@ def search_architecture(
         from leanseg.search.nas import search_architecture as run
 
         cfg = _load_config(config, list(set_), None)
-        total = (warmup_children if controller == "enas" else 0) + episodes * children
         with Progress(
             TextColumn(f"[bold]architecture search ({controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         ) as bar:
-            task = bar.add_task("children", total=total)
+            task = bar.add_task("children", total=None)  # the search says how many (warm-up included) as it goes
             final_task = bar.add_task("final training of the chosen child", total=max(final_iterations, 1), visible=False)
 
             def show_final(done: int, n: int) -> None:
                 bar.update(final_task, completed=done, visible=True)
 
             def show(row: dict[str, Any], done: int, total: int) -> None:
-                bar.update(task, completed=done)
+                bar.update(task, completed=done, total=total)
                 bar.console.print(
                     f"episode {row['episode']} child {row['child']}: Dice {row['reward']:.4f}, patch {row['patch']}, "
                     f"entropy {row['entropy']:.2f}, {row['memory_estimate_mib']:.0f} MiB estimated"

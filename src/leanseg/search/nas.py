@@ -344,6 +344,18 @@ def validate_child(
     net: torch.nn.Module, arch: dict[str, Any], cache_dir: Path, case_ids: list[str], plan: Any, cfg: ExperimentConfig
 ) -> float:
     """Mean foreground Dice of a child (shared weights as they are) on preprocessed validation cases."""
+    return mean_dice(child_case_dice(net, arch, cache_dir, case_ids, plan, cfg))
+
+
+def mean_dice(case_dice: np.ndarray) -> float:
+    """The mean over foreground classes of each class's mean over cases (cases x classes in; NaN: class absent)."""
+    return float(np.nanmean(np.nanmean(case_dice, axis=0)))
+
+
+def child_case_dice(
+    net: torch.nn.Module, arch: dict[str, Any], cache_dir: Path, case_ids: list[str], plan: Any, cfg: ExperimentConfig
+) -> np.ndarray:
+    """Foreground Dice per case and class (cases x classes) of a child, shared weights as they are."""
     from leanseg.data.preprocess import CachedCase
     from leanseg.inference import label_map, predict_probabilities
     from leanseg.metrics import dice_per_class
@@ -364,7 +376,7 @@ def validate_child(
         )  # type: ignore[operator]
         scores.append(dice_per_class(label_map(probs).numpy(), np.asarray(case.label), classes))
     net.train()
-    return float(np.nanmean(np.nanmean(np.asarray(scores, dtype=float), axis=0)))
+    return np.asarray(scores, dtype=float)
 
 
 def save_child_run(
