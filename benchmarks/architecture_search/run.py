@@ -191,7 +191,8 @@ def main() -> None:
                 "first_child": res.history[0]["arch"],
                 "chosen_val_dice": res.val_dice,
                 "chosen_val_dice_shared_weights": res.val_dice_shared_weights,
-                "best_child_reward": max(r["reward"] for r in res.history),
+                # the controller's children: the warm-up's uniform draws (episode -1) are not what it found
+                "best_child_reward": max(r["reward"] for r in res.history if r["episode"] >= 0),
             },
         )
     merge()
