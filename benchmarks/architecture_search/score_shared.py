@@ -41,8 +41,8 @@ def main() -> None:
     from leanseg.config import ExperimentConfig
     from leanseg.models.nas_unet import SuperNet
     from leanseg.search.architecture import ArchitectureSpace, arch_to_json
-    from leanseg.search.nas import child_case_dice, mean_dice
-    from leanseg.train import make_splits, prepare_data
+    from leanseg.search.nas import child_case_dice
+    from leanseg.train import make_splits, mean_dice, prepare_data
     from leanseg.utils import set_threads
 
     sys.path.insert(0, str(Path(__file__).parent))

@@ -344,39 +344,27 @@ def validate_child(
     net: torch.nn.Module, arch: dict[str, Any], cache_dir: Path, case_ids: list[str], plan: Any, cfg: ExperimentConfig
 ) -> float:
     """Mean foreground Dice of a child (shared weights as they are) on preprocessed validation cases."""
+    from leanseg.train import mean_dice
+
     return mean_dice(child_case_dice(net, arch, cache_dir, case_ids, plan, cfg))
-
-
-def mean_dice(case_dice: np.ndarray) -> float:
-    """The mean over foreground classes of each class's mean over cases (cases x classes in; NaN: class absent)."""
-    return float(np.nanmean(np.nanmean(case_dice, axis=0)))
 
 
 def child_case_dice(
     net: torch.nn.Module, arch: dict[str, Any], cache_dir: Path, case_ids: list[str], plan: Any, cfg: ExperimentConfig
 ) -> np.ndarray:
     """Foreground Dice per case and class (cases x classes) of a child, shared weights as they are."""
-    from leanseg.data.preprocess import CachedCase
-    from leanseg.inference import label_map, predict_probabilities
-    from leanseg.metrics import dice_per_class
+    from leanseg.train import case_dice
 
-    classes = [k for k in plan.labels if k != 0]
     net.eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return net(x, arch)
 
-    scores = []
     space = net.space  # type: ignore[attr-defined]
-    for cid in case_ids:
-        case = CachedCase(cache_dir, cid)
-        probs = predict_probabilities(
-            run, torch.from_numpy(np.array(case.image)), space.patch_size(arch), net.total_stride(arch), cfg.inference
-        )  # type: ignore[operator]
-        scores.append(dice_per_class(label_map(probs).numpy(), np.asarray(case.label), classes))
+    scores = case_dice(run, cache_dir, case_ids, plan, space.patch_size(arch), net.total_stride(arch), cfg.inference)  # type: ignore[operator]
     net.train()
-    return np.asarray(scores, dtype=float)
+    return scores
 
 
 def save_child_run(
