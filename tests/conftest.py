@@ -57,7 +57,7 @@ def tiny_cfg():
 
 @pytest.fixture(scope="session")
 def trained_run(phantoms: Path, tiny_cfg, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from leanseg.train import train
+    from leanseg.training import train
 
     out = tmp_path_factory.mktemp("run")
     train(phantoms, out, tiny_cfg, show_progress=False)

@@ -240,7 +240,7 @@ def test_train_policy_sweep_and_predict_with_a_policy_from_the_command_line(phan
     from typer.testing import CliRunner
 
     from leanseg.cli import app
-    from leanseg.train import train
+    from leanseg.training import train
 
     cfg = tiny_cfg.with_overrides({"model.name": "deeplab3d_r18", "model.deep_supervision": False, "train.iterations": 4})
     run, other = tmp_path / "run", tmp_path / "other"
@@ -287,7 +287,7 @@ def test_predictor_reports_the_blocks_each_image_used(phantoms: Path, tiny_cfg, 
     from leanseg.config import InferenceConfig
     from leanseg.data.io import read_image
     from leanseg.inference import Predictor
-    from leanseg.train import train
+    from leanseg.training import train
 
     cfg = tiny_cfg.with_overrides({"model.name": "deeplab3d_r18", "model.deep_supervision": False, "train.iterations": 2})
     train(phantoms, tmp_path / "run", cfg, show_progress=False)

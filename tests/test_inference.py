@@ -100,7 +100,7 @@ def test_collect_inputs_groups_channels(tmp_path: Path) -> None:
 
 @pytest.mark.realdata
 def test_real_hippocampus_train_predict_keeps_geometry(tmp_path: Path, tiny_cfg) -> None:
-    from leanseg.train import train
+    from leanseg.training import train
     from tests.conftest import SHARED_DATA
 
     data = SHARED_DATA / "Task04_Hippocampus"

@@ -13,7 +13,7 @@ import torch
 from leanseg.checkpoint import load_pretrained
 from leanseg.errors import LeansegError
 from leanseg.models.lowres import LowResNet
-from leanseg.train import TrainResult
+from leanseg.training import TrainResult
 
 SMALL = {"low_features": (4, 8, 8, 8), "detail_features": (4, 4, 8, 8)}
 
@@ -125,7 +125,7 @@ def chest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _train_both_stages(data: Path, out: Path, overrides: dict, stage_two: dict | None = None) -> TrainResult:
     """Train stage one into ``out/one``, then stage two from it into ``out/two``; the second run's result."""
     from leanseg.config import ExperimentConfig
-    from leanseg.train import train
+    from leanseg.training import train
 
     cfg = ExperimentConfig().with_overrides(
         {"model.name": "lowres", "model.extra": {"stage": 1, **SMALL}, "train.num_workers": 0, **overrides}

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from leanseg.config import ExperimentConfig
+from leanseg.models.nas_space import ArchitectureSpace, architecture_space
+from leanseg.search.nas import read_search_state
 from leanseg.models.nas_unet import SuperNet, estimate_activation_bytes
-from leanseg.search.architecture import ArchitectureSpace, architecture_space
 
 # odd median shapes: isotropic, and thick slices (two axis groups)
 SPACES = [((35, 51, 37), (1.0, 1.0, 1.0)), ((61, 77, 19), (0.8, 0.8, 3.0))]
@@ -113,7 +114,7 @@ def test_memory_estimate_against_the_measured_activations(shape, spacing) -> Non
 
 
 def _enas(space, **kw):
-    from leanseg.search.enas import EnasController
+    from leanseg.search.controllers import EnasController
 
     ctrl = EnasController(space, seed=0, **kw)
     for p in ctrl.net.parameters():
@@ -167,7 +168,7 @@ def test_reinforce_makes_a_rewarded_architecture_more_likely_and_the_entropy_bon
 def test_start_prob_centres_the_initial_policy_on_the_first_child() -> None:
     import math
 
-    from leanseg.search.enas import EnasController
+    from leanseg.search.controllers import EnasController
 
     space = architecture_space(*SPACES[1], in_channels=1, num_classes=2)
     start = space.largest()
@@ -196,12 +197,12 @@ def test_start_prob_centres_the_initial_policy_on_the_first_child() -> None:
 
 def test_controller_lr_reaches_the_controller_and_belongs_to_the_search(phantoms, tiny_cfg, tmp_path) -> None:
     from leanseg.errors import LeansegError
-    from leanseg.search.controllers import _from_b64
+    from leanseg.search.controllers.base import tensors_from_b64 as _from_b64
     from leanseg.search.nas import search_architecture
 
     kw = dict(base=tiny_cfg, episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
     search_architecture(phantoms, tmp_path / "s", controller_lr=0.05, **kw)
-    st = torch.load(tmp_path / "s" / "search.pt", map_location="cpu", weights_only=True)
+    st = read_search_state(tmp_path / "s")
     assert _from_b64(st["controller"]["opt"])["param_groups"][0]["lr"] == 0.05
     # resuming with another rate would mix two searches in one file: refused, naming the file
     with pytest.raises(LeansegError, match="search.pt belongs to another search"):
@@ -209,10 +210,10 @@ def test_controller_lr_reaches_the_controller_and_belongs_to_the_search(phantoms
 
 
 def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_predictable_child(phantoms, tiny_cfg, tmp_path) -> None:
+    from leanseg.data.prepare import prepare_data
     from leanseg.inference import Predictor
     from leanseg.models.nas_unet import SuperNet
     from leanseg.search.nas import memory_needed, search_architecture
-    from leanseg.train import prepare_data
 
     plan = prepare_data(phantoms, tiny_cfg).plan
     space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 3, tiny_cfg.model.base_features)
@@ -271,7 +272,7 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
 
     kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
     plain = search_architecture(phantoms, tmp_path / "a", **kw)
-    saved = torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["supernet"]
+    saved = read_search_state(tmp_path / "a")["supernet"]
     steps: list[tuple[int, int]] = []
     tuned = search_architecture(phantoms, tmp_path / "a", final_iterations=3, final_progress=lambda *a: steps.append(a), **kw)
     assert steps == [(3, 3)]  # resumed: only the final phase ran, and it said so
@@ -280,7 +281,7 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
     # the run folder says how its weights were last trained: the config's momentum, not the search's 0.9
     assert tiny_cfg.train.momentum != 0.9
     assert ExperimentConfig.load(tuned.run_dir / "config.yaml").train.momentum == tiny_cfg.train.momentum
-    after = torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["supernet"]
+    after = read_search_state(tmp_path / "a")["supernet"]
     assert all(torch.equal(saved[k], after[k]) for k in saved)  # the search state is not touched
     final = Predictor.from_run(tuned.run_dir).model.state_dict()
     changed = {k for k in saved if not torch.equal(saved[k], final[k])}
@@ -292,7 +293,7 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
     # --final-momentum replaces the config's momentum in the final phase only, and the run folder says so
     other = search_architecture(phantoms, tmp_path / "a", final_iterations=1, final_momentum=0.5, **kw)
     assert ExperimentConfig.load(other.run_dir / "config.yaml").train.momentum == 0.5
-    assert torch.load(tmp_path / "a" / "search.pt", map_location="cpu", weights_only=True)["meta"]["momentum"] == 0.9
+    assert read_search_state(tmp_path / "a")["meta"]["momentum"] == 0.9
     # --final-schedule continue: the same start and batches at a lower learning rate end elsewhere
     cont = search_architecture(phantoms, tmp_path / "a", final_iterations=3, final_schedule="continue", **kw)
     cont_weights = Predictor.from_run(cont.run_dir).model.state_dict()
@@ -304,7 +305,7 @@ def test_the_final_schedule_restarts_or_continues_the_decay_and_an_unknown_one_i
 ) -> None:
     from leanseg.errors import LeansegError
     from leanseg.search.nas import final_lr, search_architecture
-    from leanseg.train import lr_at
+    from leanseg.training.schedule import lr_at
 
     restart, cont = final_lr(0.01, "poly", "restart", 8000, 3000), final_lr(0.01, "poly", "continue", 8000, 3000)
     assert restart(0) == pytest.approx(0.01) and cont(0) == pytest.approx(0.01 * (3000 / 11000) ** 0.9)
@@ -321,7 +322,8 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
 
     from leanseg.cli import app
     from leanseg.errors import LeansegError
-    from leanseg.search.controllers import _from_b64, make_controller
+    from leanseg.search.controllers import make_controller
+    from leanseg.search.controllers.base import tensors_from_b64 as _from_b64
     from leanseg.search.nas import search_architecture
 
     class Kill(Exception):
@@ -334,7 +336,7 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
     kw = dict(base=tiny_cfg, episodes=1, children=2, child_iterations=1, val_cases=1, seed=0, warmup_children=3)
     with pytest.raises(Kill):
         search_architecture(phantoms, tmp_path / "s", progress=kill_after_warmup, **kw)
-    st = torch.load(tmp_path / "s" / "search.pt", map_location="cpu", weights_only=True)
+    st = read_search_state(tmp_path / "s")
     assert [r["episode"] for r in st["history"]] == [-1, -1, -1] and st["meta"]["warmup_children"] == 3
     space = ArchitectureSpace.from_dict(st["meta"]["space"])
     first = space.normalise(st["history"][0]["arch"])
@@ -342,7 +344,7 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
     assert any(space.normalise(r["arch"]) != first for r in st["history"][1:])
     # three children trained the shared weights, and the controller is as it was built: no update, no history
     fresh = make_controller("enas", space, seed=0, start=space.unit(first), start_prob=0.7, lr=0.01)
-    ctrl = st["controller"]
+    ctrl = st["controller"]["inner"]  # the warm-up controller holds the ENAS controller and the uniform one
     assert ctrl["next_id"] == 0 and ctrl["history"] == [] and ctrl["baseline"] is None
     assert all(torch.equal(v, fresh.net.state_dict()[k]) for k, v in _from_b64(ctrl["net"]).items())
 
@@ -353,9 +355,9 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "warm-up" in res.output and res.output.count("episode 0 child") == 2 and "episode -1 child" not in res.output
-    st = torch.load(tmp_path / "s" / "search.pt", map_location="cpu", weights_only=True)
+    st = read_search_state(tmp_path / "s")
     assert [r["episode"] for r in st["history"]] == [-1, -1, -1, 0, 0]
-    assert st["controller"]["next_id"] == 2 and st["controller"]["baseline"] is not None
+    assert st["controller"]["inner"]["next_id"] == 2 and st["controller"]["inner"]["baseline"] is not None
     assert space.normalise(st["history"][3]["arch"]) == first  # the controller's own first child is the start, as without warm-up
     # another warm-up length is another search
     with pytest.raises(LeansegError, match="belongs to another search"):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from leanseg.config import DataConfig, ModelConfig
-from leanseg.data.fingerprint import MAX_PATCH_VOXELS, MIN_FEATURE_SIZE, Fingerprint, compute_fingerprint, plan_from_fingerprint
+from leanseg.data.fingerprint import Fingerprint, compute_fingerprint
+from leanseg.plan import MAX_PATCH_VOXELS, MIN_FEATURE_SIZE, plan_from_fingerprint
 from tests.conftest import SHARED_DATA
 
 

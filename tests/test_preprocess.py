@@ -7,9 +7,10 @@ import torch
 
 from leanseg.config import DataConfig, ExperimentConfig, ModelConfig
 from leanseg.data.datasets import load_dataset
-from leanseg.data.fingerprint import compute_fingerprint, plan_from_fingerprint
+from leanseg.data.fingerprint import compute_fingerprint
 from leanseg.data.io import Volume, read_image, read_label
 from leanseg.data.preprocess import CachedCase, Preprocessor, preprocess_dataset
+from leanseg.plan import plan_from_fingerprint
 from tests.conftest import SHARED_DATA
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from leanseg.config import AugmentConfig, ExperimentConfig
+from leanseg.data.prepare import prepare_data
 from leanseg.data.sampling import PatchDataset, crop_with_padding
-from leanseg.train import prepare_data
 
 NO_AUG = AugmentConfig(flip=0, rotate_scale=0, noise=0, smooth=0, sharpen=0, contrast=0, shift=0)
 

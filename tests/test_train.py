@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import leanseg.train as train_mod
+from leanseg.data.prepare import make_splits
 from leanseg.errors import LeansegError
-from leanseg.train import lr_at, make_splits, train
+from leanseg.training import Trainer, train
+from leanseg.training.schedule import lr_at
 
 
 def test_splits_are_deterministic_and_partition_the_cases() -> None:
@@ -55,22 +56,17 @@ def test_same_seed_same_weights_and_resume_matches(phantoms: Path, tiny_cfg, tra
         assert torch.equal(v, ref[k]), k
 
     # interrupt at iteration 6 (after the checkpoint at 4), then resume: same weights as straight through
-    calls = {"n": 0}
-    real = train_mod.lr_at
-
-    def interrupting(*a):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real(*a)
+    class Interrupted(Trainer):  # a Trainer hook stops the run at the start of iteration 7
+        def train_step(self, x, y):
+            if self.iteration == 6:
+                raise KeyboardInterrupt
+            return super().train_step(x, y)
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(train_mod, "lr_at", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        train(phantoms, resumed, tiny_cfg, show_progress=False)
+        train(phantoms, resumed, tiny_cfg, show_progress=False, trainer=Interrupted)
     assert not (resumed / "checkpoint_final.pt").exists()
     assert torch.load(resumed / "checkpoint_latest.pt", weights_only=True)["iteration"] == 4
-    monkeypatch.setattr(train_mod, "lr_at", real)
     train(phantoms, resumed, tiny_cfg, show_progress=False)
     for k, v in _weights(resumed).items():
         assert torch.allclose(v, ref[k], atol=1e-6), k

@@ -88,9 +88,9 @@ def main() -> None:
 
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
-    from leanseg.search.architecture import arch_to_json
+    from leanseg.models.nas_space import arch_to_json
     from leanseg.search.nas import episode_stats, search_architecture
-    from leanseg.train import train
+    from leanseg.training import train
 
     work = Path(args.work)
     cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml").with_overrides(

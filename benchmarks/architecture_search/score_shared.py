@@ -40,9 +40,10 @@ def main() -> None:
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
     from leanseg.models.nas_unet import SuperNet
-    from leanseg.search.architecture import ArchitectureSpace, arch_to_json
+    from leanseg.models.nas_space import ArchitectureSpace, arch_to_json
     from leanseg.search.nas import child_case_dice
-    from leanseg.train import make_splits, mean_dice, prepare_data
+    from leanseg.data.prepare import make_splits, prepare_data
+    from leanseg.training.validation import mean_dice
     from leanseg.utils import set_threads
 
     sys.path.insert(0, str(Path(__file__).parent))

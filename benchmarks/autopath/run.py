@@ -74,7 +74,7 @@ def main() -> None:
     from leanseg.dynamic.policy import load_policy
     from leanseg.dynamic.run import sweep_run, train_policy_for_run
     from leanseg.dynamic.strategies import drop_first, drop_last, drop_random
-    from leanseg.train import train
+    from leanseg.training import train
     from leanseg.utils import set_threads
 
     set_threads(args.threads)

@@ -29,7 +29,7 @@ CONFIG = ROOT / "configs" / "hippocampus_baseline.yaml"
 
 def train_job(data: str, run: str, overrides: dict, fold: int) -> dict:
     from leanseg.config import ExperimentConfig
-    from leanseg.train import train
+    from leanseg.training import train
 
     cfg = ExperimentConfig.load(CONFIG).with_overrides(overrides)
     r = train(data, run, cfg, fold=fold, show_progress=False)
@@ -72,7 +72,7 @@ def main() -> None:
     from leanseg.data.datasets import load_dataset
     from leanseg.export import export_onnx
     from leanseg.metrics import evaluate_folders
-    from leanseg.train import prepare_data
+    from leanseg.data.prepare import prepare_data
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def step_job(name: str, in_ch: int, out_ch: int, patch: tuple, steps: int, overr
 
 def train_job(data: str, run: str, name: str, minutes: float, fold: int, extra: dict) -> dict:
     from leanseg.config import ExperimentConfig
-    from leanseg.train import train
+    from leanseg.training import train
 
     overrides = {
         **COMMON,

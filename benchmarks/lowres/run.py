@@ -123,7 +123,8 @@ def main() -> None:
     from leanseg.data.datasets import load_dataset
     from leanseg.data.synthetic_chest import generate_chest_dataset
     from leanseg.objects import CaseObjects, object_metrics
-    from leanseg.train import make_splits, train
+    from leanseg.data.prepare import make_splits
+    from leanseg.training import train
 
     work = Path(args.work)
     data = work / "chest"

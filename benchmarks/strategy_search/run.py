@@ -49,7 +49,7 @@ def main() -> None:
     from leanseg.config import ExperimentConfig
     from leanseg.search.space import strategy_space
     from leanseg.search.strategy import search_strategy
-    from leanseg.train import train
+    from leanseg.training import train
 
     work = Path(args.work)
     space = strategy_space()

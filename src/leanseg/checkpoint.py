@@ -16,8 +16,8 @@ import torch
 
 from leanseg import __version__
 from leanseg.config import ExperimentConfig
-from leanseg.data.fingerprint import Plan
 from leanseg.errors import LeansegError
+from leanseg.plan import Plan
 from leanseg.utils import atomic_path
 
 FORMAT = "leanseg-checkpoint"
@@ -111,13 +111,11 @@ def load_pretrained(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) ->
 
 
 def find_checkpoint(run_dir: Path) -> Path:
+    """A checkpoint file as it is, or a run folder's final (else latest) checkpoint."""
+    from leanseg.runfolder import RunFolder
+
     run_dir = Path(run_dir)
-    if run_dir.is_file():
-        return run_dir
-    for name in ("checkpoint_final.pt", "checkpoint_latest.pt"):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise LeansegError(f"No checkpoint in {run_dir}; train a model there first (`leanseg train --out {run_dir}`).")
+    return run_dir if run_dir.is_file() else RunFolder(run_dir).checkpoint()
 
 
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Plan, ExperimentConfig]:

@@ -70,8 +70,8 @@ def fingerprint(
     def go() -> None:
         from rich.table import Table
 
-        from leanseg.data.fingerprint import plan_from_fingerprint
-        from leanseg.train import fingerprint_dataset
+        from leanseg.data.prepare import fingerprint_dataset
+        from leanseg.plan import plan_from_fingerprint
 
         cfg = _load_config(config, set_)
         ds, fp = fingerprint_dataset(data, progress=_progress("fingerprint"))
@@ -112,7 +112,7 @@ def train(
     """Train a model on a dataset folder; writes checkpoints, metrics.csv and a training curve."""
 
     def go() -> None:
-        from leanseg.train import train as run_train
+        from leanseg.training import train as run_train
 
         cfg = _load_config(config, set_, budget_minutes)
         r = run_train(data, out, cfg, fold=fold)
@@ -155,7 +155,7 @@ def predict(
             title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}, {p.cfg.num_threads} thread(s)"
         )
         blocks = policy is not None
-        n_blocks = getattr(p.model, "num_gated_blocks", 0)
+        n_blocks = p.model.num_gated_blocks
         # a two-stage model (LowRes) reports its stages and the share of the volume sent to stage two
         stages = bool(results) and "fraction" in results[0].timings
         stage_cols = ["to stage 2", "stage 1 s", "stage 2 s"] if stages else []
@@ -187,7 +187,7 @@ def predict(
 @app.command("train-policy")
 def train_policy(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run folder of a deeplab3d_r18/r50 model.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="The dataset folder the model was trained on.")],
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Dataset folder (default: the one the run was trained on).")] = None,
     tau: Annotated[Optional[float], typer.Option(help="Penalty of a wrong voxel (default autopath.tau): higher keeps more blocks.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Policy file (default RUN/policies/policy_tau<tau>.pt).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. autopath.steps=400 (repeatable).")] = [],  # noqa: B006
@@ -223,8 +223,8 @@ def train_policy(
 @app.command("drop-sweep")
 def drop_sweep(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run folder of a deeplab3d_r18/r50 model.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="The dataset folder the model was trained on.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for sweep.json and sweep.png.")],
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Dataset folder (default: the one the run was trained on).")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="DropRandomN draws per level (default autopath.random_repeats).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="eager | bf16 (default: bf16 where fast).")] = None,
 ) -> None:
@@ -283,45 +283,11 @@ def evaluate(
         if json_:
             sys.stdout.write(json.dumps(res["mean"], indent=1) + "\n")
         else:
-            _print_metrics(res)
+            from leanseg.cli_render import print_metrics
+
+            print_metrics(_console(), res)
 
     _run(go)
-
-
-def _print_metrics(res: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    labels = {int(k): v for k, v in res["labels"].items()}
-    classes = [k for k in labels if k != 0]
-    t = Table(title="evaluation")
-    t.add_column("case")
-    for k in classes:
-        t.add_column(f"Dice {labels[k]}")
-    for k in classes:
-        t.add_column(f"HD95 {labels[k]} (mm)")
-    objects = "object_recall" in res["mean"]
-    if objects:
-        for col in ("objects", "object recall", "object Dice", "false positives"):
-            t.add_column(col)
-    rows = res["cases"] if len(res["cases"]) <= 30 else []
-    for r in rows + [{"case": "[bold]mean", **res["mean"]}]:
-        obj = []
-        if objects:
-            fp = r.get("false_positives", r.get("fp_per_scan"))
-            obj = [
-                f"{r['objects']:.0f}",
-                f"{r['object_recall']:.3f}",
-                f"{r['object_dice']:.3f}",
-                f"{fp:.2f}" if isinstance(fp, float) else str(fp),
-            ]
-        t.add_row(str(r["case"]), *[f"{r[f'dice_{k}']:.4f}" for k in classes], *[f"{r[f'hd95_{k}']:.2f}" for k in classes], *obj)
-    _console().print(t)
-    if objects:
-        m = res["mean"]
-        _console().print(
-            f"all cases: object recall {m['object_recall']:.3f}, object Dice {m['object_dice']:.3f}, {m['fp_per_scan']:.2f} false positives "
-            f"per scan; FROC LUNA16 {m['froc_luna16']:.3f}, average recall over 0-5 FP/scan {m['froc_avg_recall_0_5']:.3f}"
-        )
 
 
 @app.command()
@@ -361,9 +327,11 @@ def demo(
 def search_strategy(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (an existing one resumes).")],
-    controller: Annotated[str, typer.Option(help="ppo | hill | hill-continuous | random | tpe.")] = "ppo",
-    trials: Annotated[int, typer.Option(help="Trials in all (failed ones count).")] = 8,
-    parallel: Annotated[int, typer.Option(help="Trials at once.")] = 1,
+    controller: Annotated[
+        Optional[str], typer.Option(help="ppo | hill | hill-continuous | random | tpe (default search.strategy.controller).")
+    ] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials in all, failed ones included (default search.strategy.trials).")] = None,
+    parallel: Annotated[Optional[int], typer.Option(help="Trials at once (default search.strategy.parallel).")] = None,
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="Run trials on this Ray cluster ('local': start one here).")
     ] = None,
@@ -374,7 +342,7 @@ def search_strategy(
     init_checkpoint: Annotated[
         Optional[Path], typer.Option("--init-checkpoint", help="Fine-tune every trial from this checkpoint.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Controller seed.")] = 0,
+    seed: Annotated[Optional[int], typer.Option(help="Controller seed (default search.strategy.seed).")] = None,
 ) -> None:
     """Search augmentation probabilities and learning rate; each trial's reward is its validation Dice."""
 
@@ -388,10 +356,13 @@ def search_strategy(
         if init_checkpoint is not None:
             overrides.append(f"train.init_checkpoint={init_checkpoint.resolve()}")
         cfg = _load_config(config, overrides, trial_minutes)
+        given = {"controller": controller, "trials": trials, "parallel": parallel, "seed": seed}
+        cfg = cfg.with_overrides({f"search.strategy.{k}": v for k, v in given.items() if v is not None})
+        st = cfg.search.strategy
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn(f"[bold]search ({controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
-            task = bar.add_task("trials", total=trials)
+        with Progress(TextColumn(f"[bold]search ({st.controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+            task = bar.add_task("trials", total=st.trials)
 
             def show(trial: dict[str, Any], ended: int, total: int) -> None:
                 bar.update(task, completed=ended)
@@ -400,10 +371,8 @@ def search_strategy(
                     f"trial {trial['candidate']['id']}: " + (f"Dice {r:.4f}" if r is not None else f"[red]failed[/] ({trial.get('error')})")
                 )
 
-            res = run(
-                data, out, controller, trials, parallel, ray_address, cfg, SearchSpace.load(space) if space else None, seed, progress=show
-            )
-        t = Table(title=f"best strategies ({controller}, {len(res.trials)} trials)")
+            res = run(data, out, ray_address=ray_address, base=cfg, space=SearchSpace.load(space) if space else None, progress=show)
+        t = Table(title=f"best strategies ({st.controller}, {len(res.trials)} trials)")
         keys = list(res.trials[0]["candidate"]["values"]) if res.trials else []
         for col in ("trial", "Dice", *keys):
             t.add_column(col)
@@ -419,122 +388,60 @@ def search_strategy(
 def search_architecture(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (an existing one resumes).")],
-    episodes: Annotated[int, typer.Option(help="Controller episodes.")] = 4,
-    children: Annotated[int, typer.Option(help="Children per episode (the paper: 20).")] = 20,
-    child_iterations: Annotated[int, typer.Option("--child-iterations", help="Training iterations of the shared weights per child.")] = 20,
-    controller: Annotated[str, typer.Option(help="enas (LSTM + REINFORCE) | random (the reference).")] = "enas",
-    val_cases: Annotated[int, typer.Option("--val-cases", help="Validation cases that score each child.")] = 10,
+    episodes: Annotated[Optional[int], typer.Option(help="Controller episodes.")] = None,
+    children: Annotated[Optional[int], typer.Option(help="Children per episode (the paper: 20).")] = None,
+    child_iterations: Annotated[Optional[int], typer.Option("--child-iterations", help="Steps of the shared weights per child.")] = None,
+    controller: Annotated[Optional[str], typer.Option(help="enas (LSTM + REINFORCE) | random (the reference).")] = None,
+    val_cases: Annotated[Optional[int], typer.Option("--val-cases", help="Validation cases that score each child.")] = None,
     memory_limit_gb: Annotated[
         Optional[float],
         typer.Option("--memory-limit-gb", help="Never sample a child whose estimate exceeds this (default: half the free memory)."),
     ] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Base experiment config (fold, batch size, learning rate...).")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override of the base config, e.g. train.lr=0.003.")] = [],  # noqa: B006
-    seed: Annotated[int, typer.Option(help="Controller and sampling seed.")] = 0,
-    momentum: Annotated[float, typer.Option(help="SGD momentum of the shared weights (0.99 collapsed them on hippocampus).")] = 0.9,
+    config: Annotated[
+        Optional[Path], typer.Option(help="Base experiment config (fold, batch size, learning rate, search.architecture...).")
+    ] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. train.lr=0.003 or search.architecture.derive_samples=5.")] = [],  # noqa: B006
+    seed: Annotated[Optional[int], typer.Option(help="Controller and sampling seed.")] = None,
+    momentum: Annotated[
+        Optional[float], typer.Option(help="SGD momentum of the shared weights (0.99 collapsed them on hippocampus).")
+    ] = None,
     final_iterations: Annotated[
-        int,
-        typer.Option(
-            "--final-iterations",
-            help="Then train the chosen child alone from the shared weights, with the config's optimiser and schedule (0: as they are).",
-        ),
-    ] = 0,
+        Optional[int],
+        typer.Option("--final-iterations", help="Then train the chosen child alone from the shared weights (0: as they are)."),
+    ] = None,
     final_momentum: Annotated[
-        Optional[float],
-        typer.Option("--final-momentum", help="SGD momentum of that final training (default: the config's)."),
+        Optional[float], typer.Option("--final-momentum", help="SGD momentum of that final training (default: the config's).")
     ] = None,
     final_schedule: Annotated[
-        str,
-        typer.Option(
-            "--final-schedule",
-            help="restart: the config's schedule over the final iterations alone; continue: over the search's and the final's.",
-        ),
-    ] = "restart",
+        Optional[str],
+        typer.Option("--final-schedule", help="restart: the schedule over the final iterations alone; continue: over search and final."),
+    ] = None,
     start_prob: Annotated[
         Optional[float],
-        typer.Option(
-            "--start-prob", help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)."
-        ),
-    ] = 0.7,
+        typer.Option("--start-prob", help="ENAS: the initial policy picks the first child's choices with this probability (0: uniform)."),
+    ] = None,
     controller_lr: Annotated[
-        float,
-        typer.Option("--controller-lr", help="ENAS: the controller's Adam learning rate (the paper: 0.001; too slow for ~200 children)."),
-    ] = 0.01,
+        Optional[float], typer.Option("--controller-lr", help="ENAS: the controller's Adam learning rate (the paper: 0.001).")
+    ] = None,
     warmup_children: Annotated[
-        int,
-        typer.Option(
-            "--warmup-children",
-            help="ENAS: first train the shared weights on this many uniformly drawn children, not told to the controller.",
-        ),
-    ] = 0,
+        Optional[int],
+        typer.Option("--warmup-children", help="ENAS: first train the shared weights on this many uniform children, not told to it."),
+    ] = None,
 ) -> None:
-    """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`."""
+    """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`.
+
+    Every option left out takes its value from the config's search.architecture section (one default each)."""
+    given = {k: v for k, v in dict(locals()).items() if k not in ("data", "out", "config", "set_") and v is not None}
 
     def go() -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        from rich.table import Table
-
-        from leanseg.search.nas import episode_stats
+        from leanseg.cli_render import architecture_search_tables, nas_progress
         from leanseg.search.nas import search_architecture as run
 
-        cfg = _load_config(config, list(set_), None)
-        with Progress(
-            TextColumn(f"[bold]architecture search ({controller})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-        ) as bar:
-            task = bar.add_task("children", total=None)  # the search says how many (warm-up included) as it goes
-            final_task = bar.add_task("final training of the chosen child", total=max(final_iterations, 1), visible=False)
-
-            def show_final(done: int, n: int) -> None:
-                bar.update(final_task, completed=done, visible=True)
-
-            def show(row: dict[str, Any], done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-                bar.console.print(
-                    f"episode {row['episode']} child {row['child']}: Dice {row['reward']:.4f}, patch {row['patch']}, "
-                    f"entropy {row['entropy']:.2f}, {row['memory_estimate_mib']:.0f} MiB estimated"
-                )
-
-            res = run(
-                data,
-                out,
-                cfg,
-                controller,
-                episodes,
-                children,
-                child_iterations,
-                val_cases,
-                memory_limit_gb,
-                seed=seed,
-                momentum=momentum,
-                final_iterations=final_iterations,
-                final_momentum=final_momentum,
-                final_schedule=final_schedule,
-                start_prob=start_prob,
-                controller_lr=controller_lr,
-                warmup_children=warmup_children,
-                progress=show,
-                final_progress=show_final,
-            )
-        t = Table(title=f"architecture search ({controller}): per episode")
-        for col in ("episode", "mean child Dice", "best child Dice", "controller entropy"):
-            t.add_column(col)
-        for e in episode_stats(res.history):
-            t.add_row(
-                str(e["episode"]) if e["episode"] >= 0 else "warm-up",
-                f"{e['mean_reward']:.4f}",
-                f"{e['best_reward']:.4f}",
-                f"{e['entropy']:.2f}",
-            )
-        _console().print(t)
-        how = (
-            f"shared weights as they are {res.val_dice_shared_weights:.4f}, after {final_iterations} iterations of its own"
-            if final_iterations
-            else "shared weights as they are, no retraining"
-        )
-        _console().print(
-            f"chosen child: Dice {res.val_dice:.4f} on the validation fold ({how}); run folder {res.run_dir} "
-            f"(leanseg predict -m {res.run_dir}); plot {out / 'search.png'}"
-        )
+        cfg = _load_config(config, list(set_)).with_overrides({f"search.architecture.{k}": v for k, v in given.items()})
+        a = cfg.search.architecture
+        with nas_progress(a.controller, a.final_iterations) as (show, show_final):
+            res = run(data, out, cfg, progress=show, final_progress=show_final)
+        architecture_search_tables(_console(), res, a.final_iterations, out)
 
     _run(go)
 

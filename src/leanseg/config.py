@@ -120,6 +120,46 @@ class AutoPathConfig:
 
 
 @dataclass(frozen=True)
+class StrategySearchConfig:
+    """``leanseg search strategy`` (Yang et al. 2019): each trial is a training run of the base config."""
+
+    controller: str = "ppo"  # ppo | hill | hill-continuous | random | tpe
+    trials: int = 8  # trials in all, failed ones included
+    parallel: int = 1  # trials at once
+    ray_address: str | None = None  # run trials on this Ray cluster ("local": start one here)
+    seed: int = 0
+    threads_per_trial: int | None = None  # None: the CPU count divided by ``parallel``
+
+
+@dataclass(frozen=True)
+class ArchitectureSearchConfig:
+    """``leanseg search architecture`` (Bae et al. 2019 after ENAS); see :func:`leanseg.search.nas.search_architecture`."""
+
+    controller: str = "enas"  # enas | random
+    episodes: int = 4
+    children: int = 20  # per episode (the paper: 20)
+    child_iterations: int = 20  # steps of the shared weights per child
+    val_cases: int | None = 10  # validation cases that score each child (None: all)
+    memory_limit_gb: float | None = None  # never sample a child whose estimate exceeds this (None: half the free memory)
+    num_stages: int = 4
+    seed: int = 0
+    derive_samples: int = 10  # ENAS derivation: samples scored beside the most probable architecture
+    momentum: float | None = 0.9  # SGD momentum of the shared weights (None: train.momentum; 0.99 collapsed them)
+    final_iterations: int = 0  # then train the chosen child alone from the shared weights (0: as they are)
+    final_momentum: float | None = None  # SGD momentum of that final training (None: train.momentum)
+    final_schedule: str = "restart"  # restart | continue (the decay counts the search's iterations first)
+    start_prob: float | None = 0.7  # ENAS: initial policy centred on the first child (None or 0: near uniform)
+    controller_lr: float = 0.01  # ENAS: the controller's Adam rate (the paper: 0.001)
+    warmup_children: int = 0  # ENAS: uniformly drawn children first, not told to the controller
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    strategy: StrategySearchConfig = field(default_factory=StrategySearchConfig)
+    architecture: ArchitectureSearchConfig = field(default_factory=ArchitectureSearchConfig)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -127,6 +167,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     autopath: AutoPathConfig = field(default_factory=AutoPathConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -45,14 +44,15 @@ def run_demo(out: Path, minutes: float = 3.0, num_cases: int = 24, seed: int = 0
     """Run the whole road on synthetic phantoms and return the evaluation means."""
     from rich.console import Console
 
-    from leanseg.cli import _print_metrics
+    from leanseg.cli_render import print_metrics
     from leanseg.config import ExperimentConfig
     from leanseg.data.datasets import load_dataset
     from leanseg.data.io import read_image, read_label
     from leanseg.data.synthetic import generate_phantom_dataset
     from leanseg.inference import Predictor
     from leanseg.metrics import evaluate_folders
-    from leanseg.train import train
+    from leanseg.runfolder import RunFolder
+    from leanseg.training import train
 
     console = console or Console()
     out = Path(out)
@@ -72,11 +72,9 @@ def run_demo(out: Path, minutes: float = 3.0, num_cases: int = 24, seed: int = 0
     )
     run = out / "run"
     result = train(data, run, cfg, fold=0)
-    console.print(
-        f"[bold]3/4[/] predicting the {result.val and len(json.loads((run / 'splits.json').read_text())[0]['val'])} validation cases"
-    )
+    val_ids = RunFolder(run).split()["val"]
+    console.print(f"[bold]3/4[/] predicting the {len(val_ids)} validation cases")
     ds = load_dataset(data)
-    val_ids = json.loads((run / "splits.json").read_text())[0]["val"]
     predictor = Predictor.from_run(run)
     preds = out / "predictions"
     results = predictor.predict_files([(c, list(ds.case(c).images)) for c in val_ids], preds)
@@ -88,7 +86,7 @@ def run_demo(out: Path, minutes: float = 3.0, num_cases: int = 24, seed: int = 0
             shutil.copyfile(ds.case(c).label, target)  # type: ignore[arg-type]
     console.print("[bold]4/4[/] evaluating")
     res = evaluate_folders(preds, refs, ds.labels, out)
-    _print_metrics(res)
+    print_metrics(console, res)
     first = ds.case(val_ids[0])
     overlay = save_overlay(
         read_image(list(first.images)).array[0],

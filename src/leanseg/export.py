@@ -15,7 +15,7 @@ def export_onnx(run_dir: Path | str, output: Path | str | None = None, opset: in
     """Trace the run's model with dynamic batch and spatial sizes and write ``model.onnx`` atomically."""
     run_dir = Path(run_dir)
     model, plan, _ = load_run_model(run_dir)
-    if getattr(model, "whole_volume", False):
+    if model.whole_volume:
         raise LeansegError(
             f"The model in {run_dir} ({type(model).__name__}) chooses its regions per image, which one traced ONNX graph "
             "cannot; predict it with --backend eager or bf16."

@@ -16,34 +16,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from leanseg.config import ExperimentConfig, InferenceConfig
-from leanseg.data.fingerprint import Plan
 from leanseg.data.io import NIFTI_ENDINGS, file_ending, read_image, write_label
 from leanseg.data.preprocess import Preprocessor
 from leanseg.errors import LeansegError
+from leanseg.nn.padding import pad_to_multiple
+from leanseg.plan import Plan
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 BACKENDS = ("eager", "bf16", "onnx")
-
-
-def pad_to_multiple(
-    x: torch.Tensor, divisor: tuple[int, int, int], minimum: tuple[int, int, int] | None = None
-) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Pad (B, C, D, H, W) symmetrically so each spatial size is a multiple of ``divisor`` (and >= ``minimum``).
-
-    Returns the padded tensor and the slices that crop the result back.
-    """
-    sizes = x.shape[-3:]
-    pads, crop = [], []
-    for s, d, m in zip(sizes, divisor, minimum or (0, 0, 0)):
-        target = max(int(np.ceil(s / d) * d), int(np.ceil(m / d) * d))
-        before = (target - s) // 2
-        pads.append((before, target - s - before))
-        crop.append(slice(before, before + s))
-    flat = [v for p in reversed(pads) for v in p]
-    return F.pad(x, flat), (slice(None), slice(None), *crop)
 
 
 def predict_probabilities(
@@ -170,13 +152,13 @@ class Predictor:
         self.plan = plan
         self.model = model
         self.policy = policy
-        self.divisor = tuple(getattr(model, "divisor", (1, 1, 1)))
+        self.divisor = tuple(model.divisor)
         self.preprocessor = Preprocessor(plan)
         if cfg.backend not in BACKENDS:
             raise LeansegError(f"Unknown back-end '{cfg.backend}'; choose one of {BACKENDS}.")
         if policy is not None and cfg.backend == "onnx":
             raise LeansegError("A policy chooses blocks per image, which the exported ONNX graph cannot skip; use --backend eager or bf16.")
-        if getattr(model, "whole_volume", False):
+        if model.whole_volume:
             # a two-stage model crops its own regions: sliding windows would only cut its view
             cfg = replace(cfg, mode="whole")
             if cfg.backend == "onnx":
@@ -263,7 +245,7 @@ class Predictor:
         probs = self.predict_preprocessed(x, keep)
         t2 = time.perf_counter()
         # two-stage models (LowRes) report their stages' times and the share of the volume sent to stage two
-        extra.update(getattr(self.model, "last_stats", {}))
+        extra.update(self.model.last_stats)
         probs = self.preprocessor.invert(probs, d["image"])
         t3 = time.perf_counter()
         if tuple(probs.shape[1:]) != tuple(image.shape):  # guard the geometry promise

@@ -1,4 +1,4 @@
-"""Dataset fingerprint and the plan it chooses, after nnU-Net (Isensee et al., Nature Methods 2021).
+"""Dataset fingerprint, after nnU-Net (Isensee et al., Nature Methods 2021); :mod:`leanseg.plan` turns it into a plan.
 
 The fingerprint holds per-case spacings and shapes, foreground intensity statistics per channel and
 class voxel fractions. The plan turns it into defaults that fit the data and a 2-core CPU: target
@@ -8,24 +8,15 @@ channel for MRI, a clipped Hounsfield window scaled to [0, 1] for CT).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from leanseg.config import DataConfig, ModelConfig
 from leanseg.data.datasets import Dataset
 from leanseg.data.io import read_image, read_label
 from leanseg.errors import LeansegError
-
-# A CPU-sized cap on training patches: 64^3 voxels trains at a few steps per second on 2 cores.
-MAX_PATCH_VOXELS = 64**3
-MIN_FEATURE_SIZE = 4  # coarsest feature map edge, in voxels
-MAX_STAGES = 5
-ANISOTROPY_RATIO = 3.0
 
 
 @dataclass
@@ -153,105 +144,3 @@ def check_label_matches(img: Any, lab: Any, label_path: Path | None, image_path:
             f"Label {label_path} has another affine (voxel-to-world geometry) than its image {image_path}; "
             "resample the label onto the image grid."
         )
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Defaults chosen from a fingerprint; every field can be overridden in the config."""
-
-    target_spacing: tuple[float, float, float]
-    patch_size: tuple[int, int, int]
-    strides: tuple[tuple[int, int, int], ...]
-    features: tuple[int, ...]
-    normalization: str  # zscore | ct | none
-    ct_window: tuple[float, float] | None
-    median_shape: tuple[int, int, int]
-    orientation: str
-    crop_foreground: bool
-    num_channels: int
-    num_classes: int
-    labels: dict[int, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["labels"] = {str(k): v for k, v in self.labels.items()}
-        return json.loads(json.dumps(d))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Plan:
-        d = dict(d)
-        d["target_spacing"] = tuple(d["target_spacing"])
-        d["patch_size"] = tuple(d["patch_size"])
-        d["strides"] = tuple(tuple(s) for s in d["strides"])
-        d["features"] = tuple(d["features"])
-        d["ct_window"] = tuple(d["ct_window"]) if d.get("ct_window") else None
-        d["median_shape"] = tuple(d["median_shape"])
-        d["labels"] = {int(k): v for k, v in d["labels"].items()}
-        return cls(**d)
-
-    def key(self) -> str:
-        """Hash of everything that changes the preprocessed arrays (used to name the cache)."""
-        keep = {k: self.to_dict()[k] for k in ("target_spacing", "normalization", "ct_window", "orientation", "crop_foreground")}
-        return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def plan_from_fingerprint(fp: Fingerprint, data: DataConfig, model: ModelConfig) -> Plan:
-    spacings = np.asarray(fp.spacings)
-    target = np.median(spacings, axis=0)
-    if data.target_spacing is not None:
-        target = np.asarray(data.target_spacing, dtype=float)
-    elif target.max() / target.min() > ANISOTROPY_RATIO and len(spacings) > 1:
-        # nnU-Net: for anisotropic data, take the 10th percentile along the coarse axis so that
-        # resampling does not blur the in-plane resolution into the coarse one.
-        ax = int(np.argmax(target))
-        target[ax] = max(np.percentile(spacings[:, ax], 10), target[np.arange(3) != ax].max())
-    shapes_mm = np.asarray(fp.shapes) * spacings
-    median_shape = np.round(np.median(shapes_mm / target[None], axis=0)).astype(int)
-
-    if data.patch_size is not None:
-        patch = np.asarray(data.patch_size, dtype=int)
-    else:
-        patch = median_shape.astype(float)
-        while np.prod(patch) > MAX_PATCH_VOXELS:  # shrink the longest side (in mm) first, like nnU-Net
-            ax = int(np.argmax(patch * target))
-            patch[ax] = max(patch[ax] * 0.9, MIN_FEATURE_SIZE)
-        patch = np.maximum(np.round(patch), MIN_FEATURE_SIZE).astype(int)
-
-    if model.strides is not None:
-        strides = [tuple(int(v) for v in s) for s in model.strides]
-    else:
-        strides = [(1, 1, 1)]
-        while len(strides) < MAX_STAGES:
-            # Pool an axis only while its coarsest feature map (patch rounded up) stays >= MIN_FEATURE_SIZE
-            # and its spacing is not much coarser than the finest one (keeps anisotropic z at stride 1 early on).
-            divisor = np.prod(np.asarray(strides), axis=0)
-            size, spacing = np.ceil(patch / divisor), target * divisor
-            s = tuple(2 if size[i] / 2 >= MIN_FEATURE_SIZE and spacing[i] <= 2 * spacing.min() else 1 for i in range(3))
-            if s == (1, 1, 1):
-                break
-            strides.append(s)  # type: ignore[arg-type]
-    if data.patch_size is None:
-        divisor = np.prod(np.asarray(strides), axis=0)
-        patch = (np.ceil(patch / divisor) * divisor).astype(int)
-    features = model.features or tuple(min(model.base_features * 2**i, model.max_features) for i in range(len(strides)))
-    if len(features) != len(strides):
-        raise LeansegError(f"model.features has {len(features)} entries but there are {len(strides)} stages; give one width per stage.")
-
-    norm = data.normalization
-    if norm == "auto":
-        norm = "ct" if fp.modality == "CT" else "zscore"
-    ct_window = (fp.intensity[0]["p00_5"], fp.intensity[0]["p99_5"]) if norm == "ct" else None
-    return Plan(
-        target_spacing=tuple(float(v) for v in target),  # type: ignore[arg-type]
-        patch_size=tuple(int(v) for v in patch),  # type: ignore[arg-type]
-        strides=tuple(strides),  # type: ignore[arg-type]
-        features=tuple(int(f) for f in features),
-        normalization=norm,
-        ct_window=ct_window,
-        median_shape=tuple(int(v) for v in median_shape),  # type: ignore[arg-type]
-        orientation=data.orientation,
-        crop_foreground=data.crop_foreground,
-        num_channels=fp.num_channels,
-        num_classes=max(fp.labels) + 1,
-        labels=dict(fp.labels),
-    )

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from leanseg.data.datasets import Case, Dataset
-from leanseg.data.fingerprint import Plan, check_label_matches
+from leanseg.data.fingerprint import check_label_matches
 from leanseg.data.io import Volume, read_image, read_label
 from leanseg.errors import LeansegError
+from leanseg.plan import Plan
 from leanseg.utils import atomic_path, atomic_write_text
 
 LOCATIONS_PER_CLASS = 10000

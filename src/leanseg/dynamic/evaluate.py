@@ -6,7 +6,6 @@ the trainer's validation), mean over foreground classes per case, then over case
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,25 +21,25 @@ from leanseg.metrics import dice_per_class
 Case = tuple[str, torch.Tensor, torch.Tensor]
 
 
-def load_split_cases(run_dir: Path, data_dir: Path, *splits: str) -> tuple[Any, Any, Any, dict[str, list[Case]]]:
+def load_split_cases(run_dir: Path, data_dir: Path | None, *splits: str) -> tuple[Any, Any, Any, dict[str, list[Case]]]:
     """The trained model of ``run_dir`` (built once) and the preprocessed cases of each of ``splits`` ('train', 'val').
 
-    Returns (model, plan, config, {split: [(case_id, image (C, D, H, W), label (D, H, W))]}).
+    ``data_dir`` ``None``: the dataset folder the run records. Returns (model, plan, config,
+    {split: [(case_id, image (C, D, H, W), label (D, H, W))]}).
     """
     from leanseg.checkpoint import load_run_model
+    from leanseg.data.prepare import prepare_data
     from leanseg.data.preprocess import CachedCase
-    from leanseg.train import prepare_data
+    from leanseg.runfolder import RunFolder
 
     model, plan, cfg = load_run_model(Path(run_dir))
-    if not hasattr(model, "num_gated_blocks"):
+    if not model.num_gated_blocks:
         raise LeansegError(
             f"The model in {run_dir} ('{cfg.model.name}') has no gated blocks; train a deeplab3d_r18 or deeplab3d_r50 model first."
         )
-    splits_path = Path(run_dir) / "splits.json"
-    if not splits_path.is_file():
-        raise LeansegError(f"{splits_path} is missing; pass the run folder written by `leanseg train`.")
-    fold = json.loads(splits_path.read_text())[cfg.data.fold]
-    prep = prepare_data(Path(data_dir), cfg)
+    run = RunFolder(run_dir)
+    fold = run.split(cfg.data.fold)
+    prep = prepare_data(run.data_dir(data_dir), cfg)
     out: dict[str, list[Case]] = {}
     for split in splits:
         out[split] = []

@@ -114,7 +114,7 @@ def load_policy(path: Path, model: nn.Module) -> tuple[PolicyNet, dict[str, Any]
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise LeansegError(f"{path} is not a leanseg policy; pass a file written by `leanseg train-policy`.")
     want = weights_fingerprint(model)
-    if ckpt["model_fingerprint"] != want or ckpt["num_blocks"] != getattr(model, "num_gated_blocks", None):
+    if ckpt["model_fingerprint"] != want or ckpt["num_blocks"] != model.num_gated_blocks:
         raise LeansegError(
             f"Policy {path} was trained for another segmentation model (fingerprint {ckpt['model_fingerprint']}, this one {want}); "
             "pass the run folder it was trained with, or train a policy for this model with `leanseg train-policy`."

@@ -99,7 +99,7 @@ def policy_loss(
 
 def segment(model: Any, image: torch.Tensor, keep: torch.Tensor, bf16: bool) -> torch.Tensor:
     """Labels (B, D, H, W) for one preprocessed image (C, D, H, W) run once per keep mask (B, N)."""
-    from leanseg.inference import pad_to_multiple
+    from leanseg.nn.padding import pad_to_multiple
 
     xp, crop = pad_to_multiple(image[None].float(), model.divisor)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -19,13 +19,14 @@ def _bf16(backend: str | None) -> bool:
 
 def train_policy_for_run(
     run_dir: Path,
-    data_dir: Path,
+    data_dir: Path | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     out: Path | None = None,
     backend: str | None = None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train an AutoPath policy for the frozen model of ``run_dir`` on its training split.
+    """Train an AutoPath policy for the frozen model of ``run_dir`` on its training split (``data_dir`` ``None``:
+    the dataset folder the run records).
 
     Settings come from the run's ``autopath`` config section with ``overrides`` (e.g.
     ``{"autopath.tau": 20}``). The policy is written to ``out`` (default
@@ -73,7 +74,7 @@ def train_policy_for_run(
 
 
 def sweep_run(
-    run_dir: Path, data_dir: Path, out_dir: Path, repeats: int | None = None, backend: str | None = None, progress: Any = None
+    run_dir: Path, data_dir: Path | None, out_dir: Path, repeats: int | None = None, backend: str | None = None, progress: Any = None
 ) -> dict[str, Any]:
     """Sweep the heuristic strategies over the run's validation split; writes sweep.json and sweep.png."""
     from leanseg.dynamic.evaluate import load_split_cases, plot_sweep, summarise_sweep, sweep_strategies

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanseg.config import ModelConfig
+from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ASPP, ConvNormAct
 from leanseg.registry import MODELS
 
@@ -108,7 +109,7 @@ class Bottleneck(GatedBlock):
         self.shortcut = _shortcut(in_ch, out, stride)
 
 
-class DeepLab3D(nn.Module):
+class DeepLab3D(SegmentationModel):
     """3D DeepLabV3+ with a gated ResNet-``depth`` backbone (18 or 50)."""
 
     def __init__(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from torch import nn
-
 from leanseg.config import ModelConfig
-from leanseg.data.fingerprint import Plan
+from leanseg.models.protocol import SegmentationModel
+from leanseg.plan import Plan
 from leanseg.registry import MODELS
 
 
-def build_model(cfg: ModelConfig, plan: Plan) -> nn.Module:
+def build_model(cfg: ModelConfig, plan: Plan) -> SegmentationModel:
     """Instantiate ``cfg.name`` for the plan's channels, classes, widths and strides."""
     import leanseg.models  # noqa: F401  (registers the families)
 
-    return MODELS.create(cfg.name, plan.num_channels, plan.num_classes, cfg, features=plan.features, strides=plan.strides)
+    model = MODELS.create(cfg.name, plan.num_channels, plan.num_classes, cfg, features=plan.features, strides=plan.strides)
+    if not isinstance(model, SegmentationModel):
+        raise TypeError(f"model '{cfg.name}' is a {type(model).__name__}, not a leanseg.models.protocol.SegmentationModel")
+    return model

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanseg.config import ModelConfig
+from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct
 from leanseg.nn.invertible import invertible_stage, squeeze3d, unsqueeze3d
 from leanseg.registry import MODELS
@@ -65,7 +66,7 @@ class VAEBranch(nn.Module):
         return self.out(g), mu, logvar
 
 
-class _InvertibleUNet(nn.Module):
+class _InvertibleUNet(SegmentationModel):
     """What both variants share: stem, invertible encoder and decoder stages, head, optional VAE."""
 
     def __init__(

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanseg.config import ModelConfig
+from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct, ResidualBlock
 from leanseg.registry import MODELS
 
@@ -137,7 +138,7 @@ class DetailNet(nn.Module):
         return self.head(x)
 
 
-class LowResNet(nn.Module):
+class LowResNet(SegmentationModel):
     """Both stages. ``stage`` says what is trained: 1 = the low-resolution network alone; 2 = the detailed
     network with stage one frozen (load stage one's weights with ``train.init_checkpoint``).
 
@@ -151,6 +152,7 @@ class LowResNet(nn.Module):
 
     FACTOR = 8  # stage one predicts at 1/8 resolution
     whole_volume = True  # the predictor runs it on whole volumes: it crops its own regions
+    has_own_loss = True  # one loss per stage (training_loss)
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """The weight-sharing U-Net (supernet) of resource-optimised NAS (Bae et al., MICCAI 2019, after ENAS).
 
 One :class:`SuperNet` holds every weight any child can use; a child is an architecture dict from
-:class:`~leanseg.search.architecture.ArchitectureSpace` and runs as ``supernet(x, arch)``, taking its
+:class:`~leanseg.models.nas_space.ArchitectureSpace` and runs as ``supernet(x, arch)``, taking its
 weights from the shared set, so training one child improves the weights every later child starts
 from and the final child needs no retraining. Each operation choice with weights has its own (a
 3x3x3 convolution per dilation rate, ENAS-style); pooling type and activation choices have none.
@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanseg.config import ModelConfig
+from leanseg.models.nas_space import ArchitectureSpace
+from leanseg.models.protocol import SegmentationModel
 from leanseg.registry import MODELS
-from leanseg.search.architecture import ArchitectureSpace
 
 DILATIONS = (1, 2, 3)
 
@@ -144,7 +145,7 @@ class SuperNet(nn.Module):
         return sum(used.values())
 
 
-class ChildNet(SuperNet):
+class ChildNet(SuperNet, SegmentationModel):
     """One chosen architecture with the supernet's weights: a plain model for the trainer and predictor."""
 
     def __init__(self, space: ArchitectureSpace, arch: dict[str, Any]) -> None:

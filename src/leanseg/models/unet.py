@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from leanseg.config import ModelConfig
+from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct, ResidualBlock
 from leanseg.registry import MODELS
 
 
-class ResidualUNet(nn.Module):
+class ResidualUNet(SegmentationModel):
     def __init__(
         self,
         in_channels: int,
@@ -115,7 +116,7 @@ def resunet(in_channels: int, out_channels: int, cfg: ModelConfig, features: Seq
     )
 
 
-class _DivisorUNet(nn.Module):
+class _DivisorUNet(SegmentationModel):
     """MONAI ``UNet`` with the ``divisor`` attribute the predictor uses to pad inputs."""
 
     def __init__(self, net: nn.Module, strides: Sequence[Sequence[int]]) -> None:

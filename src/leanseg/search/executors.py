@@ -2,6 +2,8 @@
 
 * :class:`LocalExecutor`: each trial in its own spawned process, at most ``parallel`` at once. A trial
   that raises, crashes or is killed (the kernel's out-of-memory killer) is reported as failed.
+* :class:`InProcessExecutor`: one trial at a time in this process, for trials that share state here (the
+  architecture search's supernet). A trial that raises stops the search, as a plain loop would.
 * :class:`RayExecutor`: the same on a Ray cluster (``ray.init(address=...)``; ``"local"`` starts one
   on this machine). Ray is an optional extra: ``pip install "leanseg[ray]"``.
 """
@@ -89,6 +91,30 @@ class LocalExecutor:
             p.terminate()
             p.join()
         self._running.clear()
+
+
+class InProcessExecutor:
+    """Trials run in this process, one at a time, when submitted; their exceptions propagate."""
+
+    parallel = 1
+
+    def __init__(self) -> None:
+        self._done: list[TrialOutcome] = []
+
+    def submit(self, trial_id: int, fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        result = fn(**kwargs)
+        self._done.append(TrialOutcome(trial_id, True, result, None, time.perf_counter() - t0))
+
+    def running(self) -> int:
+        return len(self._done)
+
+    def wait_any(self, poll_s: float = 0.0) -> list[TrialOutcome]:
+        done, self._done = self._done, []
+        return done
+
+    def shutdown(self) -> None:
+        self._done.clear()
 
 
 def _ray_call(fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any]) -> dict[str, Any]:

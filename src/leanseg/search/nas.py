@@ -34,8 +34,12 @@ import torch
 
 from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
-from leanseg.search.architecture import ArchitectureSpace, arch_to_json, architecture_space
-from leanseg.utils import atomic_path, atomic_write_text, cpu_has_fast_bf16, seed_everything, set_threads
+from leanseg.models.nas_space import ArchitectureSpace, arch_to_json, architecture_space
+from leanseg.runfolder import RunFolder
+from leanseg.search.controllers.base import Controller
+from leanseg.training.schedule import make_optimizer
+from leanseg.training.trainer import Trainer
+from leanseg.utils import atomic_path, atomic_write_text, seed_everything, set_threads
 
 PROCESS_OVERHEAD_BYTES = 600 * 2**20  # torch, MONAI and the data cache in a training process, measured ~0.5-0.6 GiB here
 
@@ -76,26 +80,14 @@ def search_architecture(
     data_dir: Path | str,
     out_dir: Path | str,
     base: ExperimentConfig | None = None,
-    controller: str = "enas",
-    episodes: int = 4,
-    children: int = 20,
-    child_iterations: int = 20,
-    val_cases: int | None = 10,
-    memory_limit_gb: float | None = None,
-    num_stages: int = 4,
-    seed: int = 0,
-    derive_samples: int = 10,
-    momentum: float | None = 0.9,
-    final_iterations: int = 0,
-    final_momentum: float | None = None,
-    final_schedule: str = "restart",
-    start_prob: float | None = 0.7,
-    controller_lr: float = 0.01,
-    warmup_children: int = 0,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
     final_progress: Callable[[int, int], None] | None = None,
+    **settings: Any,
 ) -> NasResult:
     """Search a U-Net's macro structure with shared weights; resumes from ``out_dir/search.pt``.
+
+    The settings are ``base.search.architecture`` (:class:`~leanseg.config.ArchitectureSearchConfig`), each
+    replaceable by a keyword of the same name (``episodes=10``); an unknown one is refused with the valid names.
 
     The shared weights train with ``cfg.train``'s optimiser, except that SGD's momentum is ``momentum``
     (``None``: the config's). The base trainer's 0.99 suits one fixed network, not a different child
@@ -137,168 +129,239 @@ def search_architecture(
     against the chosen child's 0.855 under the shared weights, and the chosen child at 0.8665 after 3000 iterations
     of its own (0.8672 without the warm-up; one seed).
     """
-    import psutil
-    from monai.losses import DiceCELoss
+    cfg = (base or ExperimentConfig()).with_overrides({f"search.architecture.{k}": v for k, v in settings.items()})
+    search = _Search(Path(data_dir), Path(out_dir), cfg)
+    search.run(progress)
+    return search.finish(final_progress)
 
-    from leanseg.data.sampling import PatchDataset
-    from leanseg.models.nas_unet import SuperNet
-    from leanseg.search.controllers import make_controller
-    from leanseg.train import make_optimizer, make_splits, prepare_data
 
-    if warmup_children < 0:
-        raise LeansegError(f"--warmup-children must be 0 or more; got {warmup_children}.")
-    cfg = base or ExperimentConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg.train.num_threads)
-    seed_everything(seed)
-    prep = prepare_data(Path(data_dir), cfg)
-    plan = prep.plan
-    split = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)[cfg.data.fold]
-    val_ids = split["val"][:val_cases] if val_cases else split["val"]
-    space = architecture_space(
-        plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, num_stages, cfg.model.base_features
-    )
-    net = SuperNet(space)
-    num_params = sum(p.numel() for p in net.parameters())
-    limit = (memory_limit_gb * 2**30) if memory_limit_gb else psutil.virtual_memory().available / 2
-    batch = cfg.train.batch_size
-    state_path = out / "search.pt"
-    st = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.is_file() else None
-    if st is not None and memory_limit_gb is None:
-        limit = st["meta"].get("limit_bytes", limit)  # the default limit, half the free memory, is the first run's
+class SupernetTrainer(Trainer):
+    """The base trainer's step on the shared weights of one child at a time (``arch``), with plain Dice + CE."""
 
-    def fits(arch: dict[str, Any]) -> bool:
-        return memory_needed(space, arch, num_params, batch) <= limit
+    arch: dict[str, Any]
 
-    start = first_child(space, fits)
-    enas = controller == "enas"  # the start and the learning rate are the ENAS controller's; random search has neither
-    start_prob = start_prob if enas and start_prob else None
-    ctrl_lr = controller_lr if enas else None
-    options = {k: v for k, v in {"start_prob": start_prob, "lr": ctrl_lr}.items() if v is not None}
-    ctrl = make_controller(controller, space, seed=seed, start=space.unit(start), **options)
-    ctrl.accept = fits
-    warmup = warmup_children if enas else 0  # random search is uniform throughout: its warm-up would be more of the same
-    warm = make_controller("random", space, seed=seed + 1, start=space.unit(start))  # the warm-up's uniform draws
-    warm.accept = fits
-    final_cfg = cfg if final_momentum is None else cfg.with_overrides({"train.momentum": final_momentum})
-    total = warmup + episodes * children
-    # built now, so that an unknown schedule is said before the search, not after it
-    lr_for = final_lr(final_cfg.train.lr, final_cfg.train.schedule, final_schedule, total * child_iterations, max(final_iterations, 1))
-    if momentum is not None:
-        cfg = cfg.with_overrides({"train.momentum": momentum})
-    opt = make_optimizer(net.parameters(), cfg)
-    meta = {
-        "data": str(Path(data_dir).resolve()),
-        "controller": controller,
-        "episodes": episodes,
-        "children": children,
-        "child_iterations": child_iterations,
-        "seed": seed,
-        "momentum": cfg.train.momentum,
-        "start_prob": start_prob,
-        "controller_lr": ctrl_lr,
-        "warmup_children": warmup,
-        "space": space.to_dict(),
-        "limit_bytes": int(limit),
-    }
-    history: list[dict[str, Any]] = []
-    if st is not None:
-        if {"warmup_children": 0, **st["meta"]} != meta:  # states from before the warm-up option had none
-            raise LeansegError(f"{state_path} belongs to another search; pass a new --out or the same settings to resume it.")
-        net.load_state_dict(st["supernet"])
-        opt.load_state_dict(st["optimizer"])
-        ctrl.load_state_dict(st["controller"])
-        if "warmup_controller" in st:
-            warm.load_state_dict(st["warmup_controller"])
-        history = st["history"]
-    use_bf16 = cpu_has_fast_bf16() if cfg.train.bf16 is None else cfg.train.bf16  # as the base trainer
-    loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1e-5, smooth_dr=1e-5)
-    while len(history) < total:
-        warming = len(history) < warmup
-        episode, child = (-1, len(history)) if warming else divmod(len(history) - warmup, children)
-        cand = (warm if warming else ctrl).ask()
-        arch = space.normalise(cand.values)
-        t0 = time.perf_counter()
-        ds = PatchDataset(
-            prep.cache_dir,
-            split["train"],
-            space.patch_size(arch),
-            cfg.augment,
-            cfg.data.foreground_oversample,
-            seed=seed + 7919 * len(history),
+    def build_loss(self) -> Any:
+        from leanseg.training.losses import dice_ce_loss
+
+        return dice_ce_loss()
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x, self.arch)
+
+    def compute_loss(self, output: Any, y: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(output.float(), y)
+
+
+class _Search:
+    """One architecture search: data, space, supernet and controller; :meth:`run` the children, :meth:`finish`."""
+
+    def __init__(self, data_dir: Path, out: Path, cfg: ExperimentConfig) -> None:
+        import psutil
+
+        from leanseg.data.prepare import fold_split, prepare_data
+        from leanseg.models.nas_unet import SuperNet
+
+        a = cfg.search.architecture
+        if a.warmup_children < 0:
+            raise LeansegError(f"--warmup-children must be 0 or more; got {a.warmup_children}.")
+        self.a, self.data_dir, self.out = a, data_dir, out
+        out.mkdir(parents=True, exist_ok=True)
+        set_threads(cfg.train.num_threads)
+        seed_everything(a.seed)
+        self.prep = prepare_data(data_dir, cfg)
+        self.plan = self.prep.plan
+        self.split = fold_split(self.prep, cfg)
+        self.val_ids = self.split["val"][: a.val_cases] if a.val_cases else self.split["val"]
+        p = self.plan
+        self.space = architecture_space(
+            p.median_shape, p.target_spacing, p.num_channels, p.num_classes, a.num_stages, cfg.model.base_features
         )
-        train_child(net, opt, arch, ds, child_iterations, batch, loss_fn, use_bf16)
-        reward = validate_child(net, arch, prep.cache_dir, val_ids, plan, cfg)
-        (warm if warming else ctrl).tell(cand, reward)  # the controller never hears of the warm-up children
-        row = {
-            "episode": episode,
-            "child": child,
-            "reward": reward,
-            "entropy": ctrl.entropy() if hasattr(ctrl, "entropy") else float("nan"),
-            "seconds": time.perf_counter() - t0,
-            "memory_estimate_mib": memory_needed(space, arch, num_params, batch) / 2**20,
-            "patch": list(space.patch_size(arch)),
+        self.net = SuperNet(self.space)
+        self.num_params = sum(q.numel() for q in self.net.parameters())
+        self.limit = (a.memory_limit_gb * 2**30) if a.memory_limit_gb else psutil.virtual_memory().available / 2
+        if a.memory_limit_gb is None and (out / "search.pt").is_file():
+            self.limit = _saved_limit(out / "search.pt", self.limit)  # the default limit, half the free memory, is the first run's
+        self.enas = a.controller == "enas"  # the start and the learning rate are the ENAS controller's; random search has neither
+        self.warmup = a.warmup_children if self.enas else 0  # random search is uniform throughout: a warm-up would be more of it
+        self.total = self.warmup + a.episodes * a.children
+        self.final_cfg = cfg if a.final_momentum is None else cfg.with_overrides({"train.momentum": a.final_momentum})
+        # built now, so that an unknown schedule is said before the search, not after it
+        t = self.final_cfg.train
+        self.final_lr = final_lr(t.lr, t.schedule, a.final_schedule, self.total * a.child_iterations, max(a.final_iterations, 1))
+        self.cfg = cfg if a.momentum is None else cfg.with_overrides({"train.momentum": a.momentum})
+        self.trainer = SupernetTrainer.for_step(self.cfg, self.net, make_optimizer(self.net.parameters(), self.cfg.train))
+        self.ctrl = self._controller()
+
+    def fits(self, arch: dict[str, Any]) -> bool:
+        return memory_needed(self.space, arch, self.num_params, self.cfg.train.batch_size) <= self.limit
+
+    def _controller(self) -> Controller:
+        from leanseg.search.controllers import WarmupController, make_controller
+
+        a, space = self.a, self.space
+        self.start = first_child(space, self.fits)
+        start_prob = a.start_prob if self.enas and a.start_prob else None
+        options = {k: v for k, v in {"start_prob": start_prob, "lr": a.controller_lr if self.enas else None}.items() if v is not None}
+        self.meta = {
+            "data": str(self.data_dir.resolve()),
+            "episodes": a.episodes,
+            "children": a.children,
+            "child_iterations": a.child_iterations,
+            "seed": a.seed,
+            "momentum": self.cfg.train.momentum,
+            "start_prob": start_prob,
+            "controller_lr": options.get("lr"),
+            "warmup_children": self.warmup,
+            "space": space.to_dict(),
+            "limit_bytes": int(self.limit),
+        }
+        ctrl = make_controller(a.controller, space, seed=a.seed, start=space.unit(self.start), **options)
+        if self.warmup:
+            warm = make_controller("random", space, seed=a.seed + 1, start=space.unit(self.start))  # the warm-up's uniform draws
+            ctrl = WarmupController(ctrl, warm, self.warmup)
+        return ctrl.constrain(self.fits)
+
+    def child_trial(self, index: int, arch: dict[str, Any]) -> dict[str, Any]:
+        """Train the shared weights on ``arch`` for ``child_iterations`` and score them: one trial of the search."""
+        self.trainer.arch = arch
+        ds = self._patches(arch, self.a.seed + 7919 * index)
+        train_child(self.trainer, ds, self.a.child_iterations)
+        return {
+            "reward": self._score(arch, self.val_ids),
+            "memory_estimate_mib": memory_needed(self.space, arch, self.num_params, self.cfg.train.batch_size) / 2**20,
+            "patch": list(self.space.patch_size(arch)),
             "arch": arch_to_json(arch),
         }
-        history.append(row)
-        with atomic_path(state_path) as tmp:
-            torch.save(
-                {
-                    "meta": meta,
-                    "supernet": net.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "controller": ctrl.state_dict(),
-                    "warmup_controller": warm.state_dict(),
-                    "history": history,
-                },
-                tmp,
-            )
-        write_reports(out, history, meta)
-        if progress:
-            progress(row, len(history), total)
 
-    searched = history[warmup:]
-    chosen = space.normalise(max(searched, key=lambda r: r["reward"])["arch"])  # random search: the best-scored child
-    if hasattr(ctrl, "sample"):
-        # ENAS's derivation: the most probable architecture and ``derive_samples`` drawn from the trained
-        # controller, each scored on the validation subset with the shared weights; the best is chosen
-        options = [space.from_indices(ctrl.greedy())] + [space.from_indices(c) for c in ctrl.sample(derive_samples, seed)]
-        scored = [(validate_child(net, a, prep.cache_dir, val_ids, plan, cfg), i) for i, a in enumerate(options) if fits(a)]
-        if scored:
-            chosen = options[max(scored)[1]]
-    full_ids = split["val"]
-    dice = shared_dice = validate_child(net, chosen, prep.cache_dir, full_ids, plan, cfg)
-    final_seconds = 0.0
-    if final_iterations > 0:
-        t0 = time.perf_counter()
-        final_opt = make_optimizer(net.parameters(), final_cfg)
-        ds = PatchDataset(
-            prep.cache_dir, split["train"], space.patch_size(chosen), cfg.augment, cfg.data.foreground_oversample, seed=seed + 7919 * total
+    def _patches(self, arch: dict[str, Any], seed: int) -> Any:
+        from leanseg.data.sampling import PatchDataset
+
+        c = self.cfg
+        return PatchDataset(
+            self.prep.cache_dir, self.split["train"], self.space.patch_size(arch), c.augment, c.data.foreground_oversample, seed=seed
         )
-        train_child(net, final_opt, chosen, ds, final_iterations, batch, loss_fn, use_bf16, lr_for, final_progress)
-        final_seconds = time.perf_counter() - t0
-        dice = validate_child(net, chosen, prep.cache_dir, full_ids, plan, cfg)
-    # the run folder's config says how its weights were last trained: the final phase's momentum where it ran
-    run_dir = save_child_run(out / "final", net, space, chosen, final_cfg if final_iterations > 0 else cfg, plan)
-    summary = {
-        "arch": arch_to_json(chosen),
-        "val_dice": dice,
-        "val_dice_shared_weights": shared_dice,
-        "final_iterations": final_iterations,
-        "final_seconds": final_seconds,
-        "val_cases": len(full_ids),
-        "children": len(history),
-    }
-    atomic_write_text(out / "final" / "summary.json", json.dumps(summary, indent=1))
-    return NasResult(out, history, chosen, dice, run_dir, shared_dice, final_seconds)
+
+    def run(self, progress: Callable[[dict[str, Any], int, int], None] | None) -> None:
+        from leanseg.search.executors import InProcessExecutor
+        from leanseg.search.runner import run_search
+
+        def make_trial(c: Any) -> tuple[Callable[..., dict[str, Any]], dict[str, Any]]:
+            return self.child_trial, {"index": c.id, "arch": self.space.normalise(c.values)}
+
+        def on_result(trials: list[dict[str, Any]]) -> None:
+            self.history = history_rows(trials, self.warmup, self.a.children)
+            write_reports(self.out, self.history)
+
+        def show(trial: dict[str, Any], done: int, total: int) -> None:
+            if progress:
+                progress(self.history[-1], done, total)
+
+        def attach() -> dict[str, Any]:
+            return {"supernet": self.net.state_dict(), "optimizer": self.trainer.optimizer.state_dict()}
+
+        def restore(d: dict[str, Any]) -> None:
+            self.net.load_state_dict(d["supernet"])
+            self.trainer.optimizer.load_state_dict(d["optimizer"])
+
+        trials = run_search(self.ctrl, make_trial, self.total, InProcessExecutor(), self.out, self.meta, show, attach, restore, on_result)
+        self.history = history_rows(trials, self.warmup, self.a.children)
+
+    def choose(self) -> dict[str, Any]:
+        """ENAS's derivation where the controller has a policy (its most probable architecture and ``derive_samples``
+        drawn from it, each scored on the validation subset with the shared weights; the best is chosen), else the
+        best-scored child (random search)."""
+        best = self.ctrl.best()
+        chosen = self.space.normalise(self.space.values(best["unit"])) if best else self.start
+        options = [self.space.normalise(self.space.values(u)) for u in self.ctrl.derive(self.a.derive_samples, self.a.seed)]
+        scored = [(self._score(a, self.val_ids), i) for i, a in enumerate(options) if self.fits(a)]
+        return options[max(scored)[1]] if scored else chosen
+
+    def _score(self, arch: dict[str, Any], case_ids: list[str]) -> float:
+        return validate_child(self.net, arch, self.prep.cache_dir, case_ids, self.plan, self.cfg)
+
+    def finish(self, final_progress: Callable[[int, int], None] | None) -> NasResult:
+        """Choose, score on every validation case, optionally train the chosen child alone, write its run folder."""
+        a, chosen = self.a, self.choose()
+        full_ids = self.split["val"]
+        dice = shared_dice = self._score(chosen, full_ids)
+        final_seconds = 0.0
+        if a.final_iterations > 0:
+            t0 = time.perf_counter()
+            final = SupernetTrainer.for_step(self.final_cfg, self.net, make_optimizer(self.net.parameters(), self.final_cfg.train))
+            final.arch = chosen
+            train_child(final, self._patches(chosen, a.seed + 7919 * self.total), a.final_iterations, self.final_lr, final_progress)
+            final_seconds = time.perf_counter() - t0
+            dice = self._score(chosen, full_ids)
+        # the run folder's config says how its weights were last trained: the final phase's momentum where it ran
+        run_dir = save_child_run(
+            self.out / "final", self.net, self.space, chosen, self.final_cfg if a.final_iterations > 0 else self.cfg, self.plan
+        )
+        summary = {
+            "arch": arch_to_json(chosen),
+            "val_dice": dice,
+            "val_dice_shared_weights": shared_dice,
+            "final_iterations": a.final_iterations,
+            "final_seconds": final_seconds,
+            "val_cases": len(full_ids),
+            "children": len(self.history),
+        }
+        RunFolder(run_dir).write_summary(summary)
+        return NasResult(self.out, self.history, chosen, dice, run_dir, shared_dice, final_seconds)
+
+
+def history_rows(trials: list[dict[str, Any]], warmup: int, children: int) -> list[dict[str, Any]]:
+    """The search's history for people, one row per child: episode (-1: warm-up) and child, reward, entropy, seconds,
+    memory estimate, patch, arch."""
+    rows = []
+    for t in trials:
+        i = t["candidate"]["id"]
+        episode, child = (-1, i) if i < warmup else divmod(i - warmup, children)
+        r = t["result"]
+        rows.append(
+            {
+                "episode": episode,
+                "child": child,
+                "reward": t["reward"],
+                "entropy": t["entropy"],
+                "seconds": t["seconds"],
+                "memory_estimate_mib": r["memory_estimate_mib"],
+                "patch": r["patch"],
+                "arch": r["arch"],
+            }
+        )
+    return rows
+
+
+def read_search_state(path: Path | str) -> dict[str, Any]:
+    """A saved search (its folder or ``search.pt``): ``meta``, ``controller`` state, ``history`` rows, ``supernet`` and
+    ``optimizer`` states."""
+    from leanseg.search.runner import Journal
+
+    path = Path(path)
+    path = path / "search.pt" if path.is_dir() else path
+
+    raw = Journal(path.parent, {}, attach=dict)._read()
+    j = json.loads(raw["journal"])
+    finished = [t for _, t in sorted((int(k), v) for k, v in j["trials"].items()) if t["status"] != "pending"]
+    meta = j["meta"]
+    history = history_rows(finished, meta["warmup_children"], meta["children"])
+    return {"meta": meta, "controller": j["controller"], "history": history, "supernet": raw["supernet"], "optimizer": raw["optimizer"]}
+
+
+def _saved_limit(state_path: Path, default: float) -> float:
+    """The memory limit an earlier run of this search used (its journal's meta), else ``default``."""
+    try:
+        d = torch.load(state_path, map_location="cpu", weights_only=True)
+        return float(json.loads(d["journal"])["meta"].get("limit_bytes", default))
+    except Exception:  # the journal's own load says what is wrong with the file
+        return default
 
 
 def final_lr(lr: float, schedule: str, how: str, shared_iterations: int, final_iterations: int) -> Callable[[int], float]:
     """The final training's learning rate at its step ``i``: "restart" runs ``schedule`` from ``lr`` over the final
     iterations alone; "continue" runs it over the shared weights' iterations plus the final ones, as if those had been
     its first part, so it starts part-way down (poly, 8000 shared and 3000 final iterations: at 0.31 x ``lr``)."""
-    from leanseg.train import lr_at
+    from leanseg.training.schedule import lr_at
 
     before = {"restart": 0, "continue": shared_iterations}  # iterations the schedule counts as already done
     if how not in before:
@@ -308,34 +371,24 @@ def final_lr(lr: float, schedule: str, how: str, shared_iterations: int, final_i
 
 
 def train_child(
-    net: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    arch: dict[str, Any],
+    trainer: SupernetTrainer,
     ds: Any,
     iterations: int,
-    batch: int,
-    loss_fn: Callable[..., torch.Tensor],
-    use_bf16: bool,
     lr_for: Callable[[int], float] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """``iterations`` steps of the shared weights on ``arch`` (Dice + CE, gradients clipped at 12 as the base trainer);
-    ``progress(done, iterations)`` every 50 steps and at the end."""
-    net.train()
+    """``iterations`` of the base trainer's step on the shared weights of ``trainer.arch`` (patches ``ds[i * batch + b]``);
+    ``lr_for(i)`` sets step i's learning rate (None: the optimiser's); ``progress(done, iterations)`` every 50 steps and at
+    the end."""
+    trainer.model.train()
+    batch = trainer.cfg.train.batch_size
     for i in range(iterations):
         if lr_for is not None:
-            for g in opt.param_groups:
-                g["lr"] = lr_for(i)
+            trainer.set_lr(lr_for(i))
         items = [ds[i * batch + b] for b in range(batch)]
         x = torch.stack([torch.as_tensor(it["image"]) for it in items]).float()
         y = torch.stack([torch.as_tensor(it["label"]) for it in items]).float()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            logits = net(x, arch)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
-        opt.step()
+        trainer.train_step(x, y)
         if progress and ((i + 1) % 50 == 0 or i + 1 == iterations):
             progress(i + 1, iterations)
 
@@ -344,7 +397,7 @@ def validate_child(
     net: torch.nn.Module, arch: dict[str, Any], cache_dir: Path, case_ids: list[str], plan: Any, cfg: ExperimentConfig
 ) -> float:
     """Mean foreground Dice of a child (shared weights as they are) on preprocessed validation cases."""
-    from leanseg.train import mean_dice
+    from leanseg.training.validation import mean_dice
 
     return mean_dice(child_case_dice(net, arch, cache_dir, case_ids, plan, cfg))
 
@@ -353,7 +406,7 @@ def child_case_dice(
     net: torch.nn.Module, arch: dict[str, Any], cache_dir: Path, case_ids: list[str], plan: Any, cfg: ExperimentConfig
 ) -> np.ndarray:
     """Foreground Dice per case and class (cases x classes) of a child, shared weights as they are."""
-    from leanseg.train import case_dice
+    from leanseg.training.validation import case_dice
 
     net.eval()
 
@@ -375,16 +428,16 @@ def save_child_run(
 
     from leanseg.checkpoint import save_checkpoint
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(run_dir)
     child_cfg = cfg.with_overrides({"model.name": "nas_unet", "model.extra": {"arch": arch_to_json(arch), "space": space.to_dict()}})
     child_plan = replace(plan, patch_size=space.patch_size(arch))
-    child_cfg.save(run_dir / "config.yaml")
-    atomic_write_text(run_dir / "plan.json", json.dumps(child_plan.to_dict(), indent=1))
-    save_checkpoint(run_dir / "checkpoint_final.pt", net, child_cfg, child_plan)
+    run.write_model_only(child_cfg, child_plan)
+    save_checkpoint(run.final, net, child_cfg, child_plan)
     return run_dir
 
 
-def write_reports(out: Path, history: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+def write_reports(out: Path, history: list[dict[str, Any]]) -> None:
+    """``history.csv`` (one row per child) and ``search.png``; the journal (``state.json``, ``search.pt``) is the runner's."""
     buf = io.StringIO()
     keys = ["episode", "child", "reward", "entropy", "seconds", "memory_estimate_mib", "patch"]
     w = csv.writer(buf)
@@ -392,9 +445,6 @@ def write_reports(out: Path, history: list[dict[str, Any]], meta: dict[str, Any]
     for r in history:
         w.writerow([r[k] for k in keys] + [json.dumps(r["arch"])])
     atomic_write_text(out / "history.csv", buf.getvalue())
-    atomic_write_text(
-        out / "state.json", json.dumps({"meta": {k: v for k, v in meta.items() if k != "space"}, "history": history}, indent=1)
-    )
     plot_search(history, out / "search.png")
 
 

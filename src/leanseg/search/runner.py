@@ -1,9 +1,13 @@
-"""The search loop: ask the controller, run trials on an executor, tell rewards, journal every event.
+"""The one search loop of every search, strategy or architecture: ask the controller, run trials on an
+executor, tell rewards, journal every event (as optuna's ``Study`` over every sampler).
 
-The journal is one JSON file (``state.json``) rewritten atomically after every ask and every result:
-the controller's state and every trial (candidate, status, reward, error). A search killed at any
-point restarts from it: finished trials are kept, trials that were running are run again with the
-same candidate, and the controller continues from its saved state.
+The journal is rewritten atomically after every ask and every result: the controller's state and every
+trial (candidate, status, reward, result, error, the controller's entropy after it). A search killed at
+any point restarts from it: finished trials are kept, trials that were running are run again with the
+same candidate, and the controller continues from its saved state. It is one JSON file, ``state.json``;
+a search whose trials share state in this process (the architecture search's supernet) passes
+``attach``/``restore``, and the journal is then written together with that state in one file,
+``search.pt`` (tensors only, loaded with ``weights_only=True``), with ``state.json`` as a copy for people.
 """
 
 from __future__ import annotations
@@ -14,36 +18,67 @@ from pathlib import Path
 from typing import Any
 
 from leanseg.errors import LeansegError
-from leanseg.search.controllers import Candidate, Controller
-from leanseg.utils import atomic_write_text
+from leanseg.search.controllers.base import Candidate, Controller
+from leanseg.utils import atomic_path, atomic_write_text
 
 TrialFactory = Callable[[Candidate], tuple[Callable[..., dict[str, Any]], dict[str, Any]]]
 
 
 class Journal:
-    def __init__(self, out_dir: Path, meta: dict[str, Any]) -> None:
+    """Trials and controller state of one search; ``attach()`` (optional) adds tensors saved with every entry."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        meta: dict[str, Any],
+        attach: Callable[[], dict[str, Any]] | None = None,
+        restore: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.path = Path(out_dir) / "state.json"
-        self.meta = meta
+        self.state_path = Path(out_dir) / ("search.pt" if attach else "state.json")
+        self.meta = json.loads(json.dumps(meta))  # as it reads back: lists, not tuples
+        self.attach, self.restore = attach, restore
         self.trials: dict[int, dict[str, Any]] = {}
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            if self.attach is None:
+                return json.loads(self.path.read_text())
+            import torch
+
+            d = torch.load(self.state_path, map_location="cpu", weights_only=True)
+            if not isinstance(d, dict) or "journal" not in d:
+                raise ValueError("no search journal inside")
+            return d
+        except Exception as e:  # json, torch and the unpickler raise many types for a damaged file
+            raise LeansegError(
+                f"Search journal {self.state_path} is unreadable ({type(e).__name__}: {e}); delete it to start afresh or pass another --out."
+            ) from e
 
     def load(self, controller: Controller) -> bool:
         """Restore trials and the controller from an earlier run of the same search; False if there is none."""
-        if not self.path.is_file():
+        if not self.state_path.is_file():
             return False
-        try:
-            d = json.loads(self.path.read_text())
-        except (OSError, ValueError) as e:
-            raise LeansegError(f"Search journal {self.path} is unreadable ({e}); delete it to start afresh or pass another --out.") from e
+        raw = self._read()
+        d = json.loads(raw["journal"]) if self.attach else raw
         if d.get("meta") != self.meta:
             raise LeansegError(
-                f"{self.path} belongs to another search ({d.get('meta')}); pass a new --out or the same settings to resume it."
+                f"{self.state_path} belongs to another search ({d.get('meta')}); pass a new --out or the same settings to resume it."
             )
         controller.load_state_dict(d["controller"])
         self.trials = {int(k): v for k, v in d["trials"].items()}
+        if self.restore is not None:
+            self.restore(raw)
         return True
 
     def save(self, controller: Controller) -> None:
-        atomic_write_text(self.path, json.dumps({"meta": self.meta, "controller": controller.state_dict(), "trials": self.trials}))
+        text = json.dumps({"meta": self.meta, "controller": controller.state_dict(), "trials": self.trials})
+        if self.attach is not None:
+            import torch
+
+            with atomic_path(self.state_path) as tmp:
+                torch.save({"journal": text, **self.attach()}, tmp)
+        atomic_write_text(self.path, text)
 
     def finished(self) -> list[dict[str, Any]]:
         return [t for _, t in sorted(self.trials.items()) if t["status"] != "pending"]
@@ -57,11 +92,21 @@ def run_search(
     out_dir: Path,
     meta: dict[str, Any] | None = None,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
+    attach: Callable[[], dict[str, Any]] | None = None,
+    restore: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run until ``trials`` trials have ended (succeeded or failed); returns them in id order."""
+    """Run until ``trials`` trials have ended (succeeded or failed); returns them in id order.
+
+    ``on_result(finished)`` is called after each result is journaled with every finished trial (for reports),
+    then ``progress(trial, ended, trials)``.
+
+    ``attach``/``restore``: state the trials share in this process, saved with every journal entry and given
+    back on resume (see the module docstring).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out_dir, {"controller": controller.name, **(meta or {})})
+    journal = Journal(out_dir, {"controller": controller.name, **(meta or {})}, attach, restore)
     journal.load(controller)
     rerun = [Candidate.from_dict(t["candidate"]) for _, t in sorted(journal.trials.items()) if t["status"] == "pending"]
     candidates: dict[int, Candidate] = {}
@@ -91,8 +136,11 @@ def run_search(
                     "result": o.result,
                     "error": o.error if reward is None else None,
                     "seconds": o.seconds,
+                    "entropy": controller.entropy(),
                 }
                 journal.save(controller)
+                if on_result:
+                    on_result(journal.finished())
                 if progress:
                     progress(journal.trials[c.id], len(journal.finished()), trials)
     finally:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from leanseg.config import ExperimentConfig
-from leanseg.search.controllers import Candidate, make_controller
+from leanseg.search.controllers import make_controller
+from leanseg.search.controllers.base import Candidate
 from leanseg.search.runner import run_search
 from leanseg.search.space import SearchSpace, strategy_space
 from leanseg.utils import atomic_write_text
@@ -25,7 +26,7 @@ from leanseg.utils import atomic_write_text
 
 def train_trial(data_dir: str, config: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
     """One trial: train from ``config`` (a budget and maybe an initial checkpoint inside) and return the validation Dice."""
-    from leanseg.train import train
+    from leanseg.training import train
 
     cfg = ExperimentConfig.from_dict(config).with_overrides({"train.num_threads": threads})
     r = train(data_dir, run_dir, cfg, show_progress=False, resume=False)
@@ -42,13 +43,13 @@ class SearchResult:
 def search_strategy(
     data_dir: Path | str,
     out_dir: Path | str,
-    controller: str = "ppo",
-    trials: int = 8,
-    parallel: int = 1,
+    controller: str | None = None,
+    trials: int | None = None,
+    parallel: int | None = None,
     ray_address: str | None = None,
     base: ExperimentConfig | None = None,
     space: SearchSpace | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     threads_per_trial: int | None = None,
     progress: Callable[[dict[str, Any], int, int], None] | None = None,
     controller_options: dict[str, Any] | None = None,
@@ -57,17 +58,22 @@ def search_strategy(
 
     ``base`` carries the trial budget (``train.budget_minutes`` / ``train.iterations``), the fold, and
     ``train.init_checkpoint`` to fine-tune every trial from one checkpoint (the paper's first experiment).
+    Settings left ``None`` come from ``base.search.strategy`` (:class:`~leanseg.config.StrategySearchConfig`).
     """
+    cfg = base or ExperimentConfig()
+    given = {"controller": controller, "trials": trials, "parallel": parallel, "ray_address": ray_address, "seed": seed}
+    given["threads_per_trial"] = threads_per_trial
+    cfg = cfg.with_overrides({f"search.strategy.{k}": v for k, v in given.items() if v is not None})
+    st = cfg.search.strategy
+    from leanseg.data.prepare import prepare_data
     from leanseg.search.executors import LocalExecutor, RayExecutor
-    from leanseg.train import prepare_data
 
     out = Path(out_dir)
-    cfg = base or ExperimentConfig()
     space = space or strategy_space()
     space.check(cfg)
     prepare_data(Path(data_dir), cfg)  # preprocess once here, not in every trial
-    threads = threads_per_trial or max(1, (os.cpu_count() or 1) // parallel)
-    ctrl = make_controller(controller, space, seed=seed, start=space.routine(cfg), **(controller_options or {}))
+    threads = st.threads_per_trial or max(1, (os.cpu_count() or 1) // st.parallel)
+    ctrl = make_controller(st.controller, space, seed=st.seed, start=space.routine(cfg), **(controller_options or {}))
 
     def make_trial(c: Candidate) -> tuple[Callable[..., dict[str, Any]], dict[str, Any]]:
         trial_cfg = cfg.with_overrides(c.values)
@@ -79,12 +85,15 @@ def search_strategy(
         }
 
     executor: Any = (
-        RayExecutor(ray_address, parallel, cpus_per_trial=threads) if ray_address else LocalExecutor(parallel, out / "trials" / "results")
+        RayExecutor(st.ray_address, st.parallel, cpus_per_trial=threads)
+        if st.ray_address
+        else LocalExecutor(st.parallel, out / "trials" / "results")
     )
-    meta = {"space": space.to_list(), "seed": seed, "base": cfg.to_dict(), "data": str(Path(data_dir).resolve())}
-    done = run_search(ctrl, make_trial, trials, executor, out, meta, progress)
+    trial_base = {k: v for k, v in cfg.to_dict().items() if k != "search"}  # what trains a trial, not how it is searched
+    meta = {"space": space.to_list(), "seed": st.seed, "base": trial_base, "data": str(Path(data_dir).resolve())}
+    done = run_search(ctrl, make_trial, st.trials, executor, out, meta, progress)
     result = SearchResult(done, ctrl.best(), out)
-    write_reports(result, space, cfg, controller)
+    write_reports(result, space, cfg, st.controller)
     return result
 
 

@@ -13,7 +13,7 @@ other choices equal shares, so the search explores around the paper's first chil
 patch with every operation and skip) instead of uniformly. Without it the heads start as
 PyTorch initialises them: close to uniform.
 
-It works on an :class:`~leanseg.search.architecture.ArchitectureSpace` (categorical decisions) and,
+It works on an :class:`~leanseg.models.nas_space.ArchitectureSpace` (categorical decisions) and,
 for the shared contract test, on any unit-cube space, each coordinate cut into ``bins`` choices.
 """
 
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from leanseg.search.controllers import CONTROLLERS, Candidate, Controller, _from_b64, _to_b64
+from leanseg.models.nas_space import ArchitectureSpace
+from leanseg.search.controllers.base import CONTROLLERS, Candidate, Controller, tensors_from_b64, tensors_to_b64
 
 
 def decision_type(name: str) -> str:
@@ -91,7 +92,7 @@ class EnasController(Controller):
         start_prob: float | None = None,
     ) -> None:
         super().__init__(space, seed, start)
-        if hasattr(space, "decisions"):
+        if isinstance(space, ArchitectureSpace):
             sizes = [len(d.choices) for d in space.decisions]
             types = [decision_type(d.name) for d in space.decisions]
         else:
@@ -130,8 +131,7 @@ class EnasController(Controller):
     def _propose(self) -> tuple[np.ndarray, dict[str, Any]]:
         with torch.no_grad():
             _, choices = self.net.step_logits(None, self.rng)
-        unit = np.array([(k + 0.5) / n for k, n in zip(choices, self.net.sizes)])
-        return unit, {"choices": choices}
+        return self.unit_of(choices), {"choices": choices}
 
     def _observe(self, candidate: Candidate, reward: float | None) -> None:
         if reward is None:
@@ -159,6 +159,14 @@ class EnasController(Controller):
             logits, _ = self.net.step_logits(self.greedy())
             return float(sum(-(torch.softmax(lg, 0) * torch.log_softmax(lg, 0)).sum() for lg in logits))
 
+    def derive(self, k: int, seed: int = 0) -> list[np.ndarray]:
+        """ENAS's derivation candidates: the most probable architecture, then ``k`` drawn from the policy."""
+        return [self.unit_of(c) for c in [self.greedy(), *self.sample(k, seed)]]
+
+    def unit_of(self, choices: list[int]) -> np.ndarray:
+        """The centre of each choice's bin in the unit cube (the inverse of :meth:`choices_of`)."""
+        return np.array([(k + 0.5) / n for k, n in zip(choices, self.net.sizes)])
+
     def sample(self, k: int, seed: int = 0) -> list[list[int]]:
         """``k`` sequences drawn from the current policy with their own generator (the controller's state is untouched)."""
         rng = np.random.default_rng(seed)
@@ -179,9 +187,9 @@ class EnasController(Controller):
         return out
 
     def _state(self) -> dict[str, Any]:
-        return {"net": _to_b64(self.net.state_dict()), "opt": _to_b64(self.opt.state_dict()), "baseline": self.baseline}
+        return {"net": tensors_to_b64(self.net.state_dict()), "opt": tensors_to_b64(self.opt.state_dict()), "baseline": self.baseline}
 
     def _load(self, d: dict[str, Any]) -> None:
-        self.net.load_state_dict(_from_b64(d["net"]))
-        self.opt.load_state_dict(_from_b64(d["opt"]))
+        self.net.load_state_dict(tensors_from_b64(d["net"]))
+        self.opt.load_state_dict(tensors_from_b64(d["opt"]))
         self.baseline = d["baseline"]

@@ -1,0 +1,68 @@
+"""Dataset folder -> fingerprint -> plan -> preprocessed cache, and the k-fold splits: what every trainer and search reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leanseg.config import ExperimentConfig
+from leanseg.data.datasets import Dataset, load_dataset
+from leanseg.data.fingerprint import Fingerprint, compute_fingerprint
+from leanseg.data.preprocess import default_cache_root, preprocess_dataset
+from leanseg.errors import LeansegError
+from leanseg.plan import Plan, plan_from_fingerprint
+from leanseg.utils import atomic_write_text
+
+
+@dataclass
+class PreparedData:
+    dataset: Dataset
+    fingerprint: Fingerprint
+    plan: Plan
+    cache_dir: Path
+
+
+def fingerprint_dataset(data_dir: Path, cache_root: Path | None = None, progress: Any = None) -> tuple[Dataset, Fingerprint]:
+    """Load a dataset folder and its fingerprint (computed once, then read from the cache)."""
+    ds = load_dataset(data_dir)
+    stamp = json.dumps([str(ds.root.resolve()), (ds.root / "dataset.json").stat().st_mtime, [c.case_id for c in ds.cases]])
+    key = hashlib.sha1(stamp.encode()).hexdigest()[:12]
+    path = Path(cache_root or default_cache_root()) / "fingerprints" / f"{key}.json"
+    if path.is_file():
+        return ds, Fingerprint.from_dict(json.loads(path.read_text()))
+    fp = compute_fingerprint(ds, progress=progress)
+    atomic_write_text(path, json.dumps(fp.to_dict()))
+    return ds, fp
+
+
+def prepare_data(data_dir: Path, cfg: ExperimentConfig, cache_root: Path | None = None, progress: Any = None) -> PreparedData:
+    """Dataset -> fingerprint -> plan -> preprocessed cache; everything trainers and searches need."""
+    ds, fp = fingerprint_dataset(Path(data_dir), cache_root, progress)
+    plan = plan_from_fingerprint(fp, cfg.data, cfg.model)
+    cache = preprocess_dataset(ds, plan, cache_root, progress=progress)
+    return PreparedData(ds, fp, plan, cache)
+
+
+def make_splits(case_ids: list[str], num_folds: int, seed: int) -> list[dict[str, list[str]]]:
+    """Deterministic k-fold splits: sorted ids, shuffled by ``seed``, dealt into ``num_folds`` folds."""
+    if num_folds < 2:
+        raise LeansegError(f"data.num_folds is {num_folds}; use at least 2 to keep a validation fold.")
+    if len(case_ids) < num_folds:
+        raise LeansegError(f"{len(case_ids)} cases cannot be split into {num_folds} folds; lower data.num_folds.")
+    ids = sorted(case_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    folds = [sorted(ids[j] for j in order[i::num_folds]) for i in range(num_folds)]
+    return [{"train": sorted(set(ids) - set(f)), "val": f} for f in folds]
+
+
+def fold_split(prep: PreparedData, cfg: ExperimentConfig) -> dict[str, list[str]]:
+    """The train/val case ids of ``cfg.data.fold``; a fold that does not exist is refused with the valid range."""
+    splits = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)
+    if not 0 <= cfg.data.fold < len(splits):
+        raise LeansegError(f"Fold {cfg.data.fold} does not exist; choose 0..{len(splits) - 1}.")
+    return splits[cfg.data.fold]

@@ -1,0 +1,45 @@
+"""What the trainer and the predictor may ask of a model: one base class instead of duck typing.
+
+Every registered model family derives from :class:`SegmentationModel`; :func:`leanseg.models.build_model`
+refuses a factory that returns anything else. A model's ``forward(x)`` takes (B, C, D, H, W) with D, H, W
+multiples of :attr:`~SegmentationModel.divisor` and returns one of:
+
+* logits (B, K, D, H, W);
+* a list of logits, finest first, for deep supervision (training only);
+* ``{"logits": ..., "aux_loss": scalar}``: an auxiliary loss the trainer adds to Dice + CE (the invertible
+  U-Nets' VAE branch);
+* anything :meth:`~SegmentationModel.training_loss` understands, where :attr:`~SegmentationModel.has_own_loss`
+  is set (LowRes: one loss per stage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class SegmentationModel(nn.Module):
+    """Base of every model family (see the module docstring for the outputs).
+
+    Attributes:
+        divisor: every spatial input size must be a multiple of this, per axis (D, H, W); the predictor pads to it.
+        whole_volume: the predictor runs the model on whole volumes instead of sliding windows (LowRes crops its own
+            regions of interest).
+        has_own_loss: training calls :meth:`training_loss` instead of the trainer's Dice + CE.
+        num_gated_blocks: residual blocks that a per-sample keep mask can skip (AutoPath); 0 for none. A model with
+            gated blocks takes ``forward(x, keep)`` with ``keep`` (B, num_gated_blocks) of 0/1.
+        last_stats: timings of the last forward pass, reported by the predictor (assigned anew, never mutated).
+    """
+
+    divisor: Any = (1, 1, 1)
+    whole_volume: ClassVar[bool] = False
+    has_own_loss: ClassVar[bool] = False
+    num_gated_blocks: Any = 0
+    last_stats: Mapping[str, float] = {}
+
+    def training_loss(self, output: Any, label: torch.Tensor) -> torch.Tensor:
+        """The model's own objective for ``output`` of a training forward pass and ``label`` (B, 1, D, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} sets has_own_loss but defines no training_loss")

@@ -1,0 +1,329 @@
+"""The Trainer: one training run split into small overridable steps, after nnU-Net's ``nnUNetTrainer``.
+
+:meth:`Trainer.fit` runs :meth:`~Trainer.initialize` (data, plan, run folder, model, optimiser, loss, resume),
+then :meth:`~Trainer.train_step` until the schedule ends, with :meth:`~Trainer.validation_step` and
+:meth:`~Trainer.on_checkpoint` on their cadence. A method that needs another objective or step overrides one
+hook (``build_loss``, ``forward``, ``compute_loss``, ``train_step``...) and never copies the loop: the NAS
+supernet trainer (:class:`leanseg.search.nas.SupernetTrainer`) overrides ``forward`` and ``build_loss``.
+
+The recipe: Dice + cross-entropy (MONAI ``DiceCELoss``, with ``DeepSupervisionLoss`` for deep supervision),
+SGD with Nesterov momentum or Adam, a poly or cosine schedule over iterations *or* a wall-clock budget
+(whichever runs out first sets the schedule's progress), bf16 autocast where the CPU is fast at it, gradients
+clipped at norm 12, validation Dice during training, atomic checkpoints and resume, a progress bar, and the
+run folder of :class:`~leanseg.runfolder.RunFolder`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leanseg.config import ExperimentConfig
+from leanseg.errors import LeansegError
+from leanseg.runfolder import RunFolder
+from leanseg.training.schedule import lr_at, make_optimizer, use_bf16
+from leanseg.utils import progress_bar, seed_everything, set_threads
+
+GRAD_CLIP_NORM = 12.0  # nnU-Net's
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    seconds: float
+    val: dict[str, float]
+    data_wait_share: float
+
+
+class Trainer:
+    """Trains ``cfg`` on a dataset folder into a run folder; re-running on the same folder resumes.
+
+    The step hooks (:meth:`forward`, :meth:`compute_loss`, :meth:`train_step`) need only ``model``,
+    ``optimizer``, ``loss_fn`` and ``bf16``, so a caller that builds those itself (the NAS search) can use the
+    step without the run: see :meth:`for_step`.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        data_dir: Path | str | None = None,
+        out_dir: Path | str | None = None,
+        cache_root: Path | None = None,
+        show_progress: bool = True,
+        resume: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.run = RunFolder(out_dir) if out_dir is not None else None
+        self.cache_root, self.show_progress, self.resume = cache_root, show_progress, resume
+        self.bf16 = use_bf16(cfg.train)
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+        self.val: dict[str, float] = {}
+
+    @classmethod
+    def for_step(cls, cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Trainer:
+        """A trainer holding only what :meth:`train_step` needs (model, optimiser, loss, bf16): no data, no run folder."""
+        t = cls(cfg)
+        t.model, t.optimizer, t.loss_fn = model, optimizer, t.build_loss()
+        return t
+
+    # --- set-up -------------------------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Data, plan and splits; the run folder's set-up files; model, optimiser, loss; resume or fine-tune start."""
+        from leanseg.data.prepare import make_splits, prepare_data
+
+        if self.run is None or self.data_dir is None:
+            raise LeansegError("Trainer.initialize needs a dataset folder and a run folder.")
+        if self.run.path.exists() and not self.run.path.is_dir():
+            raise LeansegError(f"Output {self.run.path} is a file; pass a folder for the run.")
+        set_threads(self.cfg.train.num_threads)
+        seed_everything(self.cfg.train.seed)
+        self.prep = prepare_data(
+            self.data_dir, self.cfg, self.cache_root, progress_bar("fingerprint / preprocess") if self.show_progress else None
+        )
+        self.plan = self.prep.plan
+        splits = make_splits([c.case_id for c in self.prep.dataset.cases], self.cfg.data.num_folds, self.cfg.data.split_seed)
+        if not 0 <= self.cfg.data.fold < len(splits):
+            raise LeansegError(f"Fold {self.cfg.data.fold} does not exist; choose 0..{len(splits) - 1}.")
+        self.split = splits[self.cfg.data.fold]
+        self.run.create()
+        self._check_resumable_config()
+        self.run.write_setup(self.cfg, self.plan, self.prep.fingerprint.to_dict(), splits, self.data_dir)
+        self.model = self.build_model()
+        self.optimizer = self.configure_optimizer()
+        self.elapsed_before = 0.0
+        self._load_start_weights()
+        self.loss_fn = self.build_loss()
+        val = self.split["val"]
+        self.val_ids = val[: self.cfg.train.val_max_cases] if self.cfg.train.val_max_cases else val
+
+    def _check_resumable_config(self) -> None:
+        run = self.run
+        assert run is not None
+        if run.config_path.is_file() and self.resume and run.latest.is_file() and run.config().to_dict() != self.cfg.to_dict():
+            raise LeansegError(
+                f"{run.path} holds a run with another config ({run.config_path}); pass a new --out or the same settings to resume."
+            )
+
+    def _load_start_weights(self) -> None:
+        """``train.init_checkpoint`` (fine-tuning), then the run's own latest checkpoint where it resumes."""
+        from leanseg.checkpoint import load_checkpoint, load_pretrained, load_weights
+
+        if self.cfg.train.init_checkpoint:
+            init_path = Path(self.cfg.train.init_checkpoint)
+            load_pretrained(self.model, load_checkpoint(init_path), init_path)
+        latest = self.run.latest  # type: ignore[union-attr]
+        if self.resume and latest.is_file():
+            ckpt = load_checkpoint(latest)
+            load_weights(self.model, ckpt, self.cfg, self.plan, latest)
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.iteration, self.elapsed_before = int(ckpt["iteration"]), float(ckpt["elapsed"])
+            self.history = json.loads(ckpt.get("history", "[]"))
+
+    def build_model(self) -> torch.nn.Module:
+        from leanseg.models import build_model
+
+        return build_model(self.cfg.model, self.plan)
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.model.parameters(), self.cfg.train)
+
+    def build_loss(self) -> Any:
+        from leanseg.training.losses import deep_supervision_loss
+
+        return deep_supervision_loss()
+
+    def build_loader(self) -> Any:
+        """Batches of foreground-oversampled, augmented patches; item i is patch i of the whole run, so resuming
+        at iteration k reads from k * batch."""
+        from leanseg.data.sampling import PatchDataset
+
+        t = self.cfg.train
+        ds = PatchDataset(
+            self.prep.cache_dir,
+            self.split["train"],
+            self.plan.patch_size,
+            self.cfg.augment,
+            self.cfg.data.foreground_oversample,
+            seed=t.seed,
+        )
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=t.batch_size,
+            sampler=range(self.iteration * t.batch_size, 10**12),  # type: ignore[arg-type]
+            num_workers=t.num_workers,
+            persistent_workers=t.num_workers > 0,
+            prefetch_factor=4 if t.num_workers > 0 else None,
+        )
+
+    # --- the step -----------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+    def compute_loss(self, output: Any, y: torch.Tensor) -> torch.Tensor:
+        """Dice + CE (plus a model's ``aux_loss``), or the model's own objective where it has one (LowRes)."""
+        if self.model.has_own_loss:
+            return self.model.training_loss(output, y)
+        logits, aux = (output["logits"], output["aux_loss"]) if isinstance(output, dict) else (output, 0.0)
+        return self.loss_fn(logits, y) + aux
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a batch (B, C, D, H, W) and its labels (B, 1, D, H, W, float); returns the loss."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            output = self.forward(x)
+        loss = self.compute_loss(output, y)
+        if not torch.isfinite(loss):
+            raise LeansegError(
+                f"The training loss became {loss.item()} at iteration {self.iteration}; lower train.lr (now {self.cfg.train.lr})."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+        self.optimizer.step()
+        return loss
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    def validation_step(self) -> dict[str, float]:
+        from leanseg.training.validation import validate
+
+        return validate(self.model, self.prep.cache_dir, self.val_ids, self.plan, self.cfg, self.bf16)
+
+    def on_checkpoint(self, path: Path) -> None:
+        from leanseg.checkpoint import save_checkpoint
+
+        save_checkpoint(
+            path,
+            self.model,
+            self.cfg,
+            self.plan,
+            optimizer=self.optimizer.state_dict(),
+            iteration=self.iteration,
+            elapsed=self.elapsed(),
+            history=json.dumps(self.history),
+        )
+
+    # --- the loop -----------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._t_start
+
+    def progress(self) -> float:
+        """The schedule's progress: iterations done, or the wall-clock budget spent, whichever is further."""
+        t = self.cfg.train
+        p = self.iteration / t.iterations
+        if t.budget_minutes:
+            p = max(p, self.elapsed() / (t.budget_minutes * 60))
+        return p
+
+    def fit(self) -> TrainResult:
+        """Initialise, train until :meth:`progress` reaches 1, write the final checkpoint and ``summary.json``."""
+        self.initialize()
+        self.model.train()
+        self._wait_s = self._step_s = 0.0
+        self._t_start = time.perf_counter()
+        with self._progress_bar() as (bar, task):
+            batches, running = iter(self.build_loader()), None
+            while self.progress() < 1.0:
+                lr = lr_at(self.cfg.train.lr, self.cfg.train.schedule, self.progress())
+                self.set_lr(lr)
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t1 = time.perf_counter()
+                loss = self.train_step(batch["image"], batch["label"].float()).item()  # float: DeepSupervisionLoss resizes it
+                self.iteration += 1
+                t2 = time.perf_counter()
+                self._wait_s, self._step_s = self._wait_s + t1 - t0, self._step_s + t2 - t0
+                running = loss if running is None else 0.95 * running + 0.05 * loss
+                self._after_step(
+                    {"iteration": self.iteration, "seconds": round(self.elapsed_before + t2 - self._t_start, 2), "lr": lr, "loss": loss}
+                )
+                info = f"it {self.iteration} loss {running:.3f} lr {lr:.2e}" + (f" val Dice {self.val['val_dice']:.3f}" if self.val else "")
+                bar.update(task, completed=min(self.progress(), 1.0), info=info)
+        return self._finish()
+
+    def _after_step(self, row: dict[str, Any]) -> None:
+        """Validation and checkpoint on their cadence (and at the end); every 10th row kept for metrics.csv."""
+        from leanseg.training.history import write_history
+
+        t, done = self.cfg.train, self.progress() >= 1.0
+        if self.iteration % t.val_every == 0 or done:
+            self.val = self.validation_step()
+            row.update(self.val)
+        if self.iteration % t.checkpoint_every == 0 or done:
+            row["data_wait_share"] = self._wait_s / max(self._step_s, 1e-9)
+            self.history.append(row)
+            self.on_checkpoint(self.run.latest)  # type: ignore[union-attr]
+            write_history(self.run.path, self.history)  # type: ignore[union-attr]
+        elif "val_dice" in row or self.iteration % 10 == 0:
+            self.history.append(row)
+
+    def _finish(self) -> TrainResult:
+        from leanseg.training.history import write_history
+
+        run = self.run
+        assert run is not None
+        seconds = self.elapsed()
+        self.on_checkpoint(run.final)
+        share = self._wait_s / max(self._step_s, 1e-9)
+        write_history(run.path, self.history)
+        summary = {
+            "iterations": self.iteration,
+            "train_seconds": seconds,
+            "data_wait_share": share,
+            "fold": self.cfg.data.fold,
+            "train_cases": len(self.split["train"]),
+            "val_cases": len(self.val_ids),
+            **self.val,
+        }
+        run.write_summary(summary)
+        return TrainResult(run.path, self.iteration, seconds, self.val, share)
+
+    def _progress_bar(self) -> Any:
+        from contextlib import contextmanager
+
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        @contextmanager
+        def bar() -> Any:
+            columns = [
+                TextColumn("[bold]train"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+            ]
+            with Progress(*columns, disable=not self.show_progress, transient=False) as p:
+                yield p, p.add_task("train", total=1.0, info="")
+
+        return bar()
+
+
+def train(
+    data_dir: Path | str,
+    out_dir: Path | str,
+    cfg: ExperimentConfig | None = None,
+    fold: int | None = None,
+    cache_root: Path | None = None,
+    show_progress: bool = True,
+    resume: bool = True,
+    trainer: type[Trainer] = Trainer,
+) -> TrainResult:
+    """Train a segmentation model on fold ``fold`` of a dataset folder, into run folder ``out_dir``.
+
+    Re-running on an existing run folder resumes from ``checkpoint_latest.pt`` (same config required).
+    Returns the final validation Dice and the share of step time spent waiting on data. ``trainer`` is the
+    :class:`Trainer` (sub)class to run.
+    """
+    cfg = cfg or ExperimentConfig()
+    if fold is not None:
+        cfg = replace(cfg, data=replace(cfg.data, fold=fold))
+    return trainer(cfg, data_dir, out_dir, cache_root, show_progress, resume).fit()
