@@ -66,8 +66,8 @@ def main() -> None:
 
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
-    from leanseg.models.nas_space import arch_to_json, architecture_space
     from leanseg.data.prepare import prepare_data
+    from leanseg.models.nas_space import arch_to_json, architecture_space
     from leanseg.training import train
 
     base = base_unet_training()

@@ -89,7 +89,7 @@ def main() -> None:
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
     from leanseg.models.nas_space import arch_to_json
-    from leanseg.search.nas import episode_stats, search_architecture
+    from leanseg.search.nas import episode_stats, read_search_state, search_architecture
     from leanseg.training import train
 
     work = Path(args.work)
@@ -150,18 +150,19 @@ def main() -> None:
 
     for name in args.searches:
         # a search resumed from its search.pt counts the children it ran before (their own seconds) and this call's wall time
-        state = work / name / "state.json"  # the history beside search.pt, without loading the weights
-        before = json.loads(state.read_text())["history"] if state.is_file() else []
+        state = work / name / "search.pt"
+        before = read_search_state(state)["history"] if state.is_file() else []
         t0 = time.time()
         res = search_architecture(
             args.data,
             work / name,
             cfg,
-            name,
-            args.episodes,
-            args.children,
-            args.child_iterations,
-            args.val_cases,
+            progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
+            controller=name,
+            episodes=args.episodes,
+            children=args.children,
+            child_iterations=args.child_iterations,
+            val_cases=args.val_cases,
             seed=args.seed,
             momentum=MOMENTUM,
             final_iterations=args.final_iterations,
@@ -170,7 +171,6 @@ def main() -> None:
             start_prob=args.start_prob,
             controller_lr=args.controller_lr,
             warmup_children=args.warmup_children,
-            progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
         )
         here = machine_info(args.threads)
         save(

@@ -35,14 +35,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import numpy as np
-    import torch
 
     from leanseg.bench import machine_info, write_results
     from leanseg.config import ExperimentConfig
-    from leanseg.models.nas_unet import SuperNet
-    from leanseg.models.nas_space import ArchitectureSpace, arch_to_json
-    from leanseg.search.nas import child_case_dice
     from leanseg.data.prepare import make_splits, prepare_data
+    from leanseg.models.nas_space import ArchitectureSpace, arch_to_json
+    from leanseg.models.nas_unet import SuperNet
+    from leanseg.search.nas import child_case_dice, read_search_state
     from leanseg.training.validation import mean_dice
     from leanseg.utils import set_threads
 
@@ -50,7 +49,7 @@ def main() -> None:
     from child_from_scratch import residual_unet_of_the_space
 
     set_threads(args.threads)
-    st = torch.load(args.search, map_location="cpu", weights_only=True)
+    st = read_search_state(args.search)
     space = ArchitectureSpace.from_dict(st["meta"]["space"])
     net = SuperNet(space)
     net.load_state_dict(st["supernet"])

@@ -70,9 +70,9 @@ def main() -> None:
     from leanseg.bench import machine_info, run_isolated, timing_stats, write_results
     from leanseg.config import ExperimentConfig
     from leanseg.data.datasets import load_dataset
+    from leanseg.data.prepare import prepare_data
     from leanseg.export import export_onnx
     from leanseg.metrics import evaluate_folders
-    from leanseg.data.prepare import prepare_data
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

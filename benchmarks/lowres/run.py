@@ -121,9 +121,9 @@ def main() -> None:
 
     from leanseg.bench import machine_info, run_isolated, timing_stats, write_results
     from leanseg.data.datasets import load_dataset
+    from leanseg.data.prepare import make_splits
     from leanseg.data.synthetic_chest import generate_chest_dataset
     from leanseg.objects import CaseObjects, object_metrics
-    from leanseg.data.prepare import make_splits
     from leanseg.training import train
 
     work = Path(args.work)

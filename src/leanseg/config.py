@@ -63,7 +63,7 @@ class ModelConfig:
     deep_supervision: bool = True
     base_features: int = 16
     max_features: int = 256
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # the family's own settings, typed by its registered dataclass
 
 
 @dataclass(frozen=True)
@@ -243,11 +243,18 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(a, v, where) for a, v in zip(args, value))
     if origin is dict or tp is dict:
         return dict(value or {})
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise LeansegError(f"Config value {where}={value!r} must be a number.")
     if tp in (int, str, bool) and not isinstance(value, tp):
         raise LeansegError(f"Config value {where}={value!r} must be of type {tp.__name__}.")
     return value
+
+
+def build_section(cls: Any, d: Any, where: str) -> Any:
+    """A config dataclass from a mapping: types coerced and checked, an unknown key refused with the valid ones."""
+    return _build(cls, d, where)
 
 
 def _build(cls: Any, d: Any, where: str) -> Any:

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.config import ModelConfig
+from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ASPP, ConvNormAct
 from leanseg.registry import MODELS
@@ -221,9 +222,20 @@ class DeepLab3D(SegmentationModel):
         return F.interpolate(self.head(h), size=size, mode="trilinear", align_corners=False)
 
 
+@dataclass(frozen=True)
+class DeepLabSettings:
+    """``model.extra`` of ``deeplab3d_r18`` / ``deeplab3d_r50``."""
+
+    aspp_dilations: tuple[int, ...] = (1, 2, 4, 6)
+    aspp_features: int = 16
+    decoder_features: int = 32
+    drop_prob: float = 0.0  # stochastic depth during training (0: the paper's plain training)
+    drop_rule: str = "uniform"  # uniform | linear (Huang et al.: deeper blocks dropped more)
+
+
 def _factory(depth: int):
     def make(in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]) -> DeepLab3D:
-        extra = dict(cfg.extra)
+        extra = asdict(build_section(DeepLabSettings, cfg.extra, "model.extra"))
         # the plan's first two downsampling strides; the plan gives (1,1,1) for its first stage
         down = [tuple(s) for s in strides if any(v > 1 for v in s)][:2]
         down += [(2, 2, 2)] * (2 - len(down))
@@ -233,15 +245,15 @@ def _factory(depth: int):
             depth=depth,
             base_features=cfg.base_features,
             strides=down,
-            aspp_dilations=tuple(extra.get("aspp_dilations", (1, 2, 4, 6))),
-            aspp_features=int(extra.get("aspp_features", 16)),
-            decoder_features=int(extra.get("decoder_features", 32)),
-            drop_prob=float(extra.get("drop_prob", 0.0)),
-            drop_rule=str(extra.get("drop_rule", "uniform")),
+            aspp_dilations=tuple(extra["aspp_dilations"]),
+            aspp_features=extra["aspp_features"],
+            decoder_features=extra["decoder_features"],
+            drop_prob=extra["drop_prob"],
+            drop_rule=extra["drop_rule"],
         )
 
     return make
 
 
-MODELS.register("deeplab3d_r18")(_factory(18))
-MODELS.register("deeplab3d_r50")(_factory(50))
+MODELS.register("deeplab3d_r18", settings=DeepLabSettings)(_factory(18))
+MODELS.register("deeplab3d_r50", settings=DeepLabSettings)(_factory(50))

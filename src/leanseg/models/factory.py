@@ -8,10 +8,16 @@ from leanseg.plan import Plan
 from leanseg.registry import MODELS
 
 
-def build_model(cfg: ModelConfig, plan: Plan) -> SegmentationModel:
-    """Instantiate ``cfg.name`` for the plan's channels, classes, widths and strides."""
+def check_settings(cfg: ModelConfig) -> None:
+    """Refuse an unknown model or an unknown or mistyped ``model.extra`` key before any work starts."""
     import leanseg.models  # noqa: F401  (registers the families)
 
+    MODELS.settings(cfg.name, cfg.extra, "model.extra")
+
+
+def build_model(cfg: ModelConfig, plan: Plan) -> SegmentationModel:
+    """Instantiate ``cfg.name`` for the plan's channels, classes, widths and strides."""
+    check_settings(cfg)
     model = MODELS.create(cfg.name, plan.num_channels, plan.num_classes, cfg, features=plan.features, strides=plan.strides)
     if not isinstance(model, SegmentationModel):
         raise TypeError(f"model '{cfg.name}' is a {type(model).__name__}, not a leanseg.models.protocol.SegmentationModel")

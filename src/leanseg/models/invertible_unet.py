@@ -24,13 +24,14 @@ Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); sizes must be multiples of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.config import ModelConfig
+from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct
 from leanseg.nn.invertible import invertible_stage, squeeze3d, unsqueeze3d
@@ -157,12 +158,20 @@ class FullyInvertibleUNet(_InvertibleUNet):
         return h
 
 
+@dataclass(frozen=True)
+class InvertibleSettings:
+    """``model.extra`` of ``partially_invres`` / ``fully_invres``."""
+
+    depth: int = 1  # couplings per stage
+    vae: bool = False  # the VAE regulariser branch (aux_loss = 0.1 L2 + 0.1 KL)
+    memory_saving: bool = True  # recompute activations from the couplings' inverses in backward
+
+
 def _kwargs(cfg: ModelConfig) -> dict:
-    extra = dict(cfg.extra)
-    return {"depth": extra.pop("depth", 1), "vae": extra.pop("vae", False), **extra}
+    return asdict(build_section(InvertibleSettings, cfg.extra, "model.extra"))
 
 
-@MODELS.register("partially_invres")
+@MODELS.register("partially_invres", settings=InvertibleSettings)
 def partially_invres(
     in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]
 ) -> nn.Module:
@@ -170,7 +179,7 @@ def partially_invres(
     return PartiallyInvertibleUNet(in_channels, out_channels, features, kernel_size=cfg.kernel_size, **_kwargs(cfg))
 
 
-@MODELS.register("fully_invres")
+@MODELS.register("fully_invres", settings=InvertibleSettings)
 def fully_invres(
     in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]
 ) -> nn.Module:

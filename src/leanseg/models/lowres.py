@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.config import ModelConfig
+from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct, ResidualBlock
 from leanseg.registry import MODELS
@@ -245,8 +246,20 @@ class LowResNet(SegmentationModel):
         return self._dice_ce(logits, (label > 0).float() if self.binary else label)
 
 
-@MODELS.register("lowres")
+@dataclass(frozen=True)
+class LowResSettings:
+    """``model.extra`` of ``lowres``."""
+
+    stage: int = 2  # 1: train the low-resolution network; 2: the detailed one (stage one frozen)
+    low_features: tuple[int, ...] = (16, 32, 64, 96)
+    detail_features: tuple[int, ...] = (8, 16, 32, 48)
+    threshold: float = 0.5  # stage-one probability that sends a region to stage two
+    margin: int = 1  # low-resolution voxels added around each region
+    pos_weight: float = 10.0  # weight of positives in stage one's loss
+
+
+@MODELS.register("lowres", settings=LowResSettings)
 def lowres(in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]) -> nn.Module:
     """LowRes; settings in ``model.extra``: stage, low_features, detail_features, threshold, margin, pos_weight.
     The plan's widths and strides are not used: the two networks have their own."""
-    return LowResNet(in_channels, out_channels, **cfg.extra)
+    return LowResNet(in_channels, out_channels, **asdict(build_section(LowResSettings, cfg.extra, "model.extra")))

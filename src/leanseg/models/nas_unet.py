@@ -17,6 +17,7 @@ Shapes: (B, C, D, H, W) -> logits (B, K, D, H, W), each size a multiple of the c
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.config import ModelConfig
+from leanseg.config import ModelConfig, build_section
 from leanseg.models.nas_space import ArchitectureSpace
 from leanseg.models.protocol import SegmentationModel
 from leanseg.registry import MODELS
@@ -157,16 +158,25 @@ class ChildNet(SuperNet, SegmentationModel):
         return super().forward(x, self.arch if arch is None else arch)
 
 
-@MODELS.register("nas_unet")
+@dataclass(frozen=True)
+class NasUNetSettings:
+    """``model.extra`` of ``nas_unet``, written by the architecture search."""
+
+    arch: dict[str, Any] = field(default_factory=dict)  # the chosen child's decisions
+    space: dict[str, Any] = field(default_factory=dict)  # the search space it was chosen from
+
+
+@MODELS.register("nas_unet", settings=NasUNetSettings)
 def nas_unet(in_channels: int, out_channels: int, cfg: ModelConfig, features: Any, strides: Any) -> nn.Module:
     """The child an architecture search chose (``model.extra``: ``arch`` and ``space``, written by the search)."""
     from leanseg.errors import LeansegError
 
-    if "arch" not in cfg.extra or "space" not in cfg.extra:
+    s = build_section(NasUNetSettings, cfg.extra, "model.extra")
+    if not s.arch or not s.space:
         raise LeansegError(
             "model nas_unet needs model.extra.arch and model.extra.space; use the run folder `leanseg search architecture` wrote."
         )
-    return ChildNet(ArchitectureSpace.from_dict(cfg.extra["space"]), cfg.extra["arch"])
+    return ChildNet(ArchitectureSpace.from_dict(s.space), s.arch)
 
 
 def estimate_activation_bytes(space: ArchitectureSpace, arch: dict[str, Any], batch: int = 2, bytes_per_value: int = 4) -> int:

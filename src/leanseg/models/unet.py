@@ -9,11 +9,13 @@ supervision, a list of logits from full resolution down to 1/8.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from leanseg.config import ModelConfig
+from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct, ResidualBlock
 from leanseg.registry import MODELS
@@ -102,7 +104,25 @@ def _call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
-@MODELS.register("resunet")
+@dataclass(frozen=True)
+class ResUNetSettings:
+    """``model.extra`` of ``resunet``."""
+
+    num_ds_heads: int = 3  # deep-supervision outputs below the full resolution
+    gradient_checkpointing: bool = False  # recompute each stage in backward instead of storing its activations
+
+
+@dataclass(frozen=True)
+class MonaiUNetSettings:
+    """``model.extra`` of ``monai_unet``: passed to MONAI's ``UNet``."""
+
+    num_res_units: int = 2
+    norm: str = "instance"
+    act: Any = ("leakyrelu", {"negative_slope": 0.01})
+    dropout: float = 0.0
+
+
+@MODELS.register("resunet", settings=ResUNetSettings)
 def resunet(in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]) -> nn.Module:
     return ResidualUNet(
         in_channels,
@@ -112,7 +132,7 @@ def resunet(in_channels: int, out_channels: int, cfg: ModelConfig, features: Seq
         kernel_size=cfg.kernel_size,
         blocks_per_stage=cfg.blocks_per_stage,
         deep_supervision=cfg.deep_supervision,
-        **cfg.extra,
+        **asdict(build_section(ResUNetSettings, cfg.extra, "model.extra")),
     )
 
 
@@ -129,15 +149,15 @@ class _DivisorUNet(SegmentationModel):
         return self.net(x)
 
 
-@MODELS.register("monai_unet")
+@MODELS.register("monai_unet", settings=MonaiUNetSettings)
 def monai_unet(
     in_channels: int, out_channels: int, cfg: ModelConfig, features: Sequence[int], strides: Sequence[Sequence[int]]
 ) -> nn.Module:
     """MONAI's ``UNet`` (Kerfoot et al. 2018) with residual units, instance norm, same widths and strides."""
     from monai.networks.nets import UNet
 
-    kwargs = {"num_res_units": 2, "norm": "instance", "act": ("leakyrelu", {"negative_slope": 0.01})}
-    kwargs.update(cfg.extra)
+    kwargs = asdict(build_section(MonaiUNetSettings, cfg.extra, "model.extra"))
+    kwargs["act"] = tuple(kwargs["act"]) if isinstance(kwargs["act"], list) else kwargs["act"]
     net = UNet(
         spatial_dims=3,
         in_channels=in_channels,

@@ -78,11 +78,13 @@ class Trainer:
     def initialize(self) -> None:
         """Data, plan and splits; the run folder's set-up files; model, optimiser, loss; resume or fine-tune start."""
         from leanseg.data.prepare import make_splits, prepare_data
+        from leanseg.models.factory import check_settings
 
         if self.run is None or self.data_dir is None:
             raise LeansegError("Trainer.initialize needs a dataset folder and a run folder.")
         if self.run.path.exists() and not self.run.path.is_dir():
             raise LeansegError(f"Output {self.run.path} is a file; pass a folder for the run.")
+        check_settings(self.cfg.model)
         set_threads(self.cfg.train.num_threads)
         seed_everything(self.cfg.train.seed)
         self.prep = prepare_data(

@@ -8,8 +8,8 @@ import torch
 
 from leanseg.config import ExperimentConfig
 from leanseg.models.nas_space import ArchitectureSpace, architecture_space
-from leanseg.search.nas import read_search_state
 from leanseg.models.nas_unet import SuperNet, estimate_activation_bytes
+from leanseg.search.nas import read_search_state
 
 # odd median shapes: isotropic, and thick slices (two axis groups)
 SPACES = [((35, 51, 37), (1.0, 1.0, 1.0)), ((61, 77, 19), (0.8, 0.8, 3.0))]

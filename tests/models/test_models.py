@@ -51,7 +51,7 @@ def test_deep_supervision_outputs_in_training_only() -> None:
 
 
 def test_gradient_checkpointing_gives_the_same_gradients_for_less_memory() -> None:
-    from tests.test_invertible import saved_bytes
+    from tests.models.test_invertible import saved_bytes
 
     torch.manual_seed(0)
     plain = ResidualUNet(1, 2, (4, 8, 16), STRIDES, blocks_per_stage=2).double()
@@ -66,3 +66,39 @@ def test_gradient_checkpointing_gives_the_same_gradients_for_less_memory() -> No
     for (n, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-10), n
     assert b_ckpt < 0.5 * b_plain
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_refuses_an_unknown_setting_naming_the_valid_ones(name: str) -> None:
+    from leanseg.models.factory import check_settings
+
+    with pytest.raises(LeansegError, match=r"drop_prop.*valid keys are \["):  # a misspelt drop_prob is no longer ignored
+        check_settings(ModelConfig(name=name, extra={"drop_prop": 0.3}))
+    check_settings(ModelConfig(name=name))  # no options: every setting has its default
+
+
+def test_a_setting_of_the_wrong_type_is_refused_and_a_good_one_reaches_the_model() -> None:
+    cfg = ModelConfig(name="deeplab3d_r18", extra={"drop_prob": "high"})
+    with pytest.raises(LeansegError, match="drop_prob"):
+        MODELS.create("deeplab3d_r18", 1, 2, cfg, features=(8, 16, 32), strides=STRIDES)
+    net = MODELS.create(
+        "deeplab3d_r18", 1, 2, ModelConfig(name="deeplab3d_r18", extra={"drop_prob": 0.25}), features=(8, 16, 32), strides=STRIDES
+    )
+    assert net.drop_prob == 0.25
+
+
+def test_build_model_refuses_a_factory_that_breaks_the_model_contract() -> None:
+    from leanseg.models import build_model
+    from leanseg.plan import Plan
+
+    plan = Plan((1.0,) * 3, (16,) * 3, STRIDES, (4, 8, 16), "zscore", None, (16,) * 3, "RAS", True, 1, 2, {0: "bg", 1: "fg"})
+
+    @MODELS.register("not_a_segmentation_model")
+    def bad(*a, **k):
+        return torch.nn.Conv3d(1, 2, 1)
+
+    try:
+        with pytest.raises(TypeError, match="not a leanseg.models.protocol.SegmentationModel"):
+            build_model(ModelConfig(name="not_a_segmentation_model"), plan)
+    finally:
+        MODELS._factories.pop("not_a_segmentation_model")

@@ -19,7 +19,7 @@ from leanseg.search.controllers import CONTROLLERS, ContinuousHillClimbing, Hill
 from leanseg.search.executors import LocalExecutor
 from leanseg.search.runner import run_search
 from leanseg.search.space import Param, SearchSpace, strategy_space
-from tests.search_objectives import quadratic
+from tests.search.objectives import quadratic
 
 SPACE = SearchSpace((Param("augment.noise", 0.0, 1.0), Param("augment.flip", 0.0, 1.0), Param("train.lr", 1e-4, 1e-2, log=True)))
 
@@ -157,8 +157,8 @@ def test_a_crashing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> 
 def test_search_resumes_after_a_kill_without_repeating_finished_trials(tmp_path: Path) -> None:
     out, markers = tmp_path / "search", tmp_path / "markers"
     code = f"""
-import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from tests.test_search import SPACE, _factory
+import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.search.test_search import SPACE, _factory
 from leanseg.search.controllers import make_controller
 from leanseg.search.executors import LocalExecutor
 from leanseg.search.runner import run_search
@@ -194,7 +194,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path: Path) -> None:
     import ray
 
     from leanseg.search.executors import RayExecutor
-    from tests.search_objectives import raising
+    from tests.search.objectives import raising
 
     ex = RayExecutor("local", parallel=2, num_cpus=2)
     try:
