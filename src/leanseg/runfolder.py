@@ -53,9 +53,6 @@ class RunFolder:
                 return p
         raise LeansegError(f"No checkpoint in {self.path}; train a model there first (`leanseg train --out {self.path}`).")
 
-    def is_trained(self) -> bool:
-        return self.final.is_file()
-
     # reading
     def _json(self, name: str) -> Any:
         p = self.path / name

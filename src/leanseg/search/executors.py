@@ -107,6 +107,7 @@ class InProcessExecutor:
         self._done.append(TrialOutcome(trial_id, True, result, None, time.perf_counter() - t0))
 
     def running(self) -> int:
+        """Trials submitted and not yet collected: a submitted trial has already run, so this is 0 or 1."""
         return len(self._done)
 
     def wait_any(self, poll_s: float = 0.0) -> list[TrialOutcome]:

@@ -179,8 +179,8 @@ class _Search:
         self.net = SuperNet(self.space)
         self.num_params = sum(q.numel() for q in self.net.parameters())
         self.limit = (a.memory_limit_gb * 2**30) if a.memory_limit_gb else psutil.virtual_memory().available / 2
-        if a.memory_limit_gb is None and (out / "search.pt").is_file():
-            self.limit = _saved_limit(out / "search.pt", self.limit)  # the default limit, half the free memory, is the first run's
+        if a.memory_limit_gb is None:
+            self.limit = _saved_limit(out, self.limit)  # the default limit, half the free memory, is the first run's
         self.enas = a.controller == "enas"  # the start and the learning rate are the ENAS controller's; random search has neither
         self.warmup = a.warmup_children if self.enas else 0  # random search is uniform throughout: a warm-up would be more of it
         self.total = self.warmup + a.episodes * a.children
@@ -335,26 +335,22 @@ def history_rows(trials: list[dict[str, Any]], warmup: int, children: int) -> li
 def read_search_state(path: Path | str) -> dict[str, Any]:
     """A saved search (its folder or ``search.pt``): ``meta``, ``controller`` state, ``history`` rows, ``supernet`` and
     ``optimizer`` states."""
-    from leanseg.search.runner import Journal
+    from leanseg.search.runner import finished_trials, read_journal
 
     path = Path(path)
-    path = path / "search.pt" if path.is_dir() else path
-
-    raw = Journal(path.parent, {}, attach=dict)._read()
-    j = json.loads(raw["journal"])
-    finished = [t for _, t in sorted((int(k), v) for k, v in j["trials"].items()) if t["status"] != "pending"]
+    j, attached = read_journal(path / "search.pt" if path.is_dir() else path)
     meta = j["meta"]
-    history = history_rows(finished, meta["warmup_children"], meta["children"])
-    return {"meta": meta, "controller": j["controller"], "history": history, "supernet": raw["supernet"], "optimizer": raw["optimizer"]}
+    history = history_rows(finished_trials(j["trials"]), meta["warmup_children"], meta["children"])
+    return {"meta": meta, "controller": j["controller"], "history": history, **attached}
 
 
-def _saved_limit(state_path: Path, default: float) -> float:
-    """The memory limit an earlier run of this search used (its journal's meta), else ``default``."""
-    try:
-        d = torch.load(state_path, map_location="cpu", weights_only=True)
-        return float(json.loads(d["journal"])["meta"].get("limit_bytes", default))
-    except Exception:  # the journal's own load says what is wrong with the file
-        return default
+def _saved_limit(out: Path, default: float) -> float:
+    """The memory limit an earlier run of this search used, read from the journal's copy for people
+    (``state.json``: the same meta as ``search.pt``, without loading the weights), else ``default``."""
+    from leanseg.search.runner import read_journal
+
+    copy = out / "state.json"
+    return float(read_journal(copy)[0]["meta"].get("limit_bytes", default)) if copy.is_file() else default
 
 
 def final_lr(lr: float, schedule: str, how: str, shared_iterations: int, final_iterations: int) -> Callable[[int], float]:

@@ -40,27 +40,11 @@ class Journal:
         self.attach, self.restore = attach, restore
         self.trials: dict[int, dict[str, Any]] = {}
 
-    def _read(self) -> dict[str, Any]:
-        try:
-            if self.attach is None:
-                return json.loads(self.path.read_text())
-            import torch
-
-            d = torch.load(self.state_path, map_location="cpu", weights_only=True)
-            if not isinstance(d, dict) or "journal" not in d:
-                raise ValueError("no search journal inside")
-            return d
-        except Exception as e:  # json, torch and the unpickler raise many types for a damaged file
-            raise LeansegError(
-                f"Search journal {self.state_path} is unreadable ({type(e).__name__}: {e}); delete it to start afresh or pass another --out."
-            ) from e
-
     def load(self, controller: Controller) -> bool:
         """Restore trials and the controller from an earlier run of the same search; False if there is none."""
         if not self.state_path.is_file():
             return False
-        raw = self._read()
-        d = json.loads(raw["journal"]) if self.attach else raw
+        d, attached = read_journal(self.state_path)
         if d.get("meta") != self.meta:
             raise LeansegError(
                 f"{self.state_path} belongs to another search ({d.get('meta')}); pass a new --out or the same settings to resume it."
@@ -68,7 +52,7 @@ class Journal:
         controller.load_state_dict(d["controller"])
         self.trials = {int(k): v for k, v in d["trials"].items()}
         if self.restore is not None:
-            self.restore(raw)
+            self.restore(attached)
         return True
 
     def save(self, controller: Controller) -> None:
@@ -81,7 +65,30 @@ class Journal:
         atomic_write_text(self.path, text)
 
     def finished(self) -> list[dict[str, Any]]:
-        return [t for _, t in sorted(self.trials.items()) if t["status"] != "pending"]
+        return finished_trials(self.trials)
+
+
+def finished_trials(trials: dict[Any, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials that ended (succeeded or failed), in id order."""
+    return [t for _, t in sorted((int(k), v) for k, v in trials.items()) if t["status"] != "pending"]
+
+
+def read_journal(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A saved journal (``state.json``, or ``search.pt`` with attached tensors): (journal, attached state)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text()), {}
+        import torch
+
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(d, dict) or "journal" not in d:
+            raise ValueError("no search journal inside")
+        return json.loads(d.pop("journal")), d
+    except Exception as e:  # json, torch and the unpickler raise many types for a damaged file
+        raise LeansegError(
+            f"Search journal {path} is unreadable ({type(e).__name__}: {e}); delete it to start afresh or pass another --out."
+        ) from e
 
 
 def run_search(

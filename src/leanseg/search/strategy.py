@@ -61,8 +61,9 @@ def search_strategy(
     Settings left ``None`` come from ``base.search.strategy`` (:class:`~leanseg.config.StrategySearchConfig`).
     """
     cfg = base or ExperimentConfig()
-    given = {"controller": controller, "trials": trials, "parallel": parallel, "ray_address": ray_address, "seed": seed}
-    given["threads_per_trial"] = threads_per_trial
+    given = dict(
+        controller=controller, trials=trials, parallel=parallel, ray_address=ray_address, seed=seed, threads_per_trial=threads_per_trial
+    )
     cfg = cfg.with_overrides({f"search.strategy.{k}": v for k, v in given.items() if v is not None})
     st = cfg.search.strategy
     from leanseg.data.prepare import prepare_data

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -289,24 +291,19 @@ class Trainer:
         run.write_summary(summary)
         return TrainResult(run.path, self.iteration, seconds, self.val, share)
 
-    def _progress_bar(self) -> Any:
-        from contextlib import contextmanager
-
+    @contextmanager
+    def _progress_bar(self) -> Iterator[tuple[Any, Any]]:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        @contextmanager
-        def bar() -> Any:
-            columns = [
-                TextColumn("[bold]train"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"),
-            ]
-            with Progress(*columns, disable=not self.show_progress, transient=False) as p:
-                yield p, p.add_task("train", total=1.0, info="")
-
-        return bar()
+        columns = [
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        ]
+        with Progress(*columns, disable=not self.show_progress, transient=False) as p:
+            yield p, p.add_task("train", total=1.0, info="")
 
 
 def train(
