@@ -48,3 +48,53 @@ def test_code_commit_marks_uncommitted_code_but_not_results(tmp_path: Path) -> N
     (tmp_path / "src" / "a.py").write_text("x = 2\n")
     assert code_commit(tmp_path) == f"{head} + uncommitted changes"
     assert code_commit(tmp_path / "not_a_repo") == ""
+
+
+def test_saved_for_backward_counts_each_storage_once() -> None:
+    import torch
+
+    from leanseg.bench import saved_for_backward
+
+    lin = torch.nn.Linear(256, 256, bias=False)
+    x = torch.randn(64, 256)
+    one, _ = saved_for_backward(lambda: lin(x))
+    assert one == x.nbytes  # the input, kept to form the weight's gradient
+    two, _ = saved_for_backward(lambda: lin(x).sum() + lin(x[:32]).sum())  # the same storage saved twice, through a view
+    assert two == x.nbytes
+    other, _ = saved_for_backward(lambda: lin(x).sum() + lin(x.clone()).sum())  # a copy is memory of its own
+    assert other == 2 * x.nbytes
+    conv = torch.nn.Conv3d(2, 4, 3, bias=False)
+    v = torch.randn(1, 2, 8, 8, 8, requires_grad=True)
+    with_weights, _ = saved_for_backward(lambda: conv(v))  # the weight is saved for the input's gradient
+    assert with_weights == v.nbytes + conv.weight.nbytes
+    assert saved_for_backward(lambda: conv(v), parameters=False)[0] == v.nbytes
+    with torch.no_grad():
+        assert saved_for_backward(lambda: lin(x))[0] == 0
+
+
+def test_results_keep_stamps_sections_and_smoke_writes_elsewhere(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from leanseg.bench import Results, benchmark_arguments, results_folder
+
+    def render(r: dict) -> str:
+        return f"# {r['name']}: {r.get('part')}"
+
+    first = Results(tmp_path, "b", "bench", render, threads=1, seed=0, split="fold 0", data="phantoms")
+    first["part"] = {"a": 1}
+    first.write()
+    again = Results(tmp_path, "b", "bench", render, threads=1, seed=0, split="fold 0", data="phantoms")
+    assert again.keep("part") and not again.keep("missing")
+    again.write()
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["part"] == {"a": 1} and saved["kept"]["part"].startswith("commit ")
+    assert (tmp_path / "b.md").read_text() == "# b: {'a': 1}"
+    third = Results(tmp_path, "b", "bench", render, threads=1, seed=0, split="fold 0", data="phantoms")
+    assert third.keep("part") and third["kept"]["part"] == saved["kept"]["part"]  # the stamp of the call that measured it
+    ap = argparse.ArgumentParser()
+    benchmark_arguments(ap, "b", str(tmp_path / "work"))
+    committed = tmp_path / "committed"
+    assert results_folder(ap.parse_args([]), committed) == committed
+    assert results_folder(ap.parse_args(["--smoke"]), committed) == tmp_path / "work" / "results"
+    assert results_folder(ap.parse_args(["--smoke", "--results", str(tmp_path / "r")]), committed) == tmp_path / "r"

@@ -43,10 +43,17 @@ def test_labels_keep_the_input_shape_and_affine(trained_run: Path, phantoms: Pat
 
 
 def test_whole_and_sliding_agree(trained_run: Path, phantoms: Path) -> None:
+    """Compared on foreground probabilities, not on a label map that an 8-iteration model leaves mostly background."""
     img = read_image(list(load_dataset(phantoms).cases[1].images))
-    whole, _ = Predictor.from_run(trained_run, mode="whole").predict_volume(img)
-    sliding, _ = Predictor.from_run(trained_run, mode="sliding", overlap=0.5).predict_volume(img)
-    assert np.mean(whole == sliding) > 0.9
+    whole = Predictor.from_run(trained_run, mode="whole")
+    sliding = Predictor.from_run(trained_run, mode="sliding", overlap=0.5)
+    assert any(s > p for s, p in zip(whole.preprocessor(img)["image"].shape[1:], whole.plan.patch_size))  # several windows, blended
+    fg_whole = whole.predict_volume_probabilities(img)[0][1:].numpy()
+    fg_sliding = sliding.predict_volume_probabilities(img)[0][1:].numpy()
+    assert fg_whole.std() > 0.01  # the maps vary over the image: agreement is not that of two constants
+    # measured: correlation 0.96, error 0.28 of the maps' own spread; windows misplaced by one voxel give 0.80 and 0.44
+    assert np.corrcoef(fg_whole.ravel(), fg_sliding.ravel())[0, 1] > 0.9
+    assert np.abs(fg_whole - fg_sliding).mean() < 0.4 * np.abs(fg_whole - fg_whole.mean()).mean()
 
 
 def test_onnx_and_bf16_match_eager(trained_run: Path, phantoms: Path) -> None:

@@ -27,23 +27,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leanseg.bench import benchmark_arguments, header_markdown
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def base_unet_training() -> dict[str, Any]:
     """The base U-Net's training row (iterations, trainer validation Dice on 20 cases) from benchmarks/hippocampus_baseline."""
-    return json.loads((RESULTS / "hippocampus_baseline.json").read_text())["models"]["resunet"]["train"]
-
-
-def residual_unet_of_the_space(space: Any) -> dict[str, Any]:
-    arch = space.largest()
-    fixed = {"dilation_": 1, "activation_": "leakyrelu", "long_skip_": "off", "pool_type_": "max", "pool_stride_": 2}
-    for d in space.decisions:
-        for prefix, value in fixed.items():
-            if d.name.startswith(prefix):
-                arch[d.name] = value
-    return arch
+    r = json.loads((RESULTS / "hippocampus_baseline.json").read_text())
+    return r["training"]["resunet"] if "training" in r else r["models"]["resunet"]["train"]  # the layout before the Results writer
 
 
 def main() -> None:
@@ -60,22 +53,25 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", help="what --arch is, for the table (e.g. 'ENAS chosen child, architecture_search_controller_lr')")
-    ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_child")
-    ap.add_argument("--name", default="architecture_child_from_scratch", help="results file stem in benchmarks/results")
+    benchmark_arguments(ap, "architecture_child_from_scratch", "/tmp/leanseg_bench/architecture_child")
     args = ap.parse_args()
 
-    from leanseg.bench import machine_info, write_results
+    from leanseg.bench import Results, results_folder, smoke_phantoms
     from leanseg.config import ExperimentConfig
     from leanseg.data.prepare import prepare_data
     from leanseg.models.nas_space import arch_to_json, architecture_space
+    from leanseg.runfolder import RunFolder
     from leanseg.training import train
 
     base = base_unet_training()
-    iterations = args.iterations or base["iterations"]
+    data = str(smoke_phantoms(Path(args.work))) if args.smoke else args.data
+    iterations = 3 if args.smoke else args.iterations or base["iterations"]
     cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml")
-    plan = prepare_data(Path(args.data), cfg).plan
+    if args.smoke:
+        cfg = cfg.with_overrides({"data.patch_size": [16, 16, 16], "model.base_features": 4, "train.batch_size": 1})
+    plan = prepare_data(Path(data), cfg).plan
     space = architecture_space(plan.median_shape, plan.target_spacing, plan.num_channels, plan.num_classes, 4, cfg.model.base_features)
-    arch = arch_to_json(json.loads(Path(args.arch).read_text()) if args.arch else residual_unet_of_the_space(space))
+    arch = arch_to_json(json.loads(Path(args.arch).read_text()) if args.arch else space.residual_unet())
     model = {} if args.base_unet else {"model.name": "nas_unet", "model.extra": {"arch": arch, "space": space.to_dict()}}
     cfg = cfg.with_overrides(
         {
@@ -89,30 +85,35 @@ def main() -> None:
         }
     )
     t0 = time.time()
-    r = train(args.data, Path(args.work), cfg, fold=0, resume=False)
+    r = train(data, Path(args.work) / "run", cfg, fold=0, resume=False)
     t = cfg.train
-    out = {
-        "benchmark": "architecture_child_from_scratch",
-        "machine": machine_info(args.threads),
-        "data": f"Task04_Hippocampus, 208 cases; fold 0 of a {cfg.data.num_folds}-fold split (split seed {cfg.data.split_seed}) "
-        f"held out; trainer validation on {'its first ' + str(args.val_cases) if args.val_cases else 'all its'} cases (preprocessed grid)",
-        "seed": cfg.train.seed,
-        "recipe": f"configs/hippocampus_baseline.yaml ({t.optimizer.upper()} lr {t.lr}, momentum {t.momentum}, {t.schedule}, "
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "architecture_child_from_scratch",
+        render,
+        threads=args.threads,
+        seed=cfg.train.seed,
+        split=f"fold 0 of a {cfg.data.num_folds}-fold split (split seed {cfg.data.split_seed}) held out; trainer validation on "
+        f"{'its first ' + str(args.val_cases) if args.val_cases else 'all its'} cases (preprocessed grid)",
+        data=data,
+        smoke=args.smoke,
+        recipe=f"configs/hippocampus_baseline.yaml ({t.optimizer.upper()} lr {t.lr}, momentum {t.momentum}, {t.schedule}, "
         f"batch {t.batch_size}, bf16 {t.bf16})",
-        "arch": None if args.base_unet else arch,
-        "init": args.init,
-        "default_arch": not args.arch,
-        "label": args.label or label(args),
-        "val_cases": json.loads((r.run_dir / "summary.json").read_text())["val_cases"],
-        "iterations": r.iterations,
-        "train_minutes": r.seconds / 60,
-        "wall_minutes": (time.time() - t0) / 60,
-        "val_dice": r.val["val_dice"],
-        "val_dice_per_class": {k: v for k, v in r.val.items() if k != "val_dice"},
-        "base_unet": {"iterations": base["iterations"], "train_minutes": base["train_seconds"] / 60, "val_dice": base["val_dice"]},
-    }
-    write_results(RESULTS / f"{args.name}.json", out, render(out))
-    print(render(out))
+        arch=None if args.base_unet else arch,
+        init=args.init,
+        default_arch=not args.arch,
+        label=args.label or label(args),
+        val_cases=RunFolder(r.run_dir).summary()["val_cases"],
+        iterations=r.iterations,
+        train_minutes=r.seconds / 60,
+        wall_minutes=(time.time() - t0) / 60,
+        val_dice=r.val["val_dice"],
+        val_dice_per_class={k: v for k, v in r.val.items() if k != "val_dice"},
+        base_unet={"iterations": base["iterations"], "train_minutes": base["train_seconds"] / 60, "val_dice": base["val_dice"]},
+    )
+    results.write()
+    print(results.markdown())
 
 
 def label(args: argparse.Namespace) -> str:
@@ -122,7 +123,6 @@ def label(args: argparse.Namespace) -> str:
 
 
 def render(r: dict[str, Any]) -> str:
-    m = r["machine"]
     which = r.get("label", "the space's residual U-Net" if r["default_arch"] else "a given child")
     n = r.get("val_cases", 20)
     b = r["base_unet"]
@@ -137,9 +137,8 @@ def render(r: dict[str, Any]) -> str:
             f"# {'A child of the architecture space' if r['arch'] else 'The base residual U-Net'} trained alone "
             + (f"from `{r['init']}`" if r.get("init") else "from scratch"),
             "",
-            f"Machine: {m['cpu']}, {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; commit {m['leanseg_commit']}; "
-            f"{m['date']}.",
-            f"Data: {r['data']}. Recipe: {r['recipe']}; seed {r['seed']}.",
+            *header_markdown(r),
+            f"Recipe: {r['recipe']}.",
             "",
             f"| model | iterations | training minutes | trainer's validation Dice ({n} cases) |",
             "|---|---|---|---|",

@@ -31,28 +31,46 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leanseg.bench import benchmark_arguments, header_markdown
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
-MOMENTUM = 0.9  # SGD momentum of the shared weights (the search's default; 0.99 collapsed them)
 # what the space holds, so that results from another space are never merged with these
 SEARCH_SPACE = "the paper's macro space plus plain or residual encoder stages (residual_<s>)"
+# the benchmark's search budget on hippocampus; every other search setting is the config section's one default
+# (leanseg.config.ArchitectureSearchConfig), replaced by the option of the same name where one is given
+BUDGET = {"episodes": 16, "child_iterations": 40, "final_iterations": 3000}
+SMOKE = {"episodes": 1, "children": 2, "child_iterations": 1, "val_cases": 1, "final_iterations": 2, "num_stages": 3}
+SETTINGS = (
+    "episodes",
+    "children",
+    "child_iterations",
+    "val_cases",
+    "final_iterations",
+    "final_momentum",
+    "seed",
+    "start_prob",
+    "final_schedule",
+    "controller_lr",
+    "warmup_children",
+)
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """Options for the search settings default to None: the value is then the benchmark's BUDGET or the config's."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
-    ap.add_argument("--episodes", type=int, default=16)
-    ap.add_argument("--children", type=int, default=20)
-    ap.add_argument("--child-iterations", type=int, default=40)
-    ap.add_argument("--val-cases", type=int, default=10)
-    ap.add_argument("--final-iterations", type=int, default=3000, help="the chosen child's own training from the shared weights")
+    ap.add_argument("--episodes", type=int, help=f"default {BUDGET['episodes']}")
+    ap.add_argument("--children", type=int, help="children per episode")
+    ap.add_argument("--child-iterations", type=int, help=f"default {BUDGET['child_iterations']}")
+    ap.add_argument("--val-cases", type=int, help="held-out cases that score each child")
     ap.add_argument(
-        "--final-momentum",
-        type=float,
-        default=None,
-        help=f"SGD momentum of the final training (default: the base trainer's); the search's own is {MOMENTUM}",
+        "--final-iterations",
+        type=int,
+        help=f"the chosen child's own training from the shared weights (default {BUDGET['final_iterations']})",
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--final-momentum", type=float, help="SGD momentum of the final training (default: the base trainer's)")
+    ap.add_argument("--seed", type=int)
     ap.add_argument("--searches", nargs="*", default=["enas", "random"], choices=["enas", "random"])
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument(
@@ -64,175 +82,169 @@ def main() -> None:
     ap.add_argument("--baseline-rate", type=float, default=4487 / 15, help="base U-Net iterations per minute, idle, 2 threads")
     ap.add_argument("--rate-note", default="4487 in 15 min, AMD EPYC, hippocampus_baseline.md", help="where --baseline-rate was measured")
     ap.add_argument(
-        "--start-prob",
-        type=float,
-        default=0.7,
-        help="ENAS: the initial policy picks each of the first child's choices with this probability (0: near uniform)",
+        "--start-prob", type=float, help="ENAS: the initial policy picks each of the first child's choices with this probability"
     )
-    ap.add_argument(
-        "--final-schedule",
-        default="restart",
-        choices=["restart", "continue"],
-        help="the final training's schedule: restarted over its own iterations, or continued from the search's",
-    )
-    ap.add_argument("--controller-lr", type=float, default=0.01, help="ENAS: the controller's Adam learning rate (the paper: 0.001)")
-    ap.add_argument(
-        "--warmup-children",
-        type=int,
-        default=0,
-        help="ENAS: uniformly drawn children that train the shared weights before the first episode, not told to the controller",
-    )
-    ap.add_argument("--work", default="/tmp/leanseg_bench/architecture_search")
-    ap.add_argument("--name", default="architecture_search", help="results file stem in benchmarks/results")
-    args = ap.parse_args()
+    ap.add_argument("--final-schedule", choices=["restart", "continue"], help="the final training's schedule: restarted, or continued")
+    ap.add_argument("--controller-lr", type=float, help="ENAS: the controller's Adam learning rate (the paper: 0.001)")
+    ap.add_argument("--warmup-children", type=int, help="ENAS: uniformly drawn children first, not told to the controller")
+    benchmark_arguments(ap, "architecture_search", "/tmp/leanseg_bench/architecture_search")
+    return ap
 
-    from leanseg.bench import machine_info, write_results
+
+def search_config(args: argparse.Namespace) -> Any:
+    """configs/hippocampus_baseline.yaml's recipe with the search settings: the config's, BUDGET's, then the options'."""
     from leanseg.config import ExperimentConfig
-    from leanseg.models.nas_space import arch_to_json
-    from leanseg.search.nas import episode_stats, read_search_state, search_architecture
-    from leanseg.training import train
+
+    given = {k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None}
+    settings = {**BUDGET, **(SMOKE if args.smoke else {}), **given}
+    smoke = {"data.patch_size": [16, 16, 16], "model.base_features": 4, "train.batch_size": 1} if args.smoke else {}
+    cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml").with_overrides(
+        {
+            "train.budget_minutes": None,
+            "train.num_threads": args.threads,
+            **smoke,
+            **{f"search.architecture.{k}": v for k, v in settings.items()},
+        }
+    )
+    return cfg.with_overrides({"train.seed": cfg.search.architecture.seed})  # the seed of the searches seeds the base U-Net too
+
+
+# settings that say which search a results file holds: a call merges only into a file whose settings are these
+SAME_SEARCH = (
+    "episodes",
+    "children_per_episode",
+    "child_iterations",
+    "seed",
+    "data",
+    "search_space",
+    "shared_weights",
+    "final_iterations",
+    "final_training",
+)
+
+
+def main() -> None:
+    args = arguments().parse_args()
+    if args.smoke:
+        args.baseline_rate = 2.0
+
+    from leanseg.bench import Results, results_folder, smoke_phantoms
 
     work = Path(args.work)
-    cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml").with_overrides(
-        {"train.budget_minutes": None, "train.num_threads": args.threads, "train.seed": args.seed}
-    )  # --seed seeds the base U-Net's training as well as the searches
-    final_momentum = cfg.train.momentum if args.final_momentum is None else args.final_momentum
-    out: dict[str, Any] = {
-        "benchmark": "architecture_search",
-        "name": args.name,
-        "machine": machine_info(2),
-        "data": "Task04_Hippocampus, 208 cases; fold 0 of a 5-fold split (split seed 12345) held out (42 cases); "
-        f"children scored on its first {args.val_cases}, chosen children and the base U-Net on all 42",
-        "episodes": args.episodes,
-        "children_per_episode": args.children,
-        "child_iterations": args.child_iterations,
-        "seed": args.seed,
-        "search_space": SEARCH_SPACE,
-        "shared_weights": f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {MOMENTUM}, batch {cfg.train.batch_size}, bf16 autocast",
-        "final_iterations": args.final_iterations,
-        "final_training": f"the chosen child alone, from the shared weights: {args.final_iterations} iterations of the base "
+    data = str(smoke_phantoms(work)) if args.smoke else args.data
+    cfg = search_config(args)
+    st = cfg.search.architecture
+    final_momentum = cfg.train.momentum if st.final_momentum is None else st.final_momentum
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "architecture_search",
+        render,
+        plot,
+        threads=args.threads,
+        seed=st.seed,
+        split="fold 0 of a 5-fold split (split seed 12345) held out; "
+        f"children scored on its first {st.val_cases} cases, chosen children and the base U-Net on all of them",
+        data=f"{data} (208 MSD hippocampus cases, 42 held out, in the committed figures)",
+        smoke=args.smoke,
+        episodes=st.episodes,
+        children_per_episode=st.children,
+        child_iterations=st.child_iterations,
+        search_space=SEARCH_SPACE,
+        shared_weights=f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {st.momentum}, batch {cfg.train.batch_size}, bf16 autocast",
+        final_iterations=st.final_iterations,
+        final_training=f"the chosen child alone, from the shared weights: {st.final_iterations} iterations of the base "
         f"trainer's schedule (SGD lr {cfg.train.lr}, momentum {final_momentum}, {cfg.train.schedule} schedule"
-        + (")" if args.final_schedule == "restart" else ", continued over the shared weights' iterations plus these)"),
-        "searches": {},
-    }
-
-    path = RESULTS / f"{args.name}.json"
-
-    def merge() -> None:
-        """Take the parts other calls wrote (same search settings) from the results file."""
-        last = json.loads(path.read_text()) if path.is_file() else {}
-        keys = (
-            "episodes",
-            "children_per_episode",
-            "child_iterations",
-            "seed",
-            "data",
-            "search_space",
-            "shared_weights",
-            "final_iterations",
-            "final_training",
-        )
-        same = all(last.get(k) == out[k] for k in keys)
-        for k in ("searches", "base_unet"):
-            if same and k in last:
-                out[k] = last[k]
+        + (")" if st.final_schedule == "restart" else ", continued over the shared weights' iterations plus these)"),
+        searches={},
+    )
 
     def save(key: str, name: str | None, value: dict[str, Any]) -> None:
         """Merge this call's part into the results file, read again just before writing: the random search
         and the base U-Net may run at the same time, each in its own process."""
-        merge()
+        results.merge(("searches", "base_unet"), SAME_SEARCH)
         if name is None:
-            out[key] = value
+            results[key] = value
         else:
-            out.setdefault(key, {})[name] = value
-        plot(out, RESULTS / f"{args.name}.png")
-        write_results(path, out, render(out))
+            results.setdefault(key, {})[name] = value
+        results.write(with_plot=True)
 
     for name in args.searches:
-        # a search resumed from its search.pt counts the children it ran before (their own seconds) and this call's wall time
-        state = work / name / "search.pt"
-        before = read_search_state(state)["history"] if state.is_file() else []
-        t0 = time.time()
-        res = search_architecture(
-            args.data,
-            work / name,
-            cfg,
-            progress=lambda row, done, total, name=name: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
-            controller=name,
-            episodes=args.episodes,
-            children=args.children,
-            child_iterations=args.child_iterations,
-            val_cases=args.val_cases,
-            seed=args.seed,
-            momentum=MOMENTUM,
-            final_iterations=args.final_iterations,
-            final_momentum=final_momentum,
-            final_schedule=args.final_schedule,
-            start_prob=args.start_prob,
-            controller_lr=args.controller_lr,
-            warmup_children=args.warmup_children,
-        )
-        here = machine_info(args.threads)
-        save(
-            "searches",
-            name,
-            {
-                "minutes": (time.time() - t0 + sum(r["seconds"] for r in before)) / 60,
-                "resumed_after_children": len(before),
-                "final_minutes": res.final_seconds / 60,
-                "start_prob": args.start_prob if name == "enas" else None,
-                "controller_lr": args.controller_lr if name == "enas" else None,
-                "warmup_children": args.warmup_children if name == "enas" else 0,
-                "threads": args.threads,
-                "commit": here["leanseg_commit"],
-                "cpu": here["cpu"],
-                "episodes": episode_stats(res.history),
-                "chosen": arch_to_json(res.arch),
-                "first_child": res.history[0]["arch"],
-                "chosen_val_dice": res.val_dice,
-                "chosen_val_dice_shared_weights": res.val_dice_shared_weights,
-                # the controller's children: the warm-up's uniform draws (episode -1) are not what it found
-                "best_child_reward": max(r["reward"] for r in res.history if r["episode"] >= 0),
-            },
-        )
-    merge()
-    if not args.skip_baseline and "enas" in out["searches"]:
-        minutes = out["searches"]["enas"]["minutes"]
-        iterations = round(minutes * args.baseline_rate)
-        done = work / "base_unet" / "summary.json"
-        earlier = json.loads(done.read_text()) if args.reuse_baseline and done.is_file() else None
-        same_seed = earlier is not None and ExperimentConfig.load(done.parent / "config.yaml").train.seed == args.seed
-        if earlier and same_seed and earlier["iterations"] >= iterations:
-            base = {
-                "minutes": earlier["iterations"] / args.baseline_rate,
-                "iterations": earlier["iterations"],
-                "rate_per_minute": args.baseline_rate,
-                "rate_note": args.rate_note,
-                "wall_minutes": earlier["train_seconds"] / 60,
-                "threads": args.threads,
-                "val_dice": earlier["val_dice"],
-                "reused": f"trained earlier for {earlier['iterations']} iterations, at least the {iterations} the ENAS minutes allow",
-            }
-        else:
-            t0 = time.time()
-            r = train(
-                args.data,
-                work / "base_unet",
-                cfg.with_overrides({"train.iterations": iterations, "train.val_every": 10**6, "train.val_max_cases": None}),
-                fold=0,
-                resume=False,
-            )
-            base = {
-                "minutes": minutes,
-                "iterations": r.iterations,
-                "rate_per_minute": args.baseline_rate,
-                "rate_note": args.rate_note,
-                "wall_minutes": (time.time() - t0) / 60,
-                "threads": args.threads,
-                "val_dice": r.val["val_dice"],
-            }
-        save("base_unet", None, base)
-    print(render(out))
+        save("searches", name, run_search(name, data, work, cfg, args.threads))
+    results.merge(("searches", "base_unet"), SAME_SEARCH)
+    if not args.skip_baseline and "enas" in results["searches"]:
+        save("base_unet", None, base_unet(results["searches"]["enas"]["minutes"], data, work, cfg, args))
+    print(results.markdown())
+
+
+def run_search(name: str, data: str, work: Path, cfg: Any, threads: int) -> dict[str, Any]:
+    """One search (resumed from its search.pt where there is one) and its chosen child; the figures of its results entry."""
+    from leanseg.bench import machine_info
+    from leanseg.models.nas_space import arch_to_json
+    from leanseg.search.nas import episode_stats, read_search_state, search_architecture
+
+    # a search resumed from its search.pt counts the children it ran before (their own seconds) and this call's wall time
+    state = work / name / "search.pt"
+    before = read_search_state(state)["history"] if state.is_file() else []
+    t0 = time.time()
+    res = search_architecture(
+        data,
+        work / name,
+        cfg,
+        progress=lambda row, done, total: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
+        controller=name,
+    )
+    here, st = machine_info(threads), cfg.search.architecture
+    return {
+        "minutes": (time.time() - t0 + sum(r["seconds"] for r in before)) / 60,
+        "resumed_after_children": len(before),
+        "final_minutes": res.final_seconds / 60,
+        "start_prob": st.start_prob if name == "enas" else None,
+        "controller_lr": st.controller_lr if name == "enas" else None,
+        "warmup_children": st.warmup_children if name == "enas" else 0,
+        "threads": threads,
+        "commit": here["leanseg_commit"],
+        "cpu": here["cpu"],
+        "episodes": episode_stats(res.history),
+        "chosen": arch_to_json(res.arch),
+        "first_child": res.history[0]["arch"],
+        "chosen_val_dice": res.val_dice,
+        "chosen_val_dice_shared_weights": res.val_dice_shared_weights,
+        # the controller's children: the warm-up's uniform draws (episode -1) are not what it found
+        "best_child_reward": max(r["reward"] for r in res.history if r["episode"] >= 0),
+    }
+
+
+def base_unet(minutes: float, data: str, work: Path, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The base U-Net trained for the ENAS search's minutes, counted in iterations (or one trained at least as long)."""
+    from leanseg.config import ExperimentConfig
+    from leanseg.runfolder import RunFolder
+    from leanseg.training import train
+
+    iterations = max(1, round(minutes * args.baseline_rate))
+    done = RunFolder(work / "base_unet")
+    earlier = done.summary() if args.reuse_baseline and (done.path / "summary.json").is_file() else None
+    same_seed = earlier is not None and ExperimentConfig.load(done.config_path).train.seed == cfg.train.seed
+    common = {"rate_per_minute": args.baseline_rate, "rate_note": args.rate_note, "threads": args.threads}
+    if earlier and same_seed and earlier["iterations"] >= iterations:
+        return {
+            "minutes": earlier["iterations"] / args.baseline_rate,
+            "iterations": earlier["iterations"],
+            "wall_minutes": earlier["train_seconds"] / 60,
+            "val_dice": earlier["val_dice"],
+            "reused": f"trained earlier for {earlier['iterations']} iterations, at least the {iterations} the ENAS minutes allow",
+            **common,
+        }
+    t0 = time.time()
+    overrides = {"train.iterations": iterations, "train.val_every": 10**6, "train.val_max_cases": None}
+    r = train(data, done.path, cfg.with_overrides(overrides), fold=0, resume=False)
+    return {
+        "minutes": minutes,
+        "iterations": r.iterations,
+        "wall_minutes": (time.time() - t0) / 60,
+        "val_dice": r.val["val_dice"],
+        **common,
+    }
 
 
 def resumed(s: dict[str, Any]) -> str:
@@ -245,9 +257,8 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         "# Resource-optimised architecture search (ENAS controller, shared weights)",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
-        f"commit {m['leanseg_commit']}; {m['date']}.",
-        f"Data: {r['data']}. {r['episodes']} episodes x {r['children_per_episode']} children, {r['child_iterations']} "
+        *header_markdown(r),
+        f"{r['episodes']} episodes x {r['children_per_episode']} children, {r['child_iterations']} "
         f"iterations of the shared weights per child ({r.get('shared_weights', '')}), seed {r['seed']}. "
         f"Space: {r.get('search_space', 'the paper macro space')}.",
         "",

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from leanseg.bench import benchmark_arguments, header_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -27,79 +28,73 @@ RESULTS = ROOT / "benchmarks" / "results"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
-    ap.add_argument("--search", required=True, help="a search's search.pt (its shared weights and history)")
-    ap.add_argument("--arch", action="append", required=True, help="NAME=FILE, or space_resunet / first_child")
+    ap.add_argument("--search", help="a search's search.pt (its shared weights and history); with --smoke, a tiny search run here")
+    ap.add_argument("--arch", action="append", help="NAME=FILE, or space_resunet / first_child")
     ap.add_argument("--val-cases", type=int, default=10, help="the children's reward cases (the search's --val-cases)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--name", default="architecture_shared_scores", help="results file stem in benchmarks/results")
+    benchmark_arguments(ap, "architecture_shared_scores", "/tmp/leanseg_bench/architecture_shared_scores")
     args = ap.parse_args()
 
-    import numpy as np
-
-    from leanseg.bench import machine_info, write_results
+    from leanseg.bench import Results, results_folder
     from leanseg.config import ExperimentConfig
-    from leanseg.data.prepare import make_splits, prepare_data
-    from leanseg.models.nas_space import ArchitectureSpace, arch_to_json
-    from leanseg.models.nas_unet import SuperNet
-    from leanseg.search.nas import child_case_dice, read_search_state
-    from leanseg.training.validation import mean_dice
+    from leanseg.models.nas_space import ArchitectureSpace
+    from leanseg.search.nas import read_search_state, score_children
     from leanseg.utils import set_threads
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from child_from_scratch import residual_unet_of_the_space
-
     set_threads(args.threads)
+    cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml")
+    data = args.data
+    if args.smoke:
+        data, cfg, args.search, args.val_cases = smoke_search(Path(args.work))
+        args.arch = args.arch or ["space_resunet", "first_child"]
+    if not (args.search and args.arch):
+        ap.error("--search and at least one --arch are needed (or --smoke)")
     st = read_search_state(args.search)
     space = ArchitectureSpace.from_dict(st["meta"]["space"])
-    net = SuperNet(space)
-    net.load_state_dict(st["supernet"])
-    cfg = ExperimentConfig.load(ROOT / "configs" / "hippocampus_baseline.yaml")
-    prep = prepare_data(Path(args.data), cfg)
-    split = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)[0]
-    sampled = [space.normalise(h["arch"]) for h in st["history"]]
-    built_in = {"space_resunet": residual_unet_of_the_space(space), "first_child": sampled[0]}
-    last_episode = [a for a, h in zip(sampled, st["history"]) if h["episode"] == st["history"][-1]["episode"]]
-    rows = []
+    built_in = {"space_resunet": space.residual_unet(), "first_child": st["history"][0]["arch"]}
+    archs = {}
     for spec in args.arch:
         name, _, file = spec.partition("=")
-        arch = space.normalise(json.loads(Path(file).read_text()) if file else built_in[name])
-        per_case = child_case_dice(net, arch, prep.cache_dir, split["val"], prep.plan, cfg)  # the reward cases come first
-        rows.append(
-            {
-                "name": name,
-                "sampled": sum(a == arch for a in sampled),
-                "nearest_sampled": min(decisions_apart(a, arch) for a in sampled),
-                "apart_last_episode": float(np.mean([decisions_apart(a, arch) for a in last_episode])),
-                "reward_dice": mean_dice(per_case[: args.val_cases]),
-                "dice_all": mean_dice(per_case),
-                "arch": arch_to_json(arch),
-            }
-        )
-    out = {
-        "benchmark": "architecture_shared_scores",
-        "machine": machine_info(args.threads),
-        "search": args.search,
-        "search_meta": {k: v for k, v in st["meta"].items() if k != "space"},
-        "children": len(st["history"]),
-        "data": f"Task04_Hippocampus, fold 0 of a {cfg.data.num_folds}-fold split (split seed {cfg.data.split_seed}) held out",
-        "val_cases": args.val_cases,
-        "rows": rows,
-    }
-    write_results(RESULTS / f"{args.name}.json", out, render(out))
-    print(render(out))
+        archs[name] = json.loads(Path(file).read_text()) if file else built_in[name]
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "architecture_shared_scores",
+        render,
+        threads=args.threads,
+        seed=st["meta"]["seed"],
+        split=f"fold 0 of a {cfg.data.num_folds}-fold split (split seed {cfg.data.split_seed}) held out",
+        data=str(data),
+        smoke=args.smoke,
+        search=args.search,
+        search_meta={k: v for k, v in st["meta"].items() if k != "space"},
+        children=len(st["history"]),
+        val_cases=args.val_cases,
+    )
+    results["rows"] = score_children(args.search, archs, data, cfg, args.val_cases)
+    results.write()
+    print(results.markdown())
 
 
-def decisions_apart(a: dict[str, Any], b: dict[str, Any]) -> int:
-    return sum(a[k] != b[k] for k in a)
+def smoke_search(work: Path) -> tuple[Path, Any, str, int]:
+    """A two-child random search on phantoms, for ``--smoke``: (data, config, its search.pt, reward cases)."""
+    from leanseg.bench import smoke_phantoms
+    from leanseg.config import ExperimentConfig
+    from leanseg.search.nas import search_architecture
+
+    data = smoke_phantoms(work)
+    cfg = ExperimentConfig().with_overrides({"data.patch_size": [16, 16, 16], "model.base_features": 4, "train.batch_size": 1})
+    kw = dict(controller="random", episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
+    search_architecture(data, work / "search", base=cfg, **kw)
+    return data, cfg, str(work / "search" / "search.pt"), 1
 
 
 def render(r: dict[str, Any]) -> str:
-    m = r["machine"]
     lines = [
         "# Children as a search's shared weights score them",
         "",
-        f"Machine: {m['cpu']}, {m['threads']} threads; torch {m['torch']}; commit {m['leanseg_commit']}; {m['date']}.",
-        f"Search: `{r['search']}` ({r['children']} children, seed {r['search_meta']['seed']}). Data: {r['data']}.",
+        *header_markdown(r),
+        f"Search: `{r['search']}` ({r['children']} children, seed {r['search_meta']['seed']}).",
         "",
         f"| child | times sampled | nearest sampled child (decisions apart) | mean apart, last episode "
         f"| Dice, first {r['val_cases']} cases (the reward) | Dice, all held-out cases |",

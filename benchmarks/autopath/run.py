@@ -28,12 +28,70 @@ from pathlib import Path
 
 import numpy as np
 
+from leanseg.bench import benchmark_arguments, header_markdown
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "configs" / "autopath_hippocampus.yaml"
 
 
 def main() -> None:
+    args = arguments().parse_args()
+
+    import torch
+
+    from leanseg.bench import Results, results_folder, smoke_phantoms
+    from leanseg.config import ExperimentConfig
+    from leanseg.runfolder import RunFolder
+    from leanseg.training import train
+    from leanseg.utils import set_threads
+
+    set_threads(args.threads)
+    work = Path(args.work)
+    data = str(smoke_phantoms(work)) if args.smoke else args.data
+    run = work / f"deeplab_r{args.depth}"
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "autopath",
+        render,
+        plot,
+        threads=args.threads,
+        seed=0,
+        split="fold 0 of a 5-fold split (split seed 0) held out",
+        data=f"{data} (208 MSD hippocampus cases in the committed figures)",
+        smoke=args.smoke,
+        precision="bf16 autocast (training, sweep, policies and timing)",
+        depth=args.depth,
+    )
+
+    print("1/4 segmentation model", flush=True)
+    budget = {"train.iterations": 5, "train.budget_minutes": None} if args.smoke else {"train.budget_minutes": args.minutes}
+    overrides = {"model.name": f"deeplab3d_r{args.depth}", "train.num_threads": args.threads, **budget}
+    # dotted keys: each replaces its own value and keeps the config's other model.extra settings
+    overrides.update({f"model.extra.{k}": v for k, v in (("drop_prob", args.drop_prob), ("drop_rule", args.drop_rule)) if v is not None})
+    cfg = ExperimentConfig.load(CONFIG).with_overrides(overrides)
+    if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
+        train(data, run, cfg, fold=0, show_progress=not args.smoke, resume=False)
+    results["model"] = {**RunFolder(run).summary(), "config": cfg.to_dict()["model"]}
+
+    print("2/4 heuristic sweep", flush=True)
+    results["sweep"] = heuristic_sweep(run, data, args)
+
+    print("3/4 policies", flush=True)
+    results["policies"] = []
+    evaluate_policies(results, run, Path(data), args, torch)
+
+    if not args.skip_timing:
+        print("4/4 wall time per case", flush=True)
+        results["timing"] = time_cases(
+            run, Path(data), [p["path"] for p in results["policies"]], args.threads, torch, 1 if args.smoke else 3
+        )
+    results.write(with_plot=True)
+    print(results.markdown())
+
+
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
     ap.add_argument("--depth", type=int, default=18, choices=(18, 50))
@@ -53,7 +111,6 @@ def main() -> None:
     )
     ap.add_argument("--macs-no-curriculum-taus", type=float, nargs="*", default=[], help="both: MACs cost, no curriculum")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", default="/tmp/leanseg_bench/autopath")
     ap.add_argument("--reuse", action="store_true", help="keep the trained model, sweep and policies found in --work")
     ap.add_argument("--drop-prob", type=float, default=None, help="stochastic depth in training (default: the config's 0.3)")
     ap.add_argument(
@@ -62,125 +119,79 @@ def main() -> None:
         default=None,
         help="how --drop-prob spreads over the blocks (default: the config's linear)",
     )
-    ap.add_argument("--name", default="autopath", help="results file stem in benchmarks/results")
     ap.add_argument("--skip-timing", action="store_true")
-    args = ap.parse_args()
+    benchmark_arguments(ap, "autopath", "/tmp/leanseg_bench/autopath")
+    return ap
 
-    import torch
 
-    from leanseg.bench import machine_info, write_results
-    from leanseg.config import ExperimentConfig
-    from leanseg.dynamic.evaluate import evaluate_paths, load_split_cases, macs_share
-    from leanseg.dynamic.policy import load_policy
-    from leanseg.dynamic.run import sweep_run, train_policy_for_run
-    from leanseg.dynamic.strategies import drop_first, drop_last, drop_random
-    from leanseg.training import train
-    from leanseg.utils import set_threads
+def heuristic_sweep(run: Path, data: str, args: argparse.Namespace) -> dict:
+    """DropN, DropFirstN, DropLastN and DropRandomN on the held-out fold (kept from an earlier call with ``--reuse``)."""
+    from leanseg.dynamic.run import sweep_run
 
-    set_threads(args.threads)
-    work = Path(args.work)
-    run = work / f"deeplab_r{args.depth}"
-    out: dict = {
-        "benchmark": "autopath",
-        "machine": machine_info(args.threads),
-        "data": "Task04_Hippocampus, 208 cases; fold 0 of a 5-fold split (split seed 0) held out",
-        "seed": 0,
-        "precision": "bf16 autocast (training, sweep, policies and timing)",
-        "depth": args.depth,
-        "name": args.name,
-    }
-
-    print("1/4 segmentation model", flush=True)
-    overrides = {"model.name": f"deeplab3d_r{args.depth}", "train.budget_minutes": args.minutes, "train.num_threads": args.threads}
-    # dotted keys: each replaces its own value and keeps the config's other model.extra settings
-    overrides.update({f"model.extra.{k}": v for k, v in (("drop_prob", args.drop_prob), ("drop_rule", args.drop_rule)) if v is not None})
-    cfg = ExperimentConfig.load(CONFIG).with_overrides(overrides)
-    if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
-        train(args.data, run, cfg, fold=0, show_progress=True, resume=False)
-    out["model"] = {**json.loads((run / "summary.json").read_text()), "config": cfg.to_dict()["model"]}
-    print(out["model"], flush=True)
-
-    print("2/4 heuristic sweep", flush=True)
     sweep_file = run / "sweep" / "sweep.json"
+    repeats = 1 if args.smoke else args.repeats
     sweep = (
-        json.loads(sweep_file.read_text())
-        if args.reuse and sweep_file.is_file()
-        else sweep_run(run, args.data, run / "sweep", args.repeats, "bf16")
+        json.loads(sweep_file.read_text()) if args.reuse and sweep_file.is_file() else sweep_run(run, data, run / "sweep", repeats, "bf16")
     )
     summary = {k: {int(n): v for n, v in d.items()} for k, d in sweep["summary"].items()}  # JSON made the keys strings
-    out["sweep"] = {"repeats": sweep["repeats"], "val_cases": sweep["val_cases"], "summary": summary}
+    return {"repeats": sweep["repeats"], "val_cases": sweep["val_cases"], "summary": summary}
 
-    print("3/4 policies", flush=True)
-    model, plan, _, split_cases = load_split_cases(run, Path(args.data), "val")
+
+def policy_specs(args: argparse.Namespace) -> list[tuple[float, str]]:
+    specs = [(tau, "") for tau in args.taus] + [(tau, "_nocurriculum") for tau in args.no_curriculum_taus]
+    return specs + [(tau, "_macs") for tau in args.macs_taus] + [(tau, "_nocurriculum_macs") for tau in args.macs_no_curriculum_taus]
+
+
+def evaluate_policies(results, run: Path, data: Path, args: argparse.Namespace, torch) -> None:
+    """Train (or, with ``--reuse``, read) one policy per tau and variant; its greedy paths against the matched heuristics."""
+    from leanseg.dynamic.evaluate import blocks_used_histogram, load_split_cases, matched_heuristics
+    from leanseg.dynamic.run import train_policy_for_run
+
+    model, plan, _, split_cases = load_split_cases(run, data, "val")
     val_cases = split_cases["val"]
     classes = [k for k in plan.labels if k != 0]
     n_blocks = model.num_gated_blocks
     rng = np.random.default_rng(0)
-    out["policies"] = []
-    specs = [(tau, "") for tau in args.taus] + [(tau, "_nocurriculum") for tau in args.no_curriculum_taus]
-    specs += [(tau, "_macs") for tau in args.macs_taus] + [(tau, "_nocurriculum_macs") for tau in args.macs_no_curriculum_taus]
-    macs = model.block_macs(tuple(val_cases[0][1].shape[1:])).tolist()
-    out["block_macs"] = macs
-    for tau, variant in specs:
+    results["block_macs"] = model.block_macs(tuple(val_cases[0][1].shape[1:])).tolist()
+    smoke = {"autopath.steps": 3, "autopath.stage_steps": 1, "autopath.budget_minutes": None} if args.smoke else {}
+    for tau, variant in policy_specs(args)[: 1 if args.smoke else None]:
         pfile = run / "policies" / f"policy_tau{tau:g}{variant}.json"
         if args.reuse and pfile.is_file():
             s = json.loads(pfile.read_text())
             s["path"] = str(pfile.with_suffix(".pt"))
         else:
-            ov = {"autopath.tau": tau, "autopath.budget_minutes": args.policy_minutes}
+            ov = {"autopath.tau": tau, "autopath.budget_minutes": args.policy_minutes, **smoke}
             if "_nocurriculum" in variant:
                 ov["autopath.stage_steps"] = 0  # every block decided from the first update
             if "_macs" in variant:
                 ov["autopath.cost"] = "macs"
-            s = train_policy_for_run(run, args.data, ov, out=pfile.with_suffix(".pt"), backend="bf16")
+            s = train_policy_for_run(run, data, ov, out=pfile.with_suffix(".pt"), backend="bf16")
+        s = {k: v for k, v in s.items() if k != "history"}
         s["label"] = f"{tau:g}" + ", ".join(
             [""] + [t for k, t in (("_nocurriculum", "no curriculum"), ("_macs", "MACs cost")) if k in variant]
         )
-        # the greedy path per held-out image, and the share of the blocks' multiply-accumulates it runs
-        policy, _ = load_policy(Path(s["path"]), model)
-        with torch.no_grad():
-            paths = ["".join("1" if k else "0" for k in policy.keep_mask(img[None])[0].tolist()) for _, img, _ in val_cases]
-        s["paths"] = dict(Counter(paths).most_common())
-        s["macs_used"] = float(np.mean([macs_share(macs, p) for p in paths]))
         s["key"] = pfile.stem
+        s["paths"] = dict(Counter(r["path"] for r in s["per_case"]).most_common())  # the greedy path per held-out image
+        s["macs_used"] = s["mean_macs_used"]
         dropped = {r["case"]: n_blocks - r["blocks_used"] for r in s["per_case"]}
-        matched = {}
-        for name, make in (
-            ("DropFirstN", lambda k: drop_first(n_blocks, k)),
-            ("DropLastN", lambda k: drop_last(n_blocks, k)),
-        ):
-            rows = evaluate_paths(model, val_cases, lambda cid, _img, mk=make, d=dropped: mk(d[cid]), classes, True)
-            matched[name] = float(np.mean([r["dice"] for r in rows]))
-        draws = []
-        for _ in range(args.repeats):
-            rows = evaluate_paths(model, val_cases, lambda cid, _img, d=dropped: drop_random(n_blocks, d[cid], rng), classes, True)
-            draws.append(float(np.mean([r["dice"] for r in rows])))
-        matched["DropRandomN"] = float(np.mean(draws))
-        matched["DropRandomN_std"] = float(np.std(draws))
-        s = {k: v for k, v in s.items() if k != "history"}
-        s["matched_heuristics"] = matched
-        s["blocks_used_histogram"] = np.bincount([r["blocks_used"] for r in s["per_case"]], minlength=n_blocks + 1).tolist()
-        out["policies"].append(s)
+        repeats = 1 if args.smoke else args.repeats
+        s["matched_heuristics"] = matched_heuristics(model, val_cases, dropped, classes, repeats, rng, True)
+        s["blocks_used_histogram"] = blocks_used_histogram(s["per_case"], n_blocks)
+        results["policies"].append(s)
         print({k: v for k, v in s.items() if k not in ("per_case",)}, flush=True)
-        write_results(RESULTS / f"{args.name}.json", out, render(out))
-
-    if not args.skip_timing:
-        print("4/4 wall time per case", flush=True)
-        out["timing"] = time_cases(run, Path(args.data), [p["path"] for p in out["policies"]], args.threads, torch)
-    write_results(RESULTS / f"{args.name}.json", out, render(out))
-    plot(out, RESULTS / f"{args.name}.png")
-    print(render(out))
+        results.write()
 
 
-def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch) -> dict:
-    """Median of 3 whole-case predictions (no file I/O), full network and each policy interleaved per case."""
+def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch, repeats: int = 3) -> dict:
+    """Median of ``repeats`` whole-case predictions (no file I/O), full network and each policy interleaved per case."""
     from leanseg.data.datasets import load_dataset
     from leanseg.data.io import read_image
     from leanseg.inference import Predictor
+    from leanseg.runfolder import RunFolder
 
     torch.set_num_threads(threads)
     ds = load_dataset(data)
-    val = json.loads((run / "splits.json").read_text())[0]["val"]
+    val = RunFolder(run).split(0)["val"]
     vols = [read_image(list(ds.case(c).images)) for c in val]
     out = {}
     for backend in ("bf16", "eager"):
@@ -194,7 +205,7 @@ def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch) 
         for v in vols:
             for name, p in preds.items():
                 runs = []
-                for _ in range(3):
+                for _ in range(repeats):
                     t0 = time.perf_counter()
                     _, t = p.predict_volume(v)
                     runs.append((time.perf_counter() - t0, t["network"]))
@@ -210,7 +221,6 @@ def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch) 
 
 
 def render(r: dict) -> str:
-    m = r["machine"]
     md = r["model"]
     sw = r["sweep"]["summary"]
     n = len(sw["DropN"])
@@ -218,9 +228,8 @@ def render(r: dict) -> str:
     lines = [
         f"# AutoPath: per-image block dropping in a 3D DeepLabV3+ (ResNet-{r['depth']}, {n} gated blocks)",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
-        f"commit {m['leanseg_commit']}; {m['date']}.",
-        f"Data: {r['data']}. Seed {r['seed']}. Precision: {r['precision']}.",
+        *header_markdown(r),
+        f"Precision: {r['precision']}.",
         f"Segmentation model: stochastic depth {md['config']['extra'].get('drop_prob', 0.0)} "
         f"({md['config']['extra'].get('drop_rule', 'uniform')} over the blocks) in training; "
         f"{md['iterations']} iterations in {md['train_seconds'] / 60:.1f} min on {md['train_cases']} cases; "

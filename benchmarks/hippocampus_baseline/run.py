@@ -13,12 +13,12 @@ Writes benchmarks/results/hippocampus_baseline.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
+
+from leanseg.bench import benchmark_arguments, header_markdown, run_isolated
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -28,6 +28,7 @@ CONFIG = ROOT / "configs" / "hippocampus_baseline.yaml"
 
 
 def train_job(data: str, run: str, overrides: dict, fold: int) -> dict:
+    """Train one model with the baseline config and ``overrides``; the run's summary figures."""
     from leanseg.config import ExperimentConfig
     from leanseg.training import train
 
@@ -41,10 +42,11 @@ def predict_job(data: str, run: str, out: str, backend: str, threads: int, fold:
 
     from leanseg.data.datasets import load_dataset
     from leanseg.inference import Predictor
+    from leanseg.runfolder import RunFolder
 
     torch.set_num_threads(threads)
     ds = load_dataset(data)
-    val = json.loads((Path(run) / "splits.json").read_text())[fold]["val"]
+    val = RunFolder(run).split(fold)["val"]
     p = Predictor.from_run(run, backend=backend, num_threads=threads, tta=tta)
     cases = [(c, list(ds.case(c).images)) for c in val]
     p.predict_files(cases[:2], Path(out) / "warmup")  # first calls allocate and tune kernels
@@ -62,107 +64,98 @@ def main() -> None:
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", default="/tmp/leanseg_bench/hippocampus_baseline")
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--reuse", action="store_true", help="keep trained runs in --work and their training figures; predict again")
+    benchmark_arguments(ap, "hippocampus_baseline", "/tmp/leanseg_bench/hippocampus_baseline")
     args = ap.parse_args()
 
-    from leanseg.bench import machine_info, run_isolated, timing_stats, write_results
+    from leanseg.bench import Results, results_folder, smoke_phantoms
     from leanseg.config import ExperimentConfig
     from leanseg.data.datasets import load_dataset
     from leanseg.data.prepare import prepare_data
-    from leanseg.export import export_onnx
-    from leanseg.metrics import evaluate_folders
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    earlier = _previous_results() if args.reuse else {}
+    data = str(smoke_phantoms(work)) if args.smoke else args.data
     t0 = time.time()
-    prepare_data(Path(args.data), ExperimentConfig())  # fingerprint + cache once, outside the budget
-    prep_s = time.time() - t0
-    ds = load_dataset(args.data)
+    prepare_data(Path(data), ExperimentConfig())  # fingerprint + cache once, outside the budget
+    ds = load_dataset(data)
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "hippocampus_baseline",
+        render_markdown,
+        plot,
+        threads=args.threads,
+        seed=args.seed,
+        split=f"5-fold, split_seed 12345, validation fold {args.fold}",
+        data=f"{len(ds.cases)} cases of {data}",
+        smoke=args.smoke,
+        budget=f"{args.minutes} min per model" if not args.smoke else "5 iterations per model",
+        config=str(CONFIG.relative_to(ROOT)),
+        work=str(work),
+        preprocessing_seconds=time.time() - t0,
+        models={},
+        training={},
+    )
     refs = work / "references"
     refs.mkdir(exist_ok=True)
     for c in ds.cases:
         shutil.copy(c.label, refs / c.label.name)  # type: ignore[arg-type]
-
-    out: dict = {
-        "benchmark": "hippocampus_baseline",
-        "machine": machine_info(args.threads),
-        "data": {"path": args.data, "cases": len(ds.cases), "split": f"5-fold, split_seed 12345, validation fold {args.fold}"},
-        "seed": args.seed,
-        "budget_minutes": args.minutes,
-        "config": str(CONFIG.relative_to(ROOT)),
-        "preprocessing_seconds": prep_s,
-        "models": {},
-    }
-    curves = {}
     for name in args.models:
         run = work / name
-        previous = earlier.get(name) if args.reuse and (run / "checkpoint_final.pt").is_file() else None
-        if previous is None:
-            if run.exists():
-                shutil.rmtree(run)
-            overrides = {
-                "model.name": name,
-                "train.budget_minutes": args.minutes,
-                "train.seed": args.seed,
-                "train.num_threads": args.threads,
-            }
-            print(f"training {name} for {args.minutes} min", flush=True)
-            summary, train_rss = run_isolated(train_job, args.data, str(run), overrides, args.fold)
-            export_onnx(run)
-            trained_at = f"commit {out['machine']['leanseg_commit']}, {out['machine']['date']}"
-            entry = {"train": summary, "train_peak_rss_mib": train_rss, "trained_at": trained_at, "backends": {}}
-        else:
-            entry = {k: previous[k] for k in ("train", "train_peak_rss_mib", "trained_at")} | {"backends": {}}
-        import csv
-
-        with open(run / "metrics.csv") as f:
-            curves[name] = [r for r in csv.DictReader(f) if r.get("val_dice")]
-        for backend, tta in [(b, False) for b in BACKENDS] + [("bf16", True)]:
-            key = backend + (" + mirroring" if tta else "")
-            pred_dir = work / f"pred_{name}_{backend}{'_tta' if tta else ''}"
-            if pred_dir.exists():
-                shutil.rmtree(pred_dir)
-            print(f"predicting with {name} / {key}", flush=True)
-            timing, rss = run_isolated(predict_job, args.data, str(run), str(pred_dir), backend, args.threads, args.fold, tta)
-            shutil.rmtree(pred_dir / "warmup")
-            metrics = evaluate_folders(pred_dir, refs, ds.labels)
-            entry["backends"][key] = {
-                "seconds_per_case": timing_stats(timing["seconds"]),
-                "network_seconds_per_case": timing_stats(timing["network_seconds"]),
-                "peak_rss_mib": rss,
-                "mean": metrics["mean"],
-            }
-        out["models"][name] = entry
-        out["total_seconds"] = time.time() - t0
-        write_results(RESULTS / "hippocampus_baseline.json", out, render_markdown(out))
-    plot(curves, RESULTS / "hippocampus_baseline.png")
-    write_results(RESULTS / "hippocampus_baseline.json", out, render_markdown(out))
-    print(render_markdown(out))
+        if not (args.reuse and (run / "checkpoint_final.pt").is_file() and results.keep("training", name)):
+            budget = {"train.iterations": 5, "train.budget_minutes": None} if args.smoke else {"train.budget_minutes": args.minutes}
+            train_model(run, name, data, {**budget, "train.seed": args.seed, "train.num_threads": args.threads}, args, results)
+        results["models"][name] = predict_backends(run, data, refs, ds.labels, args, work)
+        results["total_seconds"] = time.time() - t0
+        results.write()
+    results.write(with_plot=True)
+    print(results.markdown())
 
 
-def _previous_results() -> dict[str, dict]:
-    """Training figures per model from the last results file (read once, before it is rewritten)."""
-    path = RESULTS / "hippocampus_baseline.json"
-    if not path.is_file():
-        return {}
-    old = json.loads(path.read_text())
-    for entry in old.get("models", {}).values():
-        entry.setdefault("trained_at", f"commit {old['machine']['leanseg_commit']}, {old['machine']['date']}")
-    return old.get("models", {})
+def train_model(run: Path, name: str, data: str, overrides: dict, args: argparse.Namespace, results) -> None:
+    """Train ``name`` afresh in ``run`` (in its own process: its peak memory is its own), export it for ONNX Runtime."""
+    from leanseg.export import export_onnx
+
+    if run.exists():
+        shutil.rmtree(run)
+    print(f"training {name}", flush=True)
+    summary, train_rss = run_isolated(train_job, data, str(run), {"model.name": name, **overrides}, args.fold, inline=args.smoke)
+    export_onnx(run)
+    results["training"][name] = {**summary, "peak_rss_mib": train_rss}
+
+
+def predict_backends(run: Path, data: str, refs: Path, labels: dict, args: argparse.Namespace, work: Path) -> dict:
+    """Predict the held-out fold with every back-end (and bf16 with mirroring); time per case and Dice/HD95 on the original grid."""
+    from leanseg.bench import timing_stats
+    from leanseg.metrics import evaluate_folders
+
+    backends = {}
+    for backend, tta in [(b, False) for b in BACKENDS] + [("bf16", True)]:
+        key = backend + (" + mirroring" if tta else "")
+        pred_dir = work / f"pred_{run.name}_{backend}{'_tta' if tta else ''}"
+        if pred_dir.exists():
+            shutil.rmtree(pred_dir)
+        print(f"predicting with {run.name} / {key}", flush=True)
+        timing, rss = run_isolated(predict_job, data, str(run), str(pred_dir), backend, args.threads, args.fold, tta, inline=args.smoke)
+        shutil.rmtree(pred_dir / "warmup")
+        metrics = evaluate_folders(pred_dir, refs, labels)
+        backends[key] = {
+            "seconds_per_case": timing_stats(timing["seconds"]),
+            "network_seconds_per_case": timing_stats(timing["network_seconds"]),
+            "peak_rss_mib": rss,
+            "mean": metrics["mean"],
+        }
+    return {"backends": backends}
 
 
 def render_markdown(r: dict) -> str:
-    m = r["machine"]
     lines = [
         "# Hippocampus baseline",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB; {m['threads']} threads; "
-        f"Python {m['python']}, torch {m['torch']}, MONAI {m['monai']}, ONNX Runtime {m['onnxruntime']}; commit {m['leanseg_commit']}; {m['date']}.",
-        f"Data: {r['data']['cases']} MSD hippocampus cases, {r['data']['split']}; seed {r['seed']}; "
-        f"config `{r['config']}`, training budget {r['budget_minutes']} min per model; preprocessing {r['preprocessing_seconds']:.0f} s (once, cached).",
+        *header_markdown(r),
+        f"Config `{r['config']}`, training budget {r['budget']}; preprocessing {r['preprocessing_seconds']:.0f} s (once, cached).",
         "",
         "Dice and HD95 on the held-out fold, on the original grid (label files written by `leanseg predict`).",
         "",
@@ -178,30 +171,35 @@ def render_markdown(r: dict) -> str:
             )
     lines += [
         "",
-        "Training (15 min each; validation Dice here is the trainer's, on 20 of the 42 held-out cases on the preprocessed grid):",
+        f"Training ({r['budget']}; validation Dice here is the trainer's, on 20 of the held-out cases on the preprocessed grid):",
         "",
-        "| model | iterations | training s | data wait share | training peak RSS (MiB) | trainer's validation Dice | trained at |",
-        "|---|---|---|---|---|---|---|",
+        "| model | iterations | training s | data wait share | training peak RSS (MiB) | trainer's validation Dice |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, e in r["models"].items():
-        t = e["train"]
+    for name, t in r["training"].items():
         lines.append(
-            f"| {name} | {t['iterations']} | {t['train_seconds']:.0f} | {100 * t['data_wait_share']:.1f}% | {e['train_peak_rss_mib']:.0f} "
-            f"| {t['val_dice']:.4f} | {e.get('trained_at', '')} |"
+            f"| {name} | {t['iterations']} | {t['train_seconds']:.0f} | {100 * t['data_wait_share']:.1f}% | {t['peak_rss_mib']:.0f} | {t['val_dice']:.4f} |"
         )
     lines += ["", "![validation Dice during training](hippocampus_baseline.png)", ""]
     return "\n".join(lines)
 
 
-def plot(curves: dict, path: Path) -> None:
+def plot(r: dict, path: Path) -> None:
+    import csv
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, rows in curves.items():
-        ax.plot([float(r["seconds"]) / 60 for r in rows], [float(r["val_dice"]) for r in rows], "o-", label=name)
+    for name in r["training"]:
+        log = Path(r["work"]) / name / "metrics.csv"
+        if not log.is_file():
+            continue
+        with open(log) as f:
+            rows = [row for row in csv.DictReader(f) if row.get("val_dice")]
+        ax.plot([float(row["seconds"]) / 60 for row in rows], [float(row["val_dice"]) for row in rows], "o-", label=name)
     ax.set_xlabel("training time (min, 2 threads)")
     ax.set_ylabel("validation Dice (20 cases, preprocessed grid)")
     ax.set_ylim(0, 1)
@@ -213,8 +211,4 @@ def plot(curves: dict, path: Path) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "2")
-    if sys.argv[1:] == ["--render"]:  # rewrite the .md from the committed .json
-        data = json.loads((RESULTS / "hippocampus_baseline.json").read_text())
-        (RESULTS / "hippocampus_baseline.md").write_text(render_markdown(data))
-    else:
-        main()
+    main()

@@ -22,6 +22,8 @@ import argparse
 import time
 from pathlib import Path
 
+from leanseg.bench import benchmark_arguments, header_markdown, run_isolated
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared" / "data"
@@ -49,63 +51,58 @@ def build(name: str, in_ch: int, out_ch: int, overrides: dict | None = None):
 
 
 def step_job(name: str, in_ch: int, out_ch: int, patch: tuple, steps: int, overrides: dict | None = None) -> dict:
-    """Train ``steps`` steps at batch 2 in a fresh process: saved bytes, peak RSS above baseline, step time."""
+    """Train ``steps`` base-recipe steps (``Trainer.train_step``) at batch 2: saved bytes, peak RSS above baseline, step time."""
     import statistics
 
     import torch
-    from monai.losses import DiceCELoss
 
-    from leanseg.bench import peak_rss_mib
+    from leanseg.bench import peak_rss_mib, saved_for_backward
+    from leanseg.config import ExperimentConfig
+    from leanseg.training import Trainer
+    from leanseg.training.schedule import make_optimizer
+
+    class MeasuringTrainer(Trainer):
+        """The base trainer, counting what autograd keeps for backward in the first forward pass."""
+
+        saved_bytes: int | None = None
+
+        def forward(self, x: torch.Tensor):
+            if self.saved_bytes is not None:
+                return super().forward(x)
+            self.saved_bytes, out = saved_for_backward(lambda: super(MeasuringTrainer, self).forward(x))
+            return out
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
+    cfg = ExperimentConfig().with_overrides({**COMMON, **MODELS[name], **(overrides or {})})
     net = build(name, in_ch, out_ch, overrides).train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.99, nesterov=True)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    trainer = MeasuringTrainer.for_step(cfg, net, make_optimizer(net.parameters(), cfg.train))
     x = torch.randn(2, in_ch, *patch)
-    y = torch.randint(0, out_ch, (2, 1, *patch))
+    y = torch.randint(0, out_ch, (2, 1, *patch)).float()
     base = peak_rss_mib()
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        saved[s.data_ptr()] = s.nbytes()
-        return t
-
     times = []
-    for i in range(steps):
+    for _ in range(steps):
         t0 = time.perf_counter()
-        if i == 0:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                out = net(x)
-        else:
-            out = net(x)
-        logits = out["logits"] if isinstance(out, dict) else out
-        loss = loss_fn(logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        trainer.train_step(x, y)
         times.append(time.perf_counter() - t0)
-    params = sum(p.numel() for p in net.parameters())
     return {
-        "saved_mib": sum(saved.values()) / 2**20,
+        "saved_mib": trainer.saved_bytes / 2**20,
         "peak_rss_above_base_mib": peak_rss_mib() - base,
         "step_seconds": statistics.median(times[1:]) if len(times) > 1 else times[0],
-        "params": params,
+        "params": sum(p.numel() for p in net.parameters()),
     }
 
 
-def train_job(data: str, run: str, name: str, minutes: float, fold: int, extra: dict) -> dict:
+def train_job(data: str, run: str, name: str, budget: dict, fold: int, extra: dict) -> dict:
     from leanseg.config import ExperimentConfig
     from leanseg.training import train
 
     overrides = {
         **COMMON,
         **MODELS[name],
-        "train.budget_minutes": minutes,
-        "train.iterations": 10**6,
         "train.val_every": 10**6,
         "train.checkpoint_every": 10**6,
+        **budget,
         **extra,
     }
     cfg = ExperimentConfig().with_overrides(overrides)
@@ -113,111 +110,141 @@ def train_job(data: str, run: str, name: str, minutes: float, fold: int, extra: 
     return {"iterations": r.iterations, "train_seconds": r.seconds, **r.val}
 
 
+# what each part measures, at full size and in a smoke run (tiny patches, phantoms, a few iterations, in-process)
+FULL = {
+    "steps": (("hippocampus", 1, 3, (40, 56, 40)), ("brats", 2, 5, (96, 96, 96))),
+    "depths": (4, 8, 12, 16),
+    "depth_patch": (48, 48, 48),
+    "edges": (32, 48, 64, 80, 96),
+    "largest": (64, 96, 128, 160, 192),
+}
+SMOKE = {
+    "steps": (("hippocampus", 1, 3, (16, 16, 16)),),
+    "depths": (4, 8),
+    "depth_patch": (16, 16, 16),
+    "edges": (16, 24),
+    "largest": (16, 24),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=5.0, help="training budget per model on hippocampus")
     ap.add_argument("--brats-minutes", type=float, default=3.0)
     ap.add_argument("--cap-mib", type=float, default=3072.0, help="peak-RSS cap for the largest-patch search")
-    ap.add_argument("--work", default="/tmp/leanseg_bench/invertible")
-    ap.add_argument("--skip-training", action="store_true")
-    ap.add_argument("--only-training", action="store_true", help="keep parts 1-3 from the committed JSON, rerun part 4")
+    ap.add_argument("--skip-training", action="store_true", help="measure parts 1-3; keep part 4 from the last results file")
+    ap.add_argument("--only-training", action="store_true", help="keep parts 1-3 from the last results file, rerun part 4")
+    benchmark_arguments(ap, "invertible", "/tmp/leanseg_bench/invertible")
     args = ap.parse_args()
 
-    from leanseg.bench import machine_info, run_isolated, write_results
+    from leanseg.bench import Results, results_folder, smoke_phantoms
 
-    out: dict = {
-        "benchmark": "invertible",
-        "machine": machine_info(2),
-        "seed": 0,
-        "precision": "float32",
-        "widths": COMMON["model.features"],
-        "conv_layers_per_stage": 4,
-    }
-    if args.only_training:
-        import json
-
-        kept = json.loads((RESULTS / "invertible.json").read_text())
-        out.update({k: kept[k] for k in ("steps", "depth_sweep", "patch_sweep", "largest_patch")})
-        out["memory_parts_from"] = kept["machine"]
-    else:
-        measure_memory(out, args.cap_mib)
-
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "invertible",
+        render,
+        plot,
+        threads=2,
+        seed=0,
+        split="hippocampus: fold 0 of 5 (split seed 12345) held out; BraTS subset: fold 0 of 3",
+        data="random tensors at each dataset's patch size (parts 1-3); the shared hippocampus and BraTS folders (part 4)",
+        smoke=args.smoke,
+        precision="float32",
+        widths=COMMON["model.features"],
+        conv_layers_per_stage=4,
+    )
+    for key in (
+        ("steps", "depth_sweep", "patch_sweep", "largest_patch") if args.only_training else ("training",) if args.skip_training else ()
+    ):
+        results.keep(key)  # first, so that every write while measuring holds them
+    if not args.only_training:
+        measure_memory(results, 0.0 if args.smoke else args.cap_mib, SMOKE if args.smoke else FULL, args.smoke)
     if not args.skip_training:
         print("4/4 validation Dice under the same budget", flush=True)
-        out["training"] = {}
-        for data_name, path, minutes, fold, extra in (
-            ("hippocampus", SHARED / "Task04_Hippocampus", args.minutes, 0, {"train.val_max_cases": None}),
-            ("brats", SHARED / "BraTS2013_subset", args.brats_minutes, 0, {"data.num_folds": 3, "data.patch_size": [64, 64, 64]}),
-        ):
-            out["training"][data_name] = {"minutes": minutes, "fold": fold, "models": {}}
+        datasets = (
+            [("phantoms", smoke_phantoms(Path(args.work)), {"train.iterations": 3}, 0, {"train.val_max_cases": 2})]
+            if args.smoke
+            else [
+                ("hippocampus", SHARED / "Task04_Hippocampus", {"train.budget_minutes": args.minutes}, 0, {"train.val_max_cases": None}),
+                (
+                    "brats",
+                    SHARED / "BraTS2013_subset",
+                    {"train.budget_minutes": args.brats_minutes},
+                    0,
+                    {"data.num_folds": 3, "data.patch_size": [64, 64, 64]},
+                ),
+            ]
+        )
+        results["training"] = {}
+        for data_name, path, budget, fold, extra in datasets:
+            budget = {"train.iterations": 10**6, **budget}
+            minutes = budget.get("train.budget_minutes")
+            results["training"][data_name] = {"minutes": minutes, "iterations": budget["train.iterations"], "fold": fold, "models": {}}
             for name in MODELS:
-                res, rss = run_isolated(
-                    train_job, str(path), f"{args.work}/{data_name}_{name.replace(' ', '_')}", name, minutes, fold, extra
-                )
+                run = f"{args.work}/{data_name}_{name.replace(' ', '_')}"
+                res, rss = run_isolated(train_job, str(path), run, name, budget, fold, extra, inline=args.smoke)
                 res["train_peak_rss_mib"] = rss
-                out["training"][data_name]["models"][name] = res
+                results["training"][data_name]["models"][name] = res
                 print(data_name, name, res, flush=True)
-                write_results(RESULTS / "invertible.json", out, render(out))
-    plot(out, RESULTS / "invertible.png")
-    write_results(RESULTS / "invertible.json", out, render(out))
-    print(render(out))
+                results.write()
+    results.write(with_plot=True)
+    print(results.markdown())
 
 
-def measure_memory(out: dict, cap_mib: float) -> None:
-    from leanseg.bench import run_isolated, write_results
-
+def measure_memory(results, cap_mib: float, sizes: dict, inline: bool) -> None:
     print("1/4 memory and step time at the datasets' patch sizes", flush=True)
-    out["steps"] = {}
-    for data_name, in_ch, out_ch, patch in (("hippocampus", 1, 3, (40, 56, 40)), ("brats", 2, 5, (96, 96, 96))):
-        out["steps"][data_name] = {"patch": patch, "models": {}}
+    results["steps"] = {}
+    for data_name, in_ch, out_ch, patch in sizes["steps"]:
+        results["steps"][data_name] = {"patch": patch, "models": {}}
         for name in MODELS:
-            res, rss = run_isolated(step_job, name, in_ch, out_ch, patch, 4)
+            res, rss = run_isolated(step_job, name, in_ch, out_ch, patch, 4, inline=inline)
             res["process_peak_rss_mib"] = rss
-            out["steps"][data_name]["models"][name] = res
+            results["steps"][data_name]["models"][name] = res
             print(data_name, name, res, flush=True)
-        write_results(RESULTS / "invertible.json", out, render(out))
+        results.write()
 
     print("2/4 memory as depth and patch size grow", flush=True)
-    out["depth_sweep"] = {name: {} for name in MODELS}
+    results["depth_sweep"] = {name: {} for name in MODELS}
     for name in MODELS:
-        for layers in (4, 8, 12, 16):  # 3x3x3 conv layers per stage
+        for layers in sizes["depths"]:  # 3x3x3 conv layers per stage
             extra = {k: ({**v, "depth": layers // 4} if k == "model.extra" and "depth" in v else v) for k, v in MODELS[name].items()}
             if "model.blocks_per_stage" in extra:
                 extra["model.blocks_per_stage"] = layers // 2
-            res, _ = run_isolated(step_job, name, 1, 3, (48, 48, 48), 1, extra)
-            out["depth_sweep"][name][layers] = res["saved_mib"]
-    out["patch_sweep"] = {name: {} for name in MODELS}
+            res, _ = run_isolated(step_job, name, 1, 3, sizes["depth_patch"], 1, extra, inline=inline)
+            results["depth_sweep"][name][layers] = res["saved_mib"]
+    results["patch_sweep"] = {name: {} for name in MODELS}
     for name in MODELS:
-        for edge in (32, 48, 64, 80, 96):
-            res, _ = run_isolated(step_job, name, 1, 3, (edge,) * 3, 1)
-            out["patch_sweep"][name][edge] = res["saved_mib"]
-    write_results(RESULTS / "invertible.json", out, render(out))
+        for edge in sizes["edges"]:
+            res, _ = run_isolated(step_job, name, 1, 3, (edge,) * 3, 1, inline=inline)
+            results["patch_sweep"][name][edge] = res["saved_mib"]
+    results.write()
 
     print(f"3/4 largest cubic patch under {cap_mib:.0f} MiB of peak resident memory", flush=True)
-    out["largest_patch"] = {"cap_mib": cap_mib, "models": {}}
+    results["largest_patch"] = {"cap_mib": cap_mib, "models": {}}
     for name in MODELS:
         best = None
-        for edge in (64, 96, 128, 160, 192):
-            res, rss = run_isolated(step_job, name, 1, 3, (edge,) * 3, 1)
-            if rss > cap_mib:
+        for edge in sizes["largest"]:
+            res, rss = run_isolated(step_job, name, 1, 3, (edge,) * 3, 1, inline=inline)
+            if cap_mib and rss > cap_mib:
                 break
             best = {"edge": edge, "process_peak_rss_mib": rss}
-        out["largest_patch"]["models"][name] = best
+        results["largest_patch"]["models"][name] = best
         print(name, best, flush=True)
-    write_results(RESULTS / "invertible.json", out, render(out))
+    results.write()
 
 
 def render(r: dict) -> str:
-    m = r["machine"]
     lines = [
         "# Invertible residual U-Nets: training memory",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; commit {m['leanseg_commit']}; {m['date']}.",
-        f"All models float32, widths {r['widths']}, {r['conv_layers_per_stage']} 3x3x3 conv layers per stage (2 residual units, or 1 coupling with 2 layers in F and in G), batch 2, seed {r['seed']}.",
+        *header_markdown(r),
+        f"All models float32, widths {r['widths']}, {r['conv_layers_per_stage']} 3x3x3 conv layers per stage (2 residual units, or 1 coupling with 2 layers in F and in G), batch 2, "
+        "one step of the base recipe's `Trainer.train_step` (Dice + CE, gradient clipping, SGD).",
         "`saved MiB`: bytes autograd holds for backward in one step; `peak RSS`: the step's peak resident memory above the process's baseline.",
         "",
     ]
-    if "memory_parts_from" in r:
+    if "memory_parts_from" in r:  # results files written before the shared Results writer
         k = r["memory_parts_from"]
         lines += [f"Memory and step-time tables from commit {k['leanseg_commit']}, {k['date']}; the Dice tables from the run above.", ""]
     for data_name, d in r.get("steps", {}).items():
@@ -246,11 +273,11 @@ def render(r: dict) -> str:
         lines.append("")
     for data_name, d in r.get("training", {}).items():
         lines += [
-            f"## Validation Dice after {d['minutes']} min of training: {data_name} (fold {d['fold']})",
+            f"## Validation Dice after {budget_text(d)} of training: {data_name} (fold {d['fold']})",
             "",
             *(
                 ["A budget this short stops every model early in training: these figures do not rank the models' quality.", ""]
-                if d["minutes"] < 10
+                if (d.get("minutes") or 0) < 10
                 else []
             ),
             "| model | iterations | mean Dice | per class | training peak RSS MiB |",
@@ -262,6 +289,10 @@ def render(r: dict) -> str:
         lines.append("")
     lines += ["![memory against depth and patch size](invertible.png)", ""]
     return "\n".join(lines)
+
+
+def budget_text(d: dict) -> str:
+    return f"{d['minutes']} min" if d.get("minutes") else f"{d['iterations']} iterations"
 
 
 def plot(r: dict, path: Path) -> None:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from leanseg.bench import benchmark_arguments, header_markdown, run_isolated
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ("unet", "light", "lowres")
@@ -40,7 +42,9 @@ def configs(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[str, A
     """Each model: its training runs in order, as (run name, config)."""
     from leanseg.config import ExperimentConfig
 
+    smoke = {"data.patch_size": [32, 32, 32]} if args.smoke else {}
     common = {
+        **smoke,
         "data.num_folds": 6,
         "train.val_every": 10**6,
         "train.val_max_cases": 1,
@@ -60,7 +64,7 @@ def configs(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[str, A
     two = one.with_overrides(
         {
             "model.extra": {**one.model.extra, "stage": 2},
-            "data.patch_size": [64, 64, 64],
+            "data.patch_size": [32, 32, 32] if args.smoke else [64, 64, 64],
             "data.foreground_oversample": 1.0,  # it only ever sees boxes around stage one's candidates
             "train.iterations": args.stage2_iterations,
             **adam,
@@ -73,9 +77,9 @@ def configs(args: argparse.Namespace, work: Path) -> dict[str, list[tuple[str, A
 def evaluate(run_dir: str, cases: list[tuple[str, str, str]], threads: int, quality: bool) -> dict[str, Any]:
     """Predict ``cases`` (id, image, label) with ``threads`` threads; times per case and, with ``quality``, the metrics."""
     from leanseg.data.io import Volume, read_image
-    from leanseg.inference import Predictor, label_map
-    from leanseg.metrics import dice_per_class
-    from leanseg.objects import match_objects
+    from leanseg.inference import Predictor
+    from leanseg.metrics import dice
+    from leanseg.objects import score_probabilities
     from leanseg.utils import set_threads
 
     set_threads(threads)
@@ -87,22 +91,19 @@ def evaluate(run_dir: str, cases: list[tuple[str, str, str]], threads: int, qual
         image = read_image([Path(image_path)])
         t0 = time.perf_counter()
         probs, timings = p.predict_volume_probabilities(image)
-        pred = label_map(probs).numpy()
+        probs = probs.numpy()
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"case": cid, "seconds": seconds, **timings}
         if quality:
             ref = np.asarray(read_image([Path(label_path)]).array[0]) > 0
-            obj = match_objects(pred > 0, ref, prob=1 - probs[0].numpy())
-            row.update(
-                dice=float(dice_per_class(pred, ref.astype(np.uint8), [1])[0]),
-                objects=obj.__dict__,
-            )
+            objects, pred = score_probabilities(probs, ref)
+            row.update(dice=dice(pred, ref), objects=objects.__dict__)
         rows.append(row)
         print(f"  {Path(run_dir).name} {threads} thread(s) {cid}: {seconds:.2f} s", flush=True)
     return {"cases": rows}
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=24)
     ap.add_argument("--unet-iterations", type=int, default=1500)
@@ -112,79 +113,103 @@ def main() -> None:
     ap.add_argument("--timing-cases", type=int, default=2, help="held-out cases also timed at 1 thread")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default="/tmp/leanseg_bench/lowres")
     ap.add_argument("--reuse", action="store_true", help="keep finished training runs in --work")
     ap.add_argument("--only-train", action="store_true", help="train, then stop (time the models later, on an idle machine)")
     ap.add_argument("--train-threads", type=int, default=2, help="threads for training (iterations fix what is learned)")
     ap.add_argument("--keep", nargs="*", default=[], choices=MODELS, help="models whose results are kept from the last results file")
-    args = ap.parse_args()
+    benchmark_arguments(ap, "lowres", "/tmp/leanseg_bench/lowres")
+    return ap
 
-    from leanseg.bench import machine_info, run_isolated, timing_stats, write_results
+
+def main() -> None:
+    args = arguments().parse_args()
+    if args.smoke:  # six small volumes, a few iterations per network
+        args.cases, args.timing_cases = 6, 1
+        args.unet_iterations = args.light_iterations = args.stage1_iterations = args.stage2_iterations = 3
+
+    from leanseg.bench import Results, results_folder
     from leanseg.data.datasets import load_dataset
     from leanseg.data.prepare import make_splits
     from leanseg.data.synthetic_chest import generate_chest_dataset
-    from leanseg.objects import CaseObjects, object_metrics
-    from leanseg.training import train
 
     work = Path(args.work)
     data = work / "chest"
+    shape = (96, 96, 64) if args.smoke else (300, 300, 200)
     if not (args.reuse and (data / "dataset.json").is_file()):
         print(f"generating {args.cases} chest CTs", flush=True)
-        generate_chest_dataset(data, num_cases=args.cases, seed=args.seed, progress=True)
+        generate_chest_dataset(data, num_cases=args.cases, seed=args.seed, shape=shape, progress=True)
     ds = load_dataset(data)
     runs = configs(args, work)
     split = make_splits([c.case_id for c in ds.cases], 6, runs["unet"][0][1].data.split_seed)[0]
     by_id = {c.case_id: c for c in ds.cases}
     val = [(cid, str(by_id[cid].images[0]), str(by_id[cid].label)) for cid in split["val"]]
-    out: dict[str, Any] = {
-        "benchmark": "lowres",
-        "machine": machine_info(2),
-        "data": f"{args.cases} synthetic chest CTs (seed {args.seed}), 300x300x200 voxels at 1x1x1.5 mm; fold 0 of 6 held out "
-        f"({len(val)} volumes), the other {len(split['train'])} for training",
-        "backend": "eager fp32",
-        "models": {},
-    }
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "lowres",
+        render,
+        plot,
+        threads=2,
+        seed=args.seed,
+        split=f"fold 0 of 6 held out ({len(val)} volumes), the other {len(split['train'])} for training",
+        data=f"{args.cases} synthetic chest CTs (seed {args.seed}), {'x'.join(map(str, shape))} voxels at 1x1x1.5 mm",
+        smoke=args.smoke,
+        backend="eager fp32",
+        models={},
+    )
     for name in args.models:
-        info: dict[str, Any] = {"label": LABELS[name], "training": {}}
-        for run_name, cfg in runs[name]:
-            run = work / run_name
-            if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
-                print(f"training {run_name}", flush=True)
-                train(data, run, cfg, fold=0, resume=False)
-            summary = json.loads((run / "summary.json").read_text())
-            info["training"][run_name] = {"iterations": summary["iterations"], "minutes": summary["train_seconds"] / 60}
-        info["parameters"] = _parameters(work / name)
-        out["models"][name] = info
+        results["models"][name] = train_model(name, runs[name], data, work, args.reuse)
     if args.only_train:
-        print(json.dumps(out["models"], indent=1))
+        print(json.dumps(results["models"], indent=1))
         return
-
-    if args.keep:
-        last = json.loads((RESULTS / "lowres.json").read_text())
-        stamp = f"commit {last['machine']['leanseg_commit']}, {last['machine']['date']}"
-        out["models"].update({k: {"kept_from": stamp, **last["models"][k]} for k in args.keep})
+    for name in args.keep:
+        results.keep("models", name)
     for name in args.models:
-        if name in args.keep:
-            continue
-        info = out["models"][name]
-        run = str(work / name)
-        print(f"evaluating {name}", flush=True)
-        res2, rss2 = run_isolated(evaluate, run, val, 2, True)
-        res1, rss1 = run_isolated(evaluate, run, val[: args.timing_cases], 1, False)
-        cases = [CaseObjects(**r["objects"]) for r in res2["cases"]]
-        info["threads"] = {
+        if name not in args.keep:
+            results["models"][name].update(evaluate_model(work / name, val, args.timing_cases, name == "lowres", inline=args.smoke))
+            results.write()
+    results.write(with_plot=True)
+    print(results.markdown())
+
+
+def train_model(name: str, runs: list, data: Path, work: Path, reuse: bool) -> dict[str, Any]:
+    """Train a model's runs in order (LowRes: stage one, then stage two); their iterations, minutes and parameters."""
+    from leanseg.runfolder import RunFolder
+    from leanseg.training import train
+
+    info: dict[str, Any] = {"label": LABELS[name], "training": {}}
+    for run_name, cfg in runs:
+        run = work / run_name
+        if not (reuse and (run / "checkpoint_final.pt").is_file()):
+            print(f"training {run_name}", flush=True)
+            train(data, run, cfg, fold=0, resume=False)
+        summary = RunFolder(run).summary()
+        info["training"][run_name] = {"iterations": summary["iterations"], "minutes": summary["train_seconds"] / 60}
+    info["parameters"] = _parameters(work / name)
+    return info
+
+
+def evaluate_model(run: Path, val: list, timing_cases: int, two_stage: bool, inline: bool) -> dict[str, Any]:
+    """Time a model at 2 threads on the held-out volumes (with their object metrics) and at 1 thread on the first few."""
+    from leanseg.bench import timing_stats
+    from leanseg.objects import CaseObjects, object_metrics
+
+    print(f"evaluating {run.name}", flush=True)
+    res2, rss2 = run_isolated(evaluate, str(run), val, 2, True, inline=inline)
+    res1, rss1 = run_isolated(evaluate, str(run), val[:timing_cases], 1, False, inline=inline)
+    cases = [CaseObjects(**r["objects"]) for r in res2["cases"]]
+    info: dict[str, Any] = {
+        "threads": {
             "2": {"seconds": timing_stats([r["seconds"] for r in res2["cases"]]), "peak_rss_mib": rss2, "cases": res2["cases"]},
             "1": {"seconds": timing_stats([r["seconds"] for r in res1["cases"]]), "peak_rss_mib": rss1, "cases": res1["cases"]},
-        }
-        info["quality"] = {**object_metrics(cases), "dice": float(np.nanmean([r["dice"] for r in res2["cases"]]))}
-        if name == "lowres":
-            info["stage_two_fraction"] = float(np.mean([r["fraction"] for r in res2["cases"]]))
-            info["stage1_seconds"] = float(np.mean([r["stage1"] for r in res2["cases"]]))
-            info["stage2_seconds"] = float(np.mean([r["stage2"] for r in res2["cases"]]))
-        write_results(RESULTS / "lowres.json", out, render(out))
-    plot(out, RESULTS / "lowres.png")
-    write_results(RESULTS / "lowres.json", out, render(out))
-    print(render(out))
+        },
+        "quality": {**object_metrics(cases), "dice": float(np.nanmean([r["dice"] for r in res2["cases"]]))},
+    }
+    if two_stage:
+        info["stage_two_fraction"] = float(np.mean([r["fraction"] for r in res2["cases"]]))
+        info["stage1_seconds"] = float(np.mean([r["stage1"] for r in res2["cases"]]))
+        info["stage2_seconds"] = float(np.mean([r["stage2"] for r in res2["cases"]]))
+    return info
 
 
 def _parameters(run: Path) -> int:
@@ -195,13 +220,11 @@ def _parameters(run: Path) -> int:
 
 
 def render(r: dict[str, Any]) -> str:
-    m = r["machine"]
     lines = [
         "# LowRes: two-stage inference on large volumes, against full-resolution networks",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} cores, {m['memory_gib']} GiB; torch {m['torch']}, MONAI {m['monai']}; "
-        f"commit {m['leanseg_commit']}; {m['date']}. Back-end: {r['backend']}.",
-        f"Data: {r['data']}.",
+        *header_markdown(r),
+        f"Back-end: {r['backend']}.",
         "",
         "| model | parameters | training | s/volume, 2 threads (mean ± sd, n) | s/volume, 1 thread | peak RSS (MiB, 2 thr) "
         "| object recall | FROC LUNA16 | FROC avg recall 0-5 FP | object Dice | Dice | FP/scan |",
@@ -214,8 +237,8 @@ def render(r: dict[str, Any]) -> str:
         t2, t1, q = info["threads"]["2"], info["threads"]["1"], info["quality"]
         train_s = ", ".join(f"{k} {v['iterations']} it / {v['minutes']:.1f} min" for k, v in info["training"].items())
         speed = f" ({unet_t / t2['seconds']['mean']:.1f}x faster)" if unet_t and name != "unet" else ""
-        if "kept_from" in info:
-            train_s += f" (measured at {info['kept_from']})"
+        if f"models/{name}" in r.get("kept", {}):
+            train_s += f" (measured at {r['kept'][f'models/{name}']})"
         lines.append(
             f"| {info['label']} | {info['parameters'] / 1e6:.2f} M | {train_s} "
             f"| {t2['seconds']['mean']:.2f} ± {t2['seconds']['std']:.2f} (n={t2['seconds']['n']}){speed} "
@@ -267,7 +290,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
             ax.set(xscale="log", xlabel="seconds per volume (log)", ylabel=ylabel, ylim=(0, 1.02))
             ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("time against quality, 300x300x200 chest CTs")
+    fig.suptitle(f"time against quality: {r['data']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -19,11 +19,12 @@ Writes benchmarks/results/strategy_search.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from leanseg.bench import benchmark_arguments, header_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -31,46 +32,63 @@ CONFIG = ROOT / "configs" / "hippocampus_baseline.yaml"
 CONTROLLERS = ("ppo", "hill", "hill-continuous", "random", "tpe")
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
     ap.add_argument("--pretrain-iterations", type=int, default=1500)
     ap.add_argument("--trial-iterations", type=int, default=150)
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, help="trials per search (default: the config's search.strategy.trials)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS))
     ap.add_argument("--val-cases", type=int, default=20)
     ap.add_argument("--final-iterations", type=int, default=3000)
-    ap.add_argument("--work", default="/tmp/leanseg_bench/strategy_search")
     ap.add_argument("--reuse", action="store_true", help="keep the pretrained checkpoint and finished searches in --work")
-    args = ap.parse_args()
+    benchmark_arguments(ap, "strategy_search", "/tmp/leanseg_bench/strategy_search")
+    return ap
 
-    from leanseg.bench import machine_info, write_results
+
+def main() -> None:
+    args = arguments().parse_args()
+    if args.smoke:  # PPO (the final training needs it) and random search, two trials of two iterations each, one seed
+        args.pretrain_iterations, args.trial_iterations, args.trials, args.seeds = 3, 2, 2, [0]
+        args.controllers = ["ppo", "random"]
+        args.val_cases, args.final_iterations = 2, 2
+
+    from leanseg.bench import Results, results_folder, smoke_phantoms
     from leanseg.config import ExperimentConfig
+    from leanseg.runfolder import RunFolder
     from leanseg.search.space import strategy_space
-    from leanseg.search.strategy import search_strategy
     from leanseg.training import train
 
     work = Path(args.work)
+    data = str(smoke_phantoms(work)) if args.smoke else args.data
     space = strategy_space()
     routine = ExperimentConfig.load(CONFIG).with_overrides({"train.budget_minutes": None})
     routine = routine.with_overrides(space.values(space.routine(routine)))
-    out: dict = {
-        "benchmark": "strategy_search",
-        "machine": machine_info(2),
-        "data": "Task04_Hippocampus, 208 cases; fold 0 of a 5-fold split (split seed 12345) held out; "
-        f"trial reward on its first {args.val_cases} cases, final figures on all 42",
-        "trials_per_search": args.trials,
-        "seeds": args.seeds,
-        "trial_iterations": args.trial_iterations,
-        "space": space.to_list(),
-    }
+    args.trials = args.trials or routine.search.strategy.trials
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "strategy_search",
+        render,
+        plot,
+        threads=2,
+        seed=args.seeds,
+        split="fold 0 of a 5-fold split (split seed 12345) held out; "
+        f"trial reward on its first {args.val_cases} cases, final figures on all of them",
+        data=f"{data} (208 MSD hippocampus cases in the committed figures)",
+        smoke=args.smoke,
+        trials_per_search=args.trials,
+        seeds=args.seeds,
+        trial_iterations=args.trial_iterations,
+        space=space.to_list(),
+    )
     t0 = time.time()
     print("1/3 shared checkpoint (routine defaults)", flush=True)
     pre = work / "pretrain"
     if not (args.reuse and (pre / "checkpoint_final.pt").is_file()):
-        train(args.data, pre, routine.with_overrides({"train.iterations": args.pretrain_iterations}), fold=0, resume=False)
-    out["pretrain"] = json.loads((pre / "summary.json").read_text())
+        train(data, pre, routine.with_overrides({"train.iterations": args.pretrain_iterations}), fold=0, resume=False)
+    results["pretrain"] = RunFolder(pre).summary()
 
     print("2/3 searches", flush=True)
     trial_cfg = routine.with_overrides(
@@ -82,36 +100,44 @@ def main() -> None:
             "train.checkpoint_every": 10**6,
         }
     )
-    out["searches"] = {}
+    run_searches(results, data, work, trial_cfg, space, args)
+    results["search_minutes"] = (time.time() - t0) / 60
+    if args.final_iterations > 0 and "ppo" in results["searches"]:
+        print("3/3 full training: routine defaults against PPO's best strategy", flush=True)
+        final_training(results, data, work, routine, space, args.final_iterations)
+    results.write(with_plot=True)
+    print(results.markdown())
+
+
+def run_searches(results, data: str, work: Path, trial_cfg, space, args: argparse.Namespace) -> None:
+    """Every controller, once per seed, with the same number of trials; the rewards in trial order and the best."""
+    from leanseg.search.strategy import search_strategy
+
+    results["searches"] = {}
     for name in args.controllers:
-        out["searches"][name] = {}
+        results["searches"][name] = {}
         for seed in args.seeds:
             res = search_strategy(
-                args.data, work / f"{name}_seed{seed}", name, args.trials, 1, None, trial_cfg, space, seed, threads_per_trial=2
+                data, work / f"{name}_seed{seed}", name, args.trials, 1, base=trial_cfg, space=space, seed=seed, threads_per_trial=2
             )
             rewards = [t["reward"] if t["status"] == "done" else None for t in res.trials]
-            out["searches"][name][seed] = {
-                "rewards": rewards,
-                "best": res.best,
-                "failed": sum(r is None for r in rewards),
-            }
+            results["searches"][name][seed] = {"rewards": rewards, "best": res.best, "failed": sum(r is None for r in rewards)}
             print(name, seed, [None if r is None else round(r, 4) for r in rewards], flush=True)
-            write_results(RESULTS / "strategy_search.json", out, render(out))
-    out["search_minutes"] = (time.time() - t0) / 60
+            results.write()
 
-    if args.final_iterations > 0 and "ppo" in out["searches"]:
-        print("3/3 full training: routine defaults against PPO's best strategy", flush=True)
-        best = max((s["best"] for s in out["searches"]["ppo"].values() if s["best"]), key=lambda b: b["reward"])
-        found = routine.with_overrides(space.values(best["unit"]))
-        out["final"] = {"strategy": space.values(best["unit"]), "iterations": args.final_iterations}
-        for label, cfg in (("routine", routine), ("ppo_best", found)):
-            cfg = cfg.with_overrides({"train.iterations": args.final_iterations, "train.val_max_cases": None})
-            r = train(args.data, work / f"final_{label}", cfg, fold=0, resume=False, show_progress=True)
-            out["final"][label] = {"iterations": r.iterations, **r.val}
-            write_results(RESULTS / "strategy_search.json", out, render(out))
-    plot(out, RESULTS / "strategy_search.png")
-    write_results(RESULTS / "strategy_search.json", out, render(out))
-    print(render(out))
+
+def final_training(results, data: str, work: Path, routine, space, iterations: int) -> None:
+    """The routine defaults and PPO's best strategy, each trained from scratch for ``iterations``."""
+    from leanseg.training import train
+
+    best = max((s["best"] for s in results["searches"]["ppo"].values() if s["best"]), key=lambda b: b["reward"])
+    found = routine.with_overrides(space.values(best["unit"]))
+    results["final"] = {"strategy": space.values(best["unit"]), "iterations": iterations}
+    for label, cfg in (("routine", routine), ("ppo_best", found)):
+        cfg = cfg.with_overrides({"train.iterations": iterations, "train.val_max_cases": None})
+        r = train(data, work / f"final_{label}", cfg, fold=0, resume=False, show_progress=True)
+        results["final"][label] = {"iterations": r.iterations, **r.val}
+        results.write()
 
 
 def best_so_far(rewards: list) -> list[float]:
@@ -123,13 +149,11 @@ def best_so_far(rewards: list) -> list[float]:
 
 
 def render(r: dict) -> str:
-    m = r["machine"]
     lines = [
         "# Strategy search: PPO controller against its baselines",
         "",
-        f"Machine: {m['cpu']}, {m['logical_cores']} cores; {m['threads']} threads; torch {m['torch']}, MONAI {m['monai']}; "
-        f"commit {m['leanseg_commit']}; {m['date']}.",
-        f"Data: {r['data']}. {r['trials_per_search']} trials per search, seeds {r['seeds']}, each trial fine-tunes the shared "
+        *header_markdown(r),
+        f"{r['trials_per_search']} trials per search, seeds {r['seeds']}, each trial fine-tunes the shared "
         f"checkpoint for {r['trial_iterations']} iterations. Trial 0 of every search is the routine defaults.",
         "",
     ]
@@ -148,7 +172,7 @@ def render(r: dict) -> str:
     if "final" in r and "ppo_best" in r["final"]:
         f = r["final"]
         lines += [
-            f"## Full training ({f['iterations']} iterations from scratch, all 42 held-out cases)",
+            f"## Full training ({f['iterations']} iterations from scratch, all held-out cases)",
             "",
             "| strategy | iterations | Dice |",
             "|---|---|---|",

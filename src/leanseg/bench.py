@@ -91,8 +91,13 @@ def _child(fn: Callable[..., Any], args: tuple, kwargs: dict, queue: Any) -> Non
         queue.put(("error", repr(e), peak_rss_mib()))
 
 
-def run_isolated(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """Run ``fn`` in a fresh process; return its result and that process's peak RSS in MiB."""
+def run_isolated(fn: Callable[..., Any], *args: Any, inline: bool = False, **kwargs: Any) -> tuple[Any, float]:
+    """Run ``fn`` in a fresh process; return its result and that process's peak RSS in MiB.
+
+    ``inline`` runs it here instead (a smoke run: no process start-up, and the memory figure is this process's).
+    """
+    if inline:
+        return fn(*args, **kwargs), peak_rss_mib()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(fn, args, kwargs, q))
@@ -120,3 +125,156 @@ def write_results(path_json: Path, data: dict[str, Any], markdown: str) -> None:
 
     atomic_write_text(Path(path_json), json.dumps(data, indent=1, default=float))
     atomic_write_text(Path(path_json).with_suffix(".md"), markdown)
+
+
+def saved_for_backward(fn: Callable[[], Any], parameters: bool = True) -> tuple[int, Any]:
+    """Run ``fn`` and count the bytes autograd keeps for backward: unique storages seen by the saved-tensor hooks.
+
+    A storage saved twice (a view, an input reused by two layers) counts once, as memory does. ``parameters``
+    False leaves out saved weights (they exist anyway): the activations alone.
+    """
+    import torch
+
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if parameters or not isinstance(t, torch.nn.Parameter):
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+# --- the frame every benchmark script shares: arguments -> config -> library calls -> one results writer ----------
+def benchmark_arguments(ap: Any, name: str, work: str) -> None:
+    """Add the options every benchmark has: ``--smoke``, ``--results``, ``--name`` and ``--work``."""
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a run of under a minute on synthetic phantoms, written under --work: checks the benchmark still runs, measures nothing",
+    )
+    ap.add_argument(
+        "--results", default=None, help="folder for NAME.{json,md,png} (default: benchmarks/results; with --smoke: WORK/results)"
+    )
+    ap.add_argument("--name", default=name, help="results file stem")
+    ap.add_argument("--work", default=work, help="folder for the runs the benchmark trains (kept for --reuse)")
+
+
+def results_folder(args: Any, committed: Path) -> Path:
+    """Where a benchmark writes: ``--results``, else WORK/results for a smoke run (never the committed folder), else ``committed``."""
+    if args.results:
+        return Path(args.results)
+    return Path(args.work) / "results" if args.smoke else committed
+
+
+def smoke_phantoms(work: Path, num_cases: int = 10) -> Path:
+    """A small phantom dataset (MSD layout, two classes) for a benchmark's ``--smoke`` run; reused when present."""
+    from leanseg.data.synthetic import generate_phantom_dataset
+
+    folder = Path(work) / "phantoms"
+    if not (folder / "dataset.json").is_file():
+        generate_phantom_dataset(folder, num_cases=num_cases, seed=0, sizes=((24, 28, 24), (28, 28, 24)))
+    return folder
+
+
+class Results:
+    """One benchmark's results file: a header (machine, versions, threads, split, seed, commit), its sections, one writer.
+
+    ``earlier`` is the file as the last call left it, read once before this call rewrites it. ``keep`` copies a
+    section from it and records in ``kept`` the commit and date that produced it, so that a table can say where its
+    figures come from; ``merge`` re-reads the file to take sections another process wrote meanwhile.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        benchmark: str,
+        render: Callable[[dict[str, Any]], str],
+        plot: Callable[[dict[str, Any], Path], None] | None = None,
+        *,
+        threads: int,
+        seed: Any,
+        split: str,
+        data: str,
+        smoke: bool = False,
+        **settings: Any,
+    ) -> None:
+        self.path = Path(folder) / f"{name}.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.earlier: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.data: dict[str, Any] = {
+            "benchmark": benchmark,
+            "name": name,
+            "machine": machine_info(threads),
+            "seed": seed,
+            "split": split,
+            "data": data,
+            **({"smoke": True} if smoke else {}),
+            **settings,
+        }
+        self._render, self._plot = render, plot
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def setdefault(self, key: str, default: Any) -> Any:
+        return self.data.setdefault(key, default)
+
+    def stamp(self, source: dict[str, Any] | None = None) -> str:
+        m = (source if source is not None else self.earlier).get("machine", {})
+        return f"commit {m.get('leanseg_commit', '?')}, {m.get('date', '?')}"
+
+    def keep(self, key: str, sub: str | None = None) -> bool:
+        """Take ``key`` (or ``key[sub]``) from the earlier file, recording its stamp in ``kept``; False where it has none."""
+        old = self.earlier.get(key)
+        if old is None or (sub is not None and sub not in old):
+            return False
+        if sub is None:
+            self.data[key] = old
+        else:
+            self.data.setdefault(key, {})[sub] = old[sub]
+        self.data.setdefault("kept", {})[key if sub is None else f"{key}/{sub}"] = self.earlier.get("kept", {}).get(
+            key if sub is None else f"{key}/{sub}", self.stamp()
+        )
+        return True
+
+    def merge(self, keys: tuple[str, ...], same: tuple[str, ...]) -> None:
+        """Re-read the file and take its ``keys`` sections when its ``same`` settings equal this call's."""
+        last = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        if all(last.get(k) == self.data.get(k) for k in same):
+            self.data.update({k: last[k] for k in keys if k in last})
+
+    def markdown(self) -> str:
+        return self._render(self.data)
+
+    def write(self, with_plot: bool = False) -> None:
+        """Write NAME.json and NAME.md (and NAME.png where ``with_plot`` and the benchmark draws one)."""
+        if with_plot and self._plot is not None:
+            self._plot(self.data, self.path.with_suffix(".png"))
+        write_results(self.path, self.data, self.markdown())
+
+
+def header_markdown(r: dict[str, Any]) -> list[str]:
+    """The lines every results page opens with: machine, versions, threads, commit and date; data, split and seed."""
+    m = r["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gib']} GiB; {m['threads']} threads; "
+        f"Python {m['python']}, torch {m['torch']}, MONAI {m['monai']}, ONNX Runtime {m['onnxruntime']}; "
+        f"commit {m['leanseg_commit']}; {m['date']}.",
+        f"Data: {r.get('data', '?')}; split: {r.get('split', '?')}; seed {r.get('seed', '?')}.",
+    ]
+    if r.get("smoke"):
+        lines.insert(0, "**Smoke run** (phantoms, a few iterations): it checks that the benchmark runs; its figures measure nothing.")
+    for section, stamp in r.get("kept", {}).items():
+        lines.append(f"`{section}` kept from an earlier call ({stamp}).")
+    return [*lines, ""]

@@ -123,3 +123,15 @@ def object_metrics(cases: Sequence[CaseObjects]) -> dict[str, float]:
     else:
         out["froc_luna16"] = out["froc_avg_recall_0_5"] = math.nan
     return out
+
+
+def score_probabilities(probs: np.ndarray, ref: np.ndarray) -> tuple[CaseObjects, np.ndarray]:
+    """Objects of one scan's class probabilities (K, D, H, W) against its reference (D, H, W), and the predicted mask.
+
+    The prediction is the most probable class per voxel, any foreground class counting as object; each predicted
+    component is scored by its highest foreground probability (1 - background), so that FROC sweeps a threshold
+    over the components a label map would hold. The mask is returned for voxel metrics (``metrics.dice``).
+    """
+    probs = np.asarray(probs)
+    pred = np.argmax(probs, 0) > 0
+    return match_objects(pred, np.asarray(ref) > 0, prob=1 - probs[0]), pred

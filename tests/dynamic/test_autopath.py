@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from leanseg.dynamic.evaluate import macs_share
+from leanseg.dynamic.evaluate import blocks_used_histogram, evaluate_paths, macs_share, matched_heuristics
 from leanseg.dynamic.policy import PolicyNet, load_policy, save_policy, weights_fingerprint
 from leanseg.dynamic.reinforce import (
     block_costs,
@@ -132,6 +132,27 @@ def test_heuristic_strategies() -> None:
     masks = sweep_masks(8, repeats=3)
     assert len(masks) == 8 + 7 * (2 + 3)
     assert all(int((~k).sum()) == dropped for _, _, dropped, k in masks)
+
+
+def test_matched_heuristics_drop_on_each_image_what_the_policy_dropped_there() -> None:
+    model = tiny()
+    g = torch.Generator().manual_seed(0)
+    cases = [(f"c{i}", torch.randn(1, 16, 16, 16, generator=g), torch.randint(0, 3, (16, 16, 16), generator=g)) for i in range(3)]
+    n, rng = model.num_gated_blocks, np.random.default_rng(0)
+
+    def dice(keep_for) -> float:
+        return float(np.mean([r["dice"] for r in evaluate_paths(model, cases, keep_for, [1, 2], False)]))
+
+    full = dice(lambda _c, _i: torch.ones(n, dtype=torch.bool))
+    none = matched_heuristics(model, cases, {"c0": 0, "c1": 0, "c2": 0}, [1, 2], 2, rng, False)
+    assert none == {"DropFirstN": full, "DropLastN": full, "DropRandomN": full, "DropRandomN_std": 0.0}
+    mixed = {"c0": 1, "c1": 3, "c2": 5}
+    m = matched_heuristics(model, cases, mixed, [1, 2], 2, rng, False)
+    assert m["DropFirstN"] == dice(lambda c, _i: drop_first(n, mixed[c]))
+    assert m["DropLastN"] == dice(lambda c, _i: drop_last(n, mixed[c]))
+    assert m["DropFirstN"] != m["DropLastN"]  # the two heuristics do drop different blocks
+    rows = evaluate_paths(model, cases, lambda c, _i: drop_last(n, mixed[c]), [1, 2], False)
+    assert blocks_used_histogram(rows, n) == [0, 0, 0, 1, 0, 1, 0, 1, 0]
 
 
 def test_voxel_reward_worked_by_hand() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from leanseg.objects import froc_curve, match_objects, object_metrics
+from leanseg.objects import froc_curve, match_objects, object_metrics, score_probabilities
 
 
 def cube(shape, corner, size) -> np.ndarray:
@@ -31,6 +31,22 @@ def test_hits_misses_false_positives_and_object_dice_by_hand() -> None:
     m = object_metrics([c])
     assert m["object_recall"] == 0.5 and m["fp_per_scan"] == 1.0
     assert m["object_dice"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_probabilities_are_scored_as_their_label_map_with_foreground_confidence() -> None:
+    shape = (16, 16, 16)
+    ref = cube(shape, (1, 1, 1), 4)
+    fg = np.where(cube(shape, (1, 1, 1), 4), 0.8, 0.1)
+    fg[cube(shape, (10, 10, 10), 2)] = 0.7  # a false positive, less confident
+    fg[12, 12, 12] = 0.45  # under one half: background in the label map, no object
+    probs = np.stack([1 - fg, fg])
+    c, pred = score_probabilities(probs, ref)
+    assert c.hits == [True] and c.tp_scores == [pytest.approx(0.8)] and c.fp_scores == [pytest.approx(0.7)]
+    assert pred.sum() == 64 + 8 and pred[ref].all()
+    three = np.stack([1 - fg, fg * 0.4, fg * 0.6])  # two foreground classes: either one is object
+    c3, pred3 = score_probabilities(three, ref)
+    assert c3.hits == [True] and len(c3.fp_scores) == 1 and np.array_equal(pred3, pred)
+    assert score_probabilities(np.stack([np.ones(shape), np.zeros(shape)]), np.zeros(shape))[0].num_targets == 0
 
 
 def test_touching_predictions_merge_and_one_prediction_can_hit_two_objects() -> None:

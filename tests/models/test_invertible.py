@@ -1,22 +1,9 @@
 import pytest
 import torch
 
+from leanseg.bench import saved_for_backward as saved_bytes
 from leanseg.models.invertible_unet import FullyInvertibleUNet, PartiallyInvertibleUNet, vae_loss_terms
 from leanseg.nn.invertible import InvertibleChain, coupling_block, invertible_stage, squeeze3d, unsqueeze3d
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd keeps for backward while ``fn`` runs (unique storages)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(seen.values()), out
 
 
 def test_coupling_inverse_restores_the_input() -> None:

@@ -10,20 +10,49 @@ from leanseg.registry import MODELS
 STRIDES = ((1, 1, 1), (2, 2, 2), (2, 2, 2))
 
 
-# LowRes (own objective, divisor, two-stage inference) and the searched nas_unet (built from a search) have their own tests
-@pytest.mark.parametrize("name", [n for n in MODELS.names() if n not in ("lowres", "nas_unet")])
+def model_case(name: str) -> tuple[ModelConfig, tuple[int, ...], tuple[int, int, int]]:
+    """What each registered model needs for the test below: its config, an input batch shape, the divisor it must report."""
+    if name == "lowres":  # stage two (stage one frozen); sizes a multiple of 2 x its 1/8 resolution
+        extra = {"stage": 2, "low_features": [4, 8, 8, 8], "detail_features": [4, 4, 4, 4]}
+        return ModelConfig(name=name, deep_supervision=False, extra=extra), (2, 2, 32, 32, 16), (16, 16, 16)
+    if name == "nas_unet":  # the first child of a small space, as a search writes it into model.extra
+        from leanseg.models.nas_space import arch_to_json, architecture_space
+
+        space = architecture_space((40, 40, 32), (1.0, 1.0, 1.0), 2, 3, num_stages=3, base_features=4)
+        arch = space.largest()
+        extra = {"arch": arch_to_json(arch), "space": space.to_dict()}
+        return ModelConfig(name=name, deep_supervision=False, extra=extra), (2, 2, *space.patch_size(arch)), (4, 4, 4)
+    return ModelConfig(name=name, deep_supervision=False), (2, 2, 16, 12, 8), (4, 4, 4)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
 def test_every_registered_model(name: str) -> None:
+    """Every family: the divisor it reports, a training pass whose loss (its own where it has one) reaches every
+    trainable weight and the input, and an inference pass of the right shape."""
+    from leanseg.models.protocol import SegmentationModel
+
     torch.manual_seed(0)
-    net = MODELS.create(name, 2, 3, ModelConfig(name=name, deep_supervision=False), features=(8, 16, 32), strides=STRIDES)
-    assert tuple(net.divisor) == (4, 4, 4)
-    x = torch.randn(2, 2, 16, 12, 8, requires_grad=True)
-    y = net.train()(x)
-    assert y.shape == (2, 3, 16, 12, 8) and torch.isfinite(y).all()
-    y.square().mean().backward()
+    cfg, shape, divisor = model_case(name)
+    net = MODELS.create(name, 2, 3, cfg, features=(8, 16, 32), strides=STRIDES)
+    assert isinstance(net, SegmentationModel) and tuple(net.divisor) == divisor
+    assert all(s % d == 0 for s, d in zip(shape[2:], divisor))
+    x = torch.randn(*shape, requires_grad=True)
+    out = net.train()(x)
+    if net.has_own_loss:
+        loss = net.training_loss(out, torch.randint(0, 3, (shape[0], 1, *shape[2:])).float())
+    else:
+        assert out.shape == (shape[0], 3, *shape[2:]) and torch.isfinite(out).all()
+        loss = out.square().mean()
+    assert torch.isfinite(loss)
+    loss.backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    reached = sum(p.numel() for p in trainable if p.grad is not None)
+    # a searched child holds the whole supernet; exactly its own share of the weights is trained
+    assert reached == (net.child_parameters(net.arch) if name == "nas_unet" else sum(p.numel() for p in trainable)) > 0
     with torch.no_grad():
-        assert net.eval()(x).shape == (2, 3, 16, 12, 8)
+        y = net.eval()(x)
+    assert y.shape == (shape[0], 3, *shape[2:]) and torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("name", ["resunet", "monai_unet"])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from leanseg.bench import saved_for_backward
 from leanseg.config import ExperimentConfig
 from leanseg.models.nas_space import ArchitectureSpace, architecture_space
 from leanseg.models.nas_unet import SuperNet, estimate_activation_bytes
@@ -13,20 +14,6 @@ from leanseg.search.nas import read_search_state
 
 # odd median shapes: isotropic, and thick slices (two axis groups)
 SPACES = [((35, 51, 37), (1.0, 1.0, 1.0)), ((61, 77, 19), (0.8, 0.8, 3.0))]
-
-
-def _activation_bytes(fn) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.nn.Parameter):
-            s = t.untyped_storage()
-            seen[s.data_ptr()] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
 
 
 def test_patch_choices_follow_the_median_shape_per_axis_group() -> None:
@@ -108,7 +95,7 @@ def test_memory_estimate_against_the_measured_activations(shape, spacing) -> Non
     for i in range(5):
         arch = space.largest() if i == 0 else space.values(rng.random(space.dim))
         x = torch.randn(2, 1, *space.patch_size(arch))
-        measured = _activation_bytes(lambda x=x, arch=arch: net(x, arch))
+        measured, _ = saved_for_backward(lambda x=x, arch=arch: net(x, arch), parameters=False)
         est = estimate_activation_bytes(space, arch, batch=2)
         assert 0.8 < est / measured < 1.2, (arch, est, measured)
 
@@ -362,3 +349,22 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
     # another warm-up length is another search
     with pytest.raises(LeansegError, match="belongs to another search"):
         search_architecture(phantoms, tmp_path / "s", **{**kw, "warmup_children": 2})
+
+
+def test_score_children_scores_as_the_search_did_and_counts_its_samples(phantoms, tiny_cfg, tmp_path) -> None:
+    from leanseg.search.nas import decisions_apart, score_children, search_architecture
+
+    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=3, child_iterations=1, val_cases=1, num_stages=3, seed=0)
+    search_architecture(phantoms, tmp_path / "s", **kw)
+    st = read_search_state(tmp_path / "s")
+    space = ArchitectureSpace.from_dict(st["meta"]["space"])
+    last = st["history"][-1]
+    resunet = space.residual_unet()
+    rows = score_children(tmp_path / "s", {"last": last["arch"], "resunet": resunet}, phantoms, tiny_cfg, 1)
+    # the saved weights are those the last child was rewarded with: its reward comes back
+    assert rows[0]["reward_dice"] == pytest.approx(last["reward"], abs=1e-6)
+    assert rows[0]["sampled"] >= 1 and rows[0]["nearest_sampled"] == 0
+    sampled = [space.normalise(h["arch"]) for h in st["history"]]
+    assert rows[1]["nearest_sampled"] == min(decisions_apart(a, space.normalise(resunet)) for a in sampled)
+    assert all(resunet[k] == 1 for k in resunet if k.startswith("dilation_"))
+    assert all(resunet[k] == "off" for k in resunet if k.startswith("long_skip_"))

@@ -6,6 +6,7 @@ import torch
 
 from leanseg.data.prepare import make_splits
 from leanseg.errors import LeansegError
+from leanseg.runfolder import RunFolder
 from leanseg.training import Trainer, train
 from leanseg.training.schedule import lr_at
 
@@ -80,10 +81,22 @@ def test_resume_refuses_another_config(phantoms: Path, tiny_cfg, trained_run: Pa
         train(phantoms, trained_run, tiny_cfg.with_overrides(["train.lr=0.5"]), show_progress=False)
 
 
-def test_budget_stops_training(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
-    cfg = tiny_cfg.with_overrides({"train.iterations": 10**6, "train.budget_minutes": 0.05, "train.val_every": 10**6})
-    r = train(phantoms, tmp_path / "b", cfg, show_progress=False)
-    assert 0 < r.iterations < 10**6 and r.seconds < 3 * 60 * 0.05 + 20
+def test_budget_stops_training_when_its_clock_says_so(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    class OneSecondPerStep(Trainer):
+        """A clock that advances one second per iteration: the budget, not the machine, decides the count."""
+
+        def elapsed(self) -> float:
+            return float(self.iteration)
+
+    cfg = tiny_cfg.with_overrides({"train.iterations": 10**6, "train.budget_minutes": 0.1, "train.val_every": 10**6})
+    r = train(phantoms, tmp_path / "b", cfg, show_progress=False, trainer=OneSecondPerStep)
+    assert r.iterations == 6  # 0.1 min = 6 "seconds"
+    assert RunFolder(tmp_path / "b").summary()["iterations"] == 6
+
+
+def test_zero_iterations_are_refused_with_a_sentence(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    with pytest.raises(LeansegError, match="train.iterations is 0; set it to at least 1"):
+        train(phantoms, tmp_path / "z", tiny_cfg.with_overrides({"train.iterations": 0}), show_progress=False)
 
 
 def test_training_learns_the_phantoms(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:

@@ -153,3 +153,29 @@ def plot_sweep(summary: dict[str, dict[int, dict[str, float]]], path: Path, poli
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def matched_heuristics(
+    model: Any, cases: list[Case], dropped: dict[str, int], classes: list[int], repeats: int, rng: np.random.Generator, bf16: bool
+) -> dict[str, float]:
+    """The heuristics at a policy's own dropping level (the paper's Table 1): on each case, DropFirstN, DropLastN and
+    DropRandomN drop as many blocks as ``dropped[case_id]``. Mean Dice over cases; DropRandomN over ``repeats`` draws
+    (with their std)."""
+    from leanseg.dynamic.strategies import drop_first, drop_last, drop_random
+
+    n = model.num_gated_blocks
+
+    def mean_dice(keep_for: Callable[[str, torch.Tensor], torch.Tensor]) -> float:
+        return float(np.mean([r["dice"] for r in evaluate_paths(model, cases, keep_for, classes, bf16)]))
+
+    out = {
+        "DropFirstN": mean_dice(lambda cid, _img: drop_first(n, dropped[cid])),
+        "DropLastN": mean_dice(lambda cid, _img: drop_last(n, dropped[cid])),
+    }
+    draws = [mean_dice(lambda cid, _img: drop_random(n, dropped[cid], rng)) for _ in range(repeats)]
+    return {**out, "DropRandomN": float(np.mean(draws)), "DropRandomN_std": float(np.std(draws))}
+
+
+def blocks_used_histogram(per_case: list[dict[str, Any]], num_blocks: int) -> list[int]:
+    """How many cases ran 0, 1, ..., ``num_blocks`` blocks (the paper's Figure 8), from :func:`evaluate_paths` rows."""
+    return np.bincount([r["blocks_used"] for r in per_case], minlength=num_blocks + 1).tolist()

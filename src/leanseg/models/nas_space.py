@@ -105,6 +105,17 @@ class ArchitectureSpace:
                 arch[d.name] = d.choices[0]
         return arch
 
+    def residual_unet(self) -> dict[str, Any]:
+        """The space's residual U-Net: :meth:`largest` with dilation 1, leaky ReLU, max pooling of stride 2 and no
+        long skips (residual stages where the space has them): the child closest to leanseg's base U-Net."""
+        arch = self.largest()
+        fixed = {"dilation_": 1, "activation_": "leakyrelu", "long_skip_": "off", "pool_type_": "max", "pool_stride_": 2}
+        for d in self.decisions:
+            for prefix, value in fixed.items():
+                if d.name.startswith(prefix):
+                    arch[d.name] = value
+        return arch
+
     def patch_size(self, arch: dict[str, Any]) -> tuple[int, int, int]:
         size = [0, 0, 0]
         for g, axes in enumerate(self.axis_groups):

@@ -416,6 +416,49 @@ def child_case_dice(
     return scores
 
 
+def decisions_apart(a: dict[str, Any], b: dict[str, Any]) -> int:
+    """How many decisions two children of one space take differently."""
+    return sum(a[k] != b[k] for k in a)
+
+
+def score_children(
+    state: Path | str, archs: dict[str, dict[str, Any]], data_dir: Path | str, cfg: ExperimentConfig, reward_cases: int
+) -> list[dict[str, Any]]:
+    """Score children as a saved search's shared weights hold them, beside how often and how near the search sampled them.
+
+    Per child of ``archs`` (name -> decisions): times sampled, decisions to the nearest sampled child and (mean) to the
+    last episode's, Dice on the first ``reward_cases`` held-out cases (the search's reward) and on all of fold 0's.
+    """
+    from leanseg.data.prepare import make_splits, prepare_data
+    from leanseg.models.nas_unet import SuperNet
+    from leanseg.training.validation import mean_dice
+
+    st = read_search_state(state)
+    space = ArchitectureSpace.from_dict(st["meta"]["space"])
+    net = SuperNet(space)
+    net.load_state_dict(st["supernet"])
+    prep = prepare_data(Path(data_dir), cfg)
+    val = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)[0]["val"]
+    sampled = [space.normalise(h["arch"]) for h in st["history"]]
+    last = [a for a, h in zip(sampled, st["history"]) if h["episode"] == st["history"][-1]["episode"]]
+    rows = []
+    for name, given in archs.items():
+        arch = space.normalise(given)
+        per_case = child_case_dice(net, arch, prep.cache_dir, val, prep.plan, cfg)  # the reward cases come first
+        rows.append(
+            {
+                "name": name,
+                "sampled": sum(a == arch for a in sampled),
+                "nearest_sampled": min(decisions_apart(a, arch) for a in sampled),
+                "apart_last_episode": float(np.mean([decisions_apart(a, arch) for a in last])),
+                "reward_dice": mean_dice(per_case[:reward_cases]),
+                "dice_all": mean_dice(per_case),
+                "arch": arch_to_json(arch),
+            }
+        )
+    return rows
+
+
 def save_child_run(
     run_dir: Path, net: torch.nn.Module, space: ArchitectureSpace, arch: dict[str, Any], cfg: ExperimentConfig, plan: Any
 ) -> Path:

@@ -87,6 +87,8 @@ class Trainer:
         if self.run.path.exists() and not self.run.path.is_dir():
             raise LeansegError(f"Output {self.run.path} is a file; pass a folder for the run.")
         check_settings(self.cfg.model)
+        if self.cfg.train.iterations < 1:
+            raise LeansegError(f"train.iterations is {self.cfg.train.iterations}; set it to at least 1.")
         set_threads(self.cfg.train.num_threads)
         seed_everything(self.cfg.train.seed)
         self.prep = prepare_data(

@@ -1,0 +1,53 @@
+"""Every benchmark script has a ``--smoke`` run on phantoms, and that run works: a refactor cannot silently break one.
+
+The smoke runs are ``slow`` (about 10-40 s each); the check that each script offers ``--smoke`` is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*/*.py") if 'if __name__ == "__main__":' in p.read_text())
+
+
+def test_benchmarks_are_found() -> None:
+    assert {p.parent.name for p in SCRIPTS} >= {
+        "hippocampus_baseline",
+        "autopath",
+        "lowres",
+        "invertible",
+        "strategy_search",
+        "architecture_search",
+    }
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_benchmark_offers_a_smoke_run_and_a_results_folder(script: Path) -> None:
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--smoke" in out.stdout and "--results" in out.stdout and "--work" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_benchmark_smoke_run_writes_its_results_and_leaves_the_committed_ones(script: Path, tmp_path: Path) -> None:
+    committed = {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks" / "results").glob("*")}
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, str(script), "--smoke", "--work", str(tmp_path / "work")]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    written = list((tmp_path / "work" / "results").glob("*.json"))
+    assert len(written) == 1, written
+    r = json.loads(written[0].read_text())
+    assert r["smoke"] is True and r["machine"]["threads"] >= 1 and r["machine"]["leanseg_commit"] is not None
+    assert {"seed", "split", "data", "benchmark"} <= set(r)
+    md = written[0].with_suffix(".md").read_text()
+    assert md.startswith("# ") and "Smoke run" in md and "commit" in md
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks" / "results").glob("*")} == committed
