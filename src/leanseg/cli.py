@@ -349,6 +349,7 @@ def search_strategy(
     def go() -> None:
         from rich.table import Table
 
+        from leanseg.errors import LeansegError
         from leanseg.search.space import SearchSpace
         from leanseg.search.strategy import search_strategy as run
 
@@ -372,6 +373,11 @@ def search_strategy(
                 )
 
             res = run(data, out, ray_address=ray_address, base=cfg, space=SearchSpace.load(space) if space else None, progress=show)
+        if res.trials and not any(x["status"] == "done" for x in res.trials):
+            raise LeansegError(
+                f"Every one of the {len(res.trials)} trials failed (the first: {res.trials[0].get('error')}); "
+                f"see {out / 'trials.csv'} and fix the base config before searching again."
+            )
         t = Table(title=f"best strategies ({st.controller}, {len(res.trials)} trials)")
         keys = list(res.trials[0]["candidate"]["values"]) if res.trials else []
         for col in ("trial", "Dice", *keys):

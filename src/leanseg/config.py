@@ -211,7 +211,13 @@ def _split_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise LeansegError(f"Override '{item}' must look like section.key=value, e.g. train.lr=0.003.")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        problem = str(e).splitlines()[0]
+        raise LeansegError(
+            f"Override '{item}': its value is not valid YAML ({problem}); write it as in a config file, e.g. train.lr=0.003."
+        ) from e
 
 
 def _to_plain(x: Any) -> Any:

@@ -245,3 +245,46 @@ def test_strategy_search_command_end_to_end(phantoms: Path, tmp_path: Path) -> N
     assert cfg.augment.noise == pytest.approx(best["candidate"]["values"]["augment.noise"])
     assert cfg.train.lr == pytest.approx(best["candidate"]["values"]["train.lr"])
     assert (out / "rewards.png").is_file() and "best strategies" in r.output
+
+
+def test_tpe_state_is_plain_data_and_resumes_as_if_never_stopped() -> None:
+    """The study is kept as its trials and random states (no pickle); a resumed TPE proposes what it would have."""
+
+    def run(n: int, stop_at: int | None = None) -> list[tuple[float, ...]]:
+        ctrl, units, pending = make_controller("tpe", SPACE, seed=0, start=[0.5] * 3, n_startup_trials=2), [], None
+        for i in range(n):
+            c = ctrl.ask()
+            if stop_at is not None and i == stop_at:  # stopped with this trial still running
+                state = json.loads(json.dumps(ctrl.state_dict()))
+                assert "study" not in state and all(isinstance(t["params"], dict) for t in state["trials"])
+                ctrl = make_controller("tpe", SPACE, seed=0, start=[0.5] * 3, n_startup_trials=2)
+                ctrl.load_state_dict(state)
+                pending = c
+            units.append(c.unit)
+            ctrl.tell(c, -sum((u - 0.3) ** 2 for u in c.unit))
+        assert pending is None or ctrl.study.trials[pending.id].value is not None
+        return units
+
+    assert run(8) == run(8, stop_at=4)
+
+
+def test_strategy_search_refuses_a_bad_start_checkpoint_before_any_trial_and_fails_when_every_trial_fails(
+    phantoms: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    junk = tmp_path / "not_a_checkpoint.pt"
+    junk.write_text("hello")
+    base = ["search", "strategy", "-d", str(phantoms), "--trials", "2", "--controller", "random"]
+    small = ["model.features=[4,8]", "model.strides=[[1,1,1],[2,2,2]]", "data.patch_size=[16,16,16]", "data.num_folds=3"]
+    small += ["train.iterations=2", "train.num_workers=0", "train.val_every=100"]
+    sets = [x for s in small for x in ("--set", s)]
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "a"), "--init-checkpoint", str(junk), *sets])
+    assert r.exit_code == 2 and "not_a_checkpoint.pt" in r.output
+    assert not (tmp_path / "a" / "trials").exists()  # refused before the first trial
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "b"), *sets, "--set", "data.fold=9"])
+    assert r.exit_code == 2 and "Every one of the 2 trials failed" in r.output, r.output
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "c"), "--set", "train.lr=[1,2"])
+    assert r.exit_code == 2 and "not valid YAML" in r.output and "Traceback" not in r.output

@@ -49,10 +49,16 @@ class Journal:
             raise LeansegError(
                 f"{self.state_path} belongs to another search ({d.get('meta')}); pass a new --out or the same settings to resume it."
             )
-        controller.load_state_dict(d["controller"])
-        self.trials = {int(k): v for k, v in d["trials"].items()}
-        if self.restore is not None:
-            self.restore(attached)
+        try:
+            controller.load_state_dict(d["controller"])
+            self.trials = {int(k): v for k, v in d["trials"].items()}
+            if self.restore is not None:
+                self.restore(attached)
+        except Exception as e:  # a damaged or foreign state raises anything from KeyError to torch's unpickler errors
+            raise LeansegError(
+                f"The search state in {self.state_path} is damaged or from another version ({type(e).__name__}: {e}); "
+                "delete it to start the search afresh or pass another --out."
+            ) from e
         return True
 
     def save(self, controller: Controller) -> None:

@@ -72,6 +72,10 @@ def search_strategy(
     out = Path(out_dir)
     space = space or strategy_space()
     space.check(cfg)
+    if cfg.train.init_checkpoint:  # every trial would fail on a file that is not a checkpoint: say so before the first
+        from leanseg.checkpoint import load_checkpoint
+
+        load_checkpoint(Path(cfg.train.init_checkpoint))
     prepare_data(Path(data_dir), cfg)  # preprocess once here, not in every trial
     threads = st.threads_per_trial or max(1, (os.cpu_count() or 1) // st.parallel)
     ctrl = make_controller(st.controller, space, seed=st.seed, start=space.routine(cfg), **(controller_options or {}))

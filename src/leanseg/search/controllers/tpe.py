@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import pickle
 from typing import Any
 
 import numpy as np
@@ -45,8 +43,36 @@ class TPEController(Controller):
             self.study.tell(n, reward)
 
     def _state(self) -> dict[str, Any]:
-        # optuna studies in memory pickle whole (storage and sampler random state); only this process reads it back
-        return {"study": base64.b64encode(pickle.dumps(self.study)).decode()}
+        """The study as data (never a pickle: a journal may come from someone else): its trials and the sampler's
+        random states. ``_load`` rebuilds the study from them with optuna's ``add_trial``."""
+        trials = [
+            {"number": t.number, "params": t.params, "state": t.state.name, "value": t.value} for t in self.study.get_trials(deepcopy=False)
+        ]
+        return {"trials": trials, "sampler_rng": [_rng_state(r) for r in _sampler_rngs(self.study.sampler)]}
 
     def _load(self, d: dict[str, Any]) -> None:
-        self.study = pickle.loads(base64.b64decode(d["study"]))
+        import optuna
+
+        if "trials" not in d:
+            raise ValueError("no TPE trials in it (a state from before leanseg kept TPE studies as data)")
+        self.study = optuna.create_study(direction="maximize", sampler=self.study.sampler)
+        for t in sorted(d["trials"], key=lambda t: int(t["number"])):
+            state = optuna.trial.TrialState[t["state"]]
+            params = {k: float(v) for k, v in t["params"].items() if k in self.dists}
+            if state == optuna.trial.TrialState.WAITING:
+                self.study.enqueue_trial(params)
+                continue
+            value = float(t["value"]) if state == optuna.trial.TrialState.COMPLETE else None
+            self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.dists, state=state, value=value))
+        for rng, saved in zip(_sampler_rngs(self.study.sampler), d["sampler_rng"]):
+            rng.set_state((str(saved[0]), np.asarray(saved[1], dtype=np.uint32), int(saved[2]), int(saved[3]), float(saved[4])))
+
+
+def _sampler_rngs(sampler: Any) -> list[np.random.RandomState]:
+    """The random states a TPE sampler draws from (its own and its start-up random sampler's)."""
+    return [sampler._rng.rng, sampler._random_sampler._rng.rng]
+
+
+def _rng_state(rng: np.random.RandomState) -> list[Any]:
+    name, keys, pos, has_gauss, gauss = rng.get_state()
+    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)]
