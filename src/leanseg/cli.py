@@ -116,8 +116,10 @@ def train(
 
         cfg = _load_config(config, set_, budget_minutes)
         r = run_train(data, out, cfg, fold=fold)
+        done = f"run {r.run_dir} was already complete; left as it is (a new --out trains afresh). " if r.already_complete else ""
         _console().print(
-            f"trained {r.iterations} iterations in {r.seconds / 60:.1f} min; validation Dice "
+            done
+            + f"trained {r.iterations} iterations in {r.seconds / 60:.1f} min; validation Dice "
             + ", ".join(f"{k.removeprefix('val_dice_') or 'mean'}={v:.4f}" for k, v in r.val.items())
             + f"; data wait {100 * r.data_wait_share:.1f}% of step time; run folder {r.run_dir}"
         )

@@ -28,10 +28,68 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes it 0600: give it the mode any new file gets under the umask
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_LOCKS_HELD: dict[str, int] = {}  # folders this process has locked, with how many nested holders
+
+
+@contextlib.contextmanager
+def folder_lock(path: Path, what: str = "run") -> Iterator[None]:
+    """One writer per folder: an exclusive lock on ``PATH/.lock`` for the block, nested holders in this process
+    allowed. The operating system drops the lock when the process ends however it ends, so a killed run never
+    leaves a stale lock. Under the lock, the temporary files of writes a killed process left are swept away.
+    """
+    from leanseg.errors import LeansegError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LeansegError(f"Output {path} is a file; pass a folder for the {what}.")
+    path.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        yield
+        return
+    if key in _LOCKS_HELD:
+        _LOCKS_HELD[key] += 1
+        try:
+            yield
+        finally:
+            _LOCKS_HELD[key] -= 1
+        return
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LeansegError(
+            f"The {what} folder {path} is in use by another leanseg process (pid {holder}); wait for it to end or pass another --out."
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    for tmp in path.glob(".*.tmp*"):  # left by a write that was killed before its rename
+        tmp.unlink(missing_ok=True)
+    _LOCKS_HELD[key] = 1
+    try:
+        yield
+    finally:
+        del _LOCKS_HELD[key]
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

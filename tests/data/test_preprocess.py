@@ -62,6 +62,41 @@ def test_cache_is_built_once_and_reused(phantoms: Path, tmp_path: Path) -> None:
     assert (cache / f"{ds.cases[0].case_id}_img.npy").stat().st_mtime_ns == stamp
 
 
+def test_a_replaced_input_is_read_again_though_dataset_json_is_untouched(phantoms: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from leanseg.data.io import write_image, write_label
+    from leanseg.data.prepare import prepare_data
+    from leanseg.errors import LeansegError
+
+    data = tmp_path / "data"
+    shutil.copytree(phantoms, data)
+    cfg, cache_root = ExperimentConfig(), tmp_path / "cache"
+    first = prepare_data(data, cfg, cache_root)
+    case = first.dataset.cases[0]
+    label = read_label(case.label)
+    flipped = np.ascontiguousarray(label.array[::-1]).astype(np.uint8)
+    write_label(case.label, flipped, label.affine)
+    os.utime(data / "dataset.json", ns=(0, (data / "dataset.json").stat().st_mtime_ns))  # dataset.json as it was
+    before = np.array(CachedCase(first.cache_dir, case.case_id).label)
+    again = prepare_data(data, cfg, cache_root)
+    fresh = prepare_data(data, cfg, tmp_path / "fresh")  # what a new cache holds for the changed folder
+    cached = np.array(CachedCase(again.cache_dir, case.case_id).label)
+    assert np.array_equal(cached, np.array(CachedCase(fresh.cache_dir, case.case_id).label))
+    assert not np.array_equal(cached, before)
+    write_label(case.label, np.zeros((5, 5, 5), np.uint8), label.affine)  # another shape than its image
+    with pytest.raises(LeansegError, match=case.case_id):
+        prepare_data(data, cfg, cache_root)
+    write_label(case.label, flipped, label.affine)
+    image = read_image(list(case.images))
+    bad = image.array[0].copy()
+    bad[0, 0, 0] = np.nan
+    write_image(case.images[0], bad, image.affine)
+    with pytest.raises(LeansegError, match="NaN|finite"):
+        prepare_data(data, cfg, cache_root)
+
+
 @pytest.mark.realdata
 def test_real_brats_lps_orientation_round_trip() -> None:
     back, ref, d = round_trip(SHARED_DATA / "BraTS2013_subset", 2)

@@ -288,3 +288,17 @@ def test_strategy_search_refuses_a_bad_start_checkpoint_before_any_trial_and_fai
     assert r.exit_code == 2 and "Every one of the 2 trials failed" in r.output, r.output
     r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "c"), "--set", "train.lr=[1,2"])
     assert r.exit_code == 2 and "not valid YAML" in r.output and "Traceback" not in r.output
+
+
+def test_a_second_search_on_one_folder_is_refused(tmp_path: Path) -> None:
+    from leanseg.search.executors import InProcessExecutor
+    from tests.test_utils import _hold
+
+    p = _hold(tmp_path / "s")
+    try:
+        with pytest.raises(LeansegError, match="search folder .* is in use"):
+            run_search(make_controller("random", SPACE), _factory(tmp_path / "m"), 1, InProcessExecutor(), tmp_path / "s")
+    finally:
+        p.kill()
+        p.wait()
+    assert not (tmp_path / "s" / "state.json").exists()

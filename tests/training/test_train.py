@@ -73,6 +73,27 @@ def test_same_seed_same_weights_and_resume_matches(phantoms: Path, tiny_cfg, tra
         assert torch.allclose(v, ref[k], atol=1e-6), k
 
 
+def test_a_finished_run_is_left_as_it_is(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    run = tmp_path / "done"
+    first = train(phantoms, run, tiny_cfg, show_progress=False)
+    def files() -> dict:  # contents of all; times of what training writes (set-up files are rewritten unchanged)
+        kept = ("checkpoint_final.pt", "checkpoint_latest.pt", "summary.json", "metrics.csv")
+        return {p.name: (p.stat().st_mtime_ns if p.name in kept else 0, p.read_bytes()) for p in run.iterdir() if p.is_file()}
+
+    before = files()
+    again = train(phantoms, run, tiny_cfg, show_progress=False)
+    assert again.already_complete and not first.already_complete
+    assert again.val == first.val and again.iterations == first.iterations and "val_dice" in again.val
+    assert files() == before
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    r = CliRunner().invoke(app, ["train", "-d", str(phantoms), "-o", str(run), "--config", str(tmp_path / "tiny.yaml")], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and "already complete" in r.output and f"={first.val['val_dice']:.4f}" in r.output
+
+
 def test_resume_refuses_another_config(phantoms: Path, tiny_cfg, trained_run: Path) -> None:
     import shutil
 

@@ -24,6 +24,12 @@ class Case:
     images: tuple[Path, ...]  # one path (3D/4D) or one per channel
     label: Path | None
 
+    def stamp(self) -> list[list[int]]:
+        """Size and modification time (ns) of each of the case's files: what caches are keyed on, so that a
+        replaced image or label is read again."""
+        files = [*self.images, *([self.label] if self.label is not None else [])]
+        return [[st.st_size, st.st_mtime_ns] for st in (Path(f).stat() for f in files)]
+
 
 @dataclass
 class Dataset:

@@ -30,7 +30,8 @@ class PreparedData:
 def fingerprint_dataset(data_dir: Path, cache_root: Path | None = None, progress: Any = None) -> tuple[Dataset, Fingerprint]:
     """Load a dataset folder and its fingerprint (computed once, then read from the cache)."""
     ds = load_dataset(data_dir)
-    stamp = json.dumps([str(ds.root.resolve()), (ds.root / "dataset.json").stat().st_mtime, [c.case_id for c in ds.cases]])
+    # every input file's size and mtime: a replaced label or image (dataset.json untouched) is fingerprinted again
+    stamp = json.dumps([str(ds.root.resolve()), (ds.root / "dataset.json").stat().st_mtime, [[c.case_id, c.stamp()] for c in ds.cases]])
     key = hashlib.sha1(stamp.encode()).hexdigest()[:12]
     path = Path(cache_root or default_cache_root()) / "fingerprints" / f"{key}.json"
     if path.is_file():

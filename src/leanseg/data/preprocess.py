@@ -7,7 +7,8 @@ resampled, then arg-maxed, as nnU-Net does).
 
 The training cache holds, per case, ``<id>_img.npy`` (float32, C x D x H x W), ``<id>_seg.npy``
 (uint8) and ``<id>_locs.npz`` (sampled voxel coordinates per foreground class for oversampling),
-written atomically; a ``manifest.json`` marks a complete cache.
+written atomically; ``manifest.json`` records each cached case with its files' sizes and mtimes, so that a
+replaced input is preprocessed again.
 """
 
 from __future__ import annotations
@@ -145,15 +146,18 @@ def preprocess_dataset(
     """Preprocess every case once into the cache (resumable: finished cases are kept)."""
     out = cache_dir_for(ds, plan, cache_root)
     manifest = out / "manifest.json"
-    ids = [c.case_id for c in ds.cases]
-    if manifest.is_file() and set(json.loads(manifest.read_text())["cases"]) >= set(ids):
+    stamps = {c.case_id: c.stamp() for c in ds.cases}
+    done = json.loads(manifest.read_text()).get("stamps", {}) if manifest.is_file() else {}
+    if all(done.get(cid) == st for cid, st in stamps.items()):
         return out
     out.mkdir(parents=True, exist_ok=True)
     pre = Preprocessor(plan)
-    todo = [c for c in ds.cases if not (out / f"{c.case_id}_locs.npz").is_file()]
+    # a case whose files changed since it was cached (or cached before stamps were kept) is preprocessed again
+    todo = [c for c in ds.cases if done.get(c.case_id) != stamps[c.case_id] or not (out / f"{c.case_id}_locs.npz").is_file()]
     for i, case in enumerate(progress(todo) if progress else todo):
         preprocess_case(pre, case, out, seed=i)
-    atomic_write_text(manifest, json.dumps({"cases": ids, "plan": plan.to_dict()}, indent=1))
+        done[case.case_id] = stamps[case.case_id]  # recorded case by case: an interrupted run resumes where it stopped
+        atomic_write_text(manifest, json.dumps({"cases": list(stamps), "stamps": done, "plan": plan.to_dict()}, indent=1))
     return out
 
 

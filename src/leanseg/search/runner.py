@@ -19,7 +19,7 @@ from typing import Any
 
 from leanseg.errors import LeansegError
 from leanseg.search.controllers.base import Candidate, Controller
-from leanseg.utils import atomic_path, atomic_write_text
+from leanseg.utils import atomic_path, atomic_write_text, folder_lock
 
 TrialFactory = Callable[[Candidate], tuple[Callable[..., dict[str, Any]], dict[str, Any]]]
 
@@ -118,8 +118,27 @@ def run_search(
     back on resume (see the module docstring).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out_dir, {"controller": controller.name, **(meta or {})}, attach, restore)
+    with folder_lock(out_dir, "search"):  # one writer per search folder
+        return _run_search(
+            controller,
+            make_trial,
+            trials,
+            executor,
+            Journal(out_dir, {"controller": controller.name, **(meta or {})}, attach, restore),
+            progress,
+            on_result,
+        )
+
+
+def _run_search(
+    controller: Controller,
+    make_trial: TrialFactory,
+    trials: int,
+    executor: Any,
+    journal: Journal,
+    progress: Callable[[dict[str, Any], int, int], None] | None,
+    on_result: Callable[[list[dict[str, Any]]], None] | None,
+) -> list[dict[str, Any]]:
     journal.load(controller)
     rerun = [Candidate.from_dict(t["candidate"]) for _, t in sorted(journal.trials.items()) if t["status"] == "pending"]
     candidates: dict[int, Candidate] = {}

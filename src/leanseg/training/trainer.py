@@ -29,7 +29,7 @@ from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
 from leanseg.runfolder import RunFolder
 from leanseg.training.schedule import lr_at, make_optimizer, use_bf16
-from leanseg.utils import progress_bar, seed_everything, set_threads
+from leanseg.utils import folder_lock, progress_bar, seed_everything, set_threads
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's
 
@@ -41,6 +41,7 @@ class TrainResult:
     seconds: float
     val: dict[str, float]
     data_wait_share: float
+    already_complete: bool = False  # the run folder held a finished run, left as it was
 
 
 class Trainer:
@@ -231,11 +232,21 @@ class Trainer:
         return p
 
     def fit(self) -> TrainResult:
-        """Initialise, train until :meth:`progress` reaches 1, write the final checkpoint and ``summary.json``."""
+        """Initialise, train until :meth:`progress` reaches 1, write the final checkpoint and ``summary.json``.
+
+        The run folder is locked while it runs: a second writer is refused with a sentence."""
+        if self.run is None:
+            raise LeansegError("Trainer.fit needs a dataset folder and a run folder.")
+        with folder_lock(self.run.path, "run"):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         self.initialize()
         self.model.train()
         self._wait_s = self._step_s = 0.0
         self._t_start = time.perf_counter()
+        if self._is_complete():
+            return self._complete_result()
         with self._progress_bar() as (bar, task):
             batches, running = iter(self.build_loader()), None
             while self.progress() < 1.0:
@@ -255,6 +266,18 @@ class Trainer:
                 info = f"it {self.iteration} loss {running:.3f} lr {lr:.2e}" + (f" val Dice {self.val['val_dice']:.3f}" if self.val else "")
                 bar.update(task, completed=min(self.progress(), 1.0), info=info)
         return self._finish()
+
+    def _is_complete(self) -> bool:
+        """A resumed run that already reached its end and wrote its final checkpoint and summary."""
+        run = self.run
+        assert run is not None
+        return self.resume and self.progress() >= 1.0 and run.final.is_file() and (run.path / "summary.json").is_file()
+
+    def _complete_result(self) -> TrainResult:
+        """The finished run's figures from its summary; nothing is trained or written."""
+        s = self.run.summary()  # type: ignore[union-attr]
+        val = {k: v for k, v in s.items() if k.startswith("val_dice")}
+        return TrainResult(self.run.path, int(s["iterations"]), float(s["train_seconds"]), val, float(s["data_wait_share"]), True)  # type: ignore[union-attr]
 
     def _after_step(self, row: dict[str, Any]) -> None:
         """Validation and checkpoint on their cadence (and at the end); every 10th row kept for metrics.csv."""

@@ -1,0 +1,78 @@
+"""Writing files: atomic writes with the umask's mode, one writer per folder, leftovers of killed writes swept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from leanseg.errors import LeansegError
+from leanseg.utils import atomic_path, atomic_write_text, folder_lock
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_atomic_writes_take_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"y")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "c.txt", "z")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # a colleague can read it (mkstemp alone gives 0600)
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c.txt").stat().st_mode & 0o777 == 0o600  # a strict umask is kept
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    code = f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\nfrom leanseg.utils import folder_lock\n"
+    code += f"with folder_lock({str(folder)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    p = _hold(folder)
+    try:
+        with pytest.raises(LeansegError, match=rf"in use by another leanseg process \(pid {p.pid}\)"):
+            with folder_lock(folder):
+                pass
+    finally:
+        p.kill()
+        p.wait()
+    with folder_lock(folder), folder_lock(folder):  # free again after the kill; nested holders in one process
+        assert (folder / ".lock").is_file()
+
+
+def test_the_lock_sweeps_what_killed_writes_left(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    left = folder / ".checkpoint_latest.pt.abc123.tmp.pt"
+    left.write_bytes(b"half")
+    (folder / "checkpoint_latest.pt").write_bytes(b"whole")
+    with folder_lock(folder):
+        assert not left.exists() and (folder / "checkpoint_latest.pt").read_bytes() == b"whole"
+
+
+def test_two_trainings_on_one_run_folder(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    from leanseg.training import train
+
+    run = tmp_path / "run"
+    p = _hold(run)
+    try:
+        start = time.time()
+        with pytest.raises(LeansegError, match="in use by another leanseg process"):
+            train(phantoms, run, tiny_cfg, show_progress=False)
+        assert time.time() - start < 30 and not (run / "config.yaml").exists()  # refused before writing anything
+    finally:
+        p.kill()
+        p.wait()
