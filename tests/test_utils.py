@@ -43,9 +43,8 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(tmp_path: Pa
     folder = tmp_path / "run"
     p = _hold(folder)
     try:
-        with pytest.raises(LeansegError, match=rf"in use by another leanseg process \(pid {p.pid}\)"):
-            with folder_lock(folder):
-                pass
+        with pytest.raises(LeansegError, match=rf"in use by another leanseg process \(pid {p.pid}\)"), folder_lock(folder):
+            pass
     finally:
         p.kill()
         p.wait()

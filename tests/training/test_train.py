@@ -80,6 +80,7 @@ def test_a_finished_run_is_left_as_it_is(phantoms: Path, tiny_cfg, tmp_path: Pat
 
     run = tmp_path / "done"
     first = train(phantoms, run, tiny_cfg, show_progress=False)
+
     def files() -> dict:  # contents of all; times of what training writes (set-up files are rewritten unchanged)
         kept = ("checkpoint_final.pt", "checkpoint_latest.pt", "summary.json", "metrics.csv")
         return {p.name: (p.stat().st_mtime_ns if p.name in kept else 0, p.read_bytes()) for p in run.iterdir() if p.is_file()}
@@ -90,7 +91,9 @@ def test_a_finished_run_is_left_as_it_is(phantoms: Path, tiny_cfg, tmp_path: Pat
     assert again.val == first.val and again.iterations == first.iterations and "val_dice" in again.val
     assert files() == before
     tiny_cfg.save(tmp_path / "tiny.yaml")
-    r = CliRunner().invoke(app, ["train", "-d", str(phantoms), "-o", str(run), "--config", str(tmp_path / "tiny.yaml")], env={"COLUMNS": "300"})
+    r = CliRunner().invoke(
+        app, ["train", "-d", str(phantoms), "-o", str(run), "--config", str(tmp_path / "tiny.yaml")], env={"COLUMNS": "300"}
+    )
     assert r.exit_code == 0 and "already complete" in r.output and f"={first.val['val_dice']:.4f}" in r.output
 
 
