@@ -62,3 +62,40 @@ def test_train_predict_evaluate_export_from_the_command_line(phantoms: Path, tmp
 def test_fingerprint_command_prints_the_plan(phantoms: Path) -> None:
     r = runner.invoke(app, ["fingerprint", "--data", str(phantoms)])
     assert r.exit_code == 0 and "patch size" in r.output and "zscore" in r.output
+
+
+def _unwritable(tmp_path: Path) -> Path:
+    """A folder this process cannot write in (as root, where permissions do not bind: a place under /sys)."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        return locked / "out"
+    if not Path("/sys").is_dir():
+        pytest.skip("no unwritable place for root here")
+    return Path("/sys/leanseg_out")
+
+
+def test_unwritable_places_are_refused_with_a_sentence_before_any_work(
+    trained_run: Path, phantoms: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from leanseg.inference import Predictor
+
+    def no_network(*a, **k):
+        raise AssertionError("the network ran before the output was checked")
+
+    bad = _unwritable(tmp_path)
+    image = sorted((phantoms / "imagesTr").iterdir())[0]
+    with monkeypatch.context() as m:
+        m.setattr(Predictor, "predict_volume", no_network)
+        r = runner.invoke(app, ["predict", "-m", str(trained_run), "-i", str(image), "-o", str(bad)])
+    assert r.exit_code == 2 and "Cannot write in the output folder" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "-d", str(phantoms), "-o", str(bad / "run")])
+    assert r.exit_code == 2 and "Cannot write in the run folder" in r.output
+    monkeypatch.setenv("LEANSEG_CACHE", str(bad / "cache"))
+    r = runner.invoke(app, ["fingerprint", "--data", str(phantoms)])
+    assert r.exit_code == 2 and "Cannot write in the cache folder" in r.output and "LEANSEG_CACHE" in r.output

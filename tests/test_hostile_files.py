@@ -55,6 +55,7 @@ def _nas_search(tmp: Path, marker: Path) -> None:
 
 
 def _resume(tmp: Path, controller: str, state: dict) -> None:
+    tmp.mkdir(parents=True, exist_ok=True)
     from leanseg.search.controllers import make_controller
     from leanseg.search.executors import InProcessExecutor
     from leanseg.search.runner import run_search
@@ -156,3 +157,16 @@ def test_every_deserialising_call_is_covered() -> None:
                 found.add((rel, fn))
     assert found == set(COVERED), f"new or moved loaders: {found ^ set(COVERED)}; add a crafted case to LOADERS"
     assert set(COVERED.values()) <= set(LOADERS)
+
+
+def test_damaged_search_states_are_refused_with_a_sentence_on_resume(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    from leanseg.search.nas import search_architecture
+
+    kw = dict(base=tiny_cfg, controller="enas", episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
+    search_architecture(phantoms, tmp_path / "nas", **kw)
+    state = tmp_path / "nas" / "search.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a copy cut off half-way
+    with pytest.raises(LeansegError, match=r"search.pt is unreadable .*delete it to start afresh"):
+        search_architecture(phantoms, tmp_path / "nas", **kw)
+    with pytest.raises(LeansegError, match=r"state.json is damaged or from another version"):
+        _resume(tmp_path / "ppo", "ppo", {"seed": 0, "next_id": 1, "start": None, "history": [], "rng": {}, "net": "not base64"})

@@ -75,3 +75,12 @@ def test_two_trainings_on_one_run_folder(phantoms: Path, tiny_cfg, tmp_path: Pat
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_run_folder_is_readable_by_others_under_the_usual_umask(trained_run: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    if mask & 0o044:
+        pytest.skip(f"this session's umask {mask:03o} keeps files private")
+    files = [p for p in trained_run.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert files and all(p.stat().st_mode & 0o044 == 0o044 for p in files), [p.name for p in files if p.stat().st_mode & 0o044 != 0o044]

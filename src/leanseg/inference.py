@@ -23,6 +23,7 @@ from leanseg.data.preprocess import Preprocessor
 from leanseg.errors import LeansegError
 from leanseg.nn.padding import pad_to_multiple
 from leanseg.plan import Plan
+from leanseg.utils import writable_folder
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 BACKENDS = ("eager", "bf16", "onnx")
@@ -259,7 +260,7 @@ class Predictor:
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise LeansegError(f"Output {out_dir} is a file; pass a folder for the predictions.")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        writable_folder(out_dir, "output", "pass an --output folder you can write to")  # before any network runs
         results = []
         cases = list(cases)
         for case_id, files in progress(cases) if progress else cases:

@@ -137,6 +137,16 @@ def evaluate_folders(
         found = sorted({int(v) for _, pv, rv in loaded for v in np.unique(np.concatenate([pv.array.ravel(), rv.array.ravel()]))} | {0})
         labels = {k: f"class_{k}" if k else "background" for k in found}
     classes = [k for k in labels if k != 0]
+    undeclared = {
+        p.name: sorted(int(v) for v in np.unique(pv.array) if int(v) not in labels) for p, pv, _ in loaded
+    }  # values a prediction holds that no class declares: not scored, but said
+    undeclared = {k: v for k, v in undeclared.items() if v}
+    if undeclared:
+        warnings.warn(
+            f"{len(undeclared)} prediction(s) hold values the dataset does not declare (first: {next(iter(undeclared))} "
+            f"has {next(iter(undeclared.values()))}); those voxels count as no class.",
+            stacklevel=2,
+        )
     matched = []
     for p, pv, rv in loaded:
         case = p.name[: -len(file_ending(p))]
@@ -164,6 +174,6 @@ def evaluate_folders(
     writer.writerows(rows)
     atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
     atomic_write_text(out_dir / "metrics.md", markdown_table(rows, mean, labels))
-    result = {"cases": rows, "mean": mean, "labels": {str(k): v for k, v in labels.items()}}
+    result = {"cases": rows, "mean": mean, "labels": {str(k): v for k, v in labels.items()}, "undeclared_values": undeclared}
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=1, allow_nan=True))
     return result

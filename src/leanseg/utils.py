@@ -42,6 +42,26 @@ def _umask() -> int:
     return mask
 
 
+def writable_folder(path: Path, what: str, fix: str) -> Path:
+    """Create ``path`` (and its parents) and check that files can be written there, before any work is done.
+
+    ``what`` names the folder in the sentence a failure gives ("output", "cache"); ``fix`` says what to do.
+    """
+    from leanseg.errors import LeansegError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LeansegError(f"The {what} {path} is a file; {fix}.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".leanseg-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise LeansegError(f"Cannot write in the {what} folder {path} ({e.strerror or e}); {fix}.") from None
+    return path
+
+
 _LOCKS_HELD: dict[str, int] = {}  # folders this process has locked, with how many nested holders
 
 
@@ -56,7 +76,7 @@ def folder_lock(path: Path, what: str = "run") -> Iterator[None]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LeansegError(f"Output {path} is a file; pass a folder for the {what}.")
-    path.mkdir(parents=True, exist_ok=True)
+    writable_folder(path, what, "pass another --out")
     key = str(path.resolve())
     try:
         import fcntl

@@ -113,3 +113,17 @@ def test_real_hippocampus_and_brats_folders() -> None:
     brats = load_dataset(SHARED_DATA / "BraTS2013_subset")
     assert brats.layout == "nnunetv2" and len(brats.cases) == 6 and brats.channel_names == ["FLAIR", "T1c"]
     assert brats.num_classes == 5
+
+
+def test_a_declared_class_that_no_label_holds_is_warned_about(tmp_path: Path) -> None:
+    lab = np.zeros((5, 5, 5))
+    lab[2, 2, 2] = 1
+    declared = {"0": "background", "1": "a", "2": "never"}
+    with pytest.warns(UserWarning, match=r"declares class\(es\) 2 \(never\) that no label"):
+        fp = compute_fingerprint(load_dataset(make_msd(tmp_path / "a", [lab, lab], declared=declared)))
+    assert any("2 (never)" in n for n in fp.notes)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every declared class present: no warning
+        compute_fingerprint(load_dataset(make_msd(tmp_path / "b", [lab, lab])))

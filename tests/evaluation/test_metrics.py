@@ -1,3 +1,4 @@
+import json
 import math
 from pathlib import Path
 
@@ -92,3 +93,17 @@ def test_evaluate_with_object_metrics_worked_by_hand(tmp_path: Path) -> None:
     )
     assert out.exit_code == 0, out.output
     assert "object recall 0.667" in out.output and "0.50 false positives per scan" in out.output
+
+
+def test_evaluate_says_which_predictions_hold_undeclared_values(tmp_path: Path) -> None:
+    ref = cube((10, 10, 10), (2, 2, 2), 4)
+    pred = ref.copy()
+    pred[0, 0, 0] = 7  # a value no class declares
+    write_nifti(tmp_path / "ref" / "c1.nii.gz", ref)
+    write_nifti(tmp_path / "pred" / "c1.nii.gz", pred)
+    write_nifti(tmp_path / "ref" / "c2.nii.gz", ref)
+    write_nifti(tmp_path / "pred" / "c2.nii.gz", ref)
+    with pytest.warns(UserWarning, match=r"1 prediction\(s\) hold values the dataset does not declare \(first: c1.nii.gz has \[7\]\)"):
+        res = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"})
+    assert res["undeclared_values"] == {"c1.nii.gz": [7]}
+    assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["undeclared_values"] == {"c1.nii.gz": [7]}

@@ -22,3 +22,10 @@ def quadratic(x: list[float], marker_dir: str | None = None, trial: int = -1, sl
 
 def raising(x: list[float]) -> dict:
     raise RuntimeError("this trial breaks")
+
+
+def sleeper(pid_file: str, seconds: float = 60.0) -> dict:
+    """Writes its process id, then sleeps: a long trial whose process a test can look for."""
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return {"reward": 0.0}

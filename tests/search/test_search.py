@@ -302,3 +302,41 @@ def test_a_second_search_on_one_folder_is_refused(tmp_path: Path) -> None:
         p.kill()
         p.wait()
     assert not (tmp_path / "s" / "state.json").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_trial_dies_with_its_search(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    pid_file = tmp_path / "trial.pid"
+    code = f"""
+import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.search.objectives import sleeper
+from tests.search.test_search import SPACE
+from leanseg.search.controllers import make_controller
+from leanseg.search.executors import LocalExecutor
+from leanseg.search.runner import run_search
+from pathlib import Path
+run_search(make_controller("random", SPACE), lambda c: (sleeper, {{"pid_file": {str(pid_file)!r}}}), 1,
+           LocalExecutor(1, Path({str(tmp_path / "r")!r})), Path({str(tmp_path / "s")!r}))
+"""
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    trial = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)  # only the search's parent, as a user's kill -9 or a closed terminal
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper has ended too
+            return f.read().split()[2] != "Z"
+
+    while alive(trial) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(trial), "the trial outlived its search"

@@ -8,6 +8,7 @@ channel for MRI, a clipped Hounsfield window scaled to [0, 1] for CT).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,14 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         raise LeansegError(f"Every label in {ds.root} is empty; check labelsTr/ (a segmentation dataset needs foreground).")
     if empty:
         notes.append(f"{len(empty)} of {len(ds.cases)} cases have an empty label (normal for lesion datasets).")
+    absent = [f"{k} ({ds.labels[k]})" for k in ds.labels if k and class_counts[k] == 0 and any(c.label for c in ds.cases)]
+    if absent:
+        note = (
+            f"dataset.json declares class(es) {', '.join(absent)} that no label in {ds.root} contains: "
+            "the model cannot learn them and their Dice will be empty; remove them from 'labels' or check the label files."
+        )
+        notes.append(note)
+        warnings.warn(note, stacklevel=2)
     intensity = []
     for c in range(len(ds.channel_names)):
         v = np.concatenate(fg_samples[c])

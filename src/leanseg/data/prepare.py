@@ -16,7 +16,7 @@ from leanseg.data.fingerprint import Fingerprint, compute_fingerprint
 from leanseg.data.preprocess import default_cache_root, preprocess_dataset
 from leanseg.errors import LeansegError
 from leanseg.plan import Plan, plan_from_fingerprint
-from leanseg.utils import atomic_write_text
+from leanseg.utils import atomic_write_text, writable_folder
 
 
 @dataclass
@@ -30,10 +30,11 @@ class PreparedData:
 def fingerprint_dataset(data_dir: Path, cache_root: Path | None = None, progress: Any = None) -> tuple[Dataset, Fingerprint]:
     """Load a dataset folder and its fingerprint (computed once, then read from the cache)."""
     ds = load_dataset(data_dir)
+    root = writable_folder(Path(cache_root or default_cache_root()), "cache", "set LEANSEG_CACHE to a folder you can write to")
     # every input file's size and mtime: a replaced label or image (dataset.json untouched) is fingerprinted again
     stamp = json.dumps([str(ds.root.resolve()), (ds.root / "dataset.json").stat().st_mtime, [[c.case_id, c.stamp()] for c in ds.cases]])
     key = hashlib.sha1(stamp.encode()).hexdigest()[:12]
-    path = Path(cache_root or default_cache_root()) / "fingerprints" / f"{key}.json"
+    path = root / "fingerprints" / f"{key}.json"
     if path.is_file():
         return ds, Fingerprint.from_dict(json.loads(path.read_text()))
     fp = compute_fingerprint(ds, progress=progress)

@@ -31,8 +31,35 @@ class TrialOutcome:
     seconds: float
 
 
-def _child(fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any], result_path: str) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this trial process when the search that started it ends, however it ends (SIGKILL included): a resumed
+    search would otherwise run the same trial into the same folder beside the orphan. Linux: the kernel's
+    parent-death signal; elsewhere a thread that watches the parent's pid."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the signal was set
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _child(fn: Callable[..., dict[str, Any]], kwargs: dict[str, Any], result_path: str, parent: int | None = None) -> None:
     from leanseg.utils import atomic_write_text
+
+    if parent is not None:
+        _die_with_parent(parent)
 
     try:
         res = {"ok": True, "result": fn(**kwargs)}
@@ -59,7 +86,9 @@ class LocalExecutor:
         path = self.work_dir / f"result_{trial_id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
-        p = mp.get_context("spawn").Process(target=_child, args=(fn, kwargs, str(path)), daemon=False)
+        import os
+
+        p = mp.get_context("spawn").Process(target=_child, args=(fn, kwargs, str(path), os.getpid()), daemon=False)
         p.start()
         self._running[trial_id] = (p, path, time.perf_counter())
 
