@@ -98,10 +98,15 @@ def main() -> None:
         models={},
         training={},
     )
-    refs = work / "references"
-    refs.mkdir(exist_ok=True)
-    for c in ds.cases:
-        shutil.copy(c.label, refs / c.label.name)  # type: ignore[arg-type]
+    from leanseg.data.prepare import make_splits
+
+    cfg = ExperimentConfig.load(CONFIG)
+    val = make_splits([c.case_id for c in ds.cases], cfg.data.num_folds, cfg.data.split_seed)[args.fold]["val"]
+    refs = work / "references"  # the held-out fold's labels: evaluate refuses references that have no prediction
+    shutil.rmtree(refs, ignore_errors=True)
+    refs.mkdir()
+    for c in val:
+        shutil.copy(ds.case(c).label, refs / ds.case(c).label.name)  # type: ignore[arg-type]
     for name in args.models:
         run = work / name
         if not (args.reuse and (run / "checkpoint_final.pt").is_file() and results.keep("training", name)):

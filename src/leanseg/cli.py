@@ -64,6 +64,7 @@ def fingerprint(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
     config: Annotated[Optional[Path], typer.Option(help="Experiment config YAML.")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. data.patch_size=[40,56,40].")] = [],  # noqa: B006
+    json_: Annotated[bool, typer.Option("--json", help="Print the fingerprint and the plan as JSON instead of a table.")] = False,
 ) -> None:
     """Show the dataset fingerprint and the plan (spacing, patch, network, normalisation) it chooses."""
 
@@ -74,8 +75,11 @@ def fingerprint(
         from leanseg.plan import plan_from_fingerprint
 
         cfg = _load_config(config, set_)
-        ds, fp = fingerprint_dataset(data, progress=_progress("fingerprint"))
+        ds, fp = fingerprint_dataset(data, progress=None if json_ else _progress("fingerprint"))
         plan = plan_from_fingerprint(fp, cfg.data, cfg.model)
+        if json_:
+            sys.stdout.write(json.dumps({"fingerprint": fp.to_dict(), "plan": plan.to_dict()}, indent=1) + "\n")
+            return
         t = Table(title=f"{ds.name} ({ds.layout}, {len(ds.cases)} cases, {fp.modality})")
         t.add_column("property")
         t.add_column("value")
@@ -92,7 +96,10 @@ def fingerprint(
         t.add_row("patch size", " x ".join(map(str, plan.patch_size)))
         t.add_row("strides", " ".join("x".join(map(str, s)) for s in plan.strides))
         t.add_row("features", ", ".join(map(str, plan.features)))
-        t.add_row("normalisation", plan.normalization + (f" window {plan.ct_window}" if plan.ct_window else ""))
+        t.add_row(
+            "normalisation",
+            ", ".join(n + (f" window ({w[0]:.0f}, {w[1]:.0f})" if w else "") for n, w in zip(plan.normalization, plan.ct_window)),
+        )
         for note in fp.notes:
             t.add_row("note", note)
         _console().print(t)
@@ -270,6 +277,12 @@ def evaluate(
     objects: Annotated[
         bool, typer.Option("--objects", help="Also object-wise recall, object Dice, false positives per scan and FROC (small targets).")
     ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Score the cases that have a prediction; list the others (default: refuse).")
+    ] = False,
+    empty_hd95: Annotated[
+        str, typer.Option("--empty-hd95", help="HD95 of a class empty on one side only: diagonal (the image's, mm) or nan (MONAI's).")
+    ] = "diagonal",
 ) -> None:
     """Dice and HD95 (mm) per case and class, with means; writes CSV, markdown and JSON."""
 
@@ -281,9 +294,9 @@ def evaluate(
             from leanseg.data.datasets import load_dataset
 
             labels = load_dataset(dataset, require_labels=False).labels
-        res = evaluate_folders(pred, ref, labels, out, objects=objects)
-        if json_:
-            sys.stdout.write(json.dumps(res["mean"], indent=1) + "\n")
+        res = evaluate_folders(pred, ref, labels, out, objects=objects, allow_missing=allow_missing, empty_hd95=empty_hd95)
+        if json_:  # everything metrics.json holds: per-case rows, means, labels, missing cases, conventions
+            sys.stdout.write(json.dumps(res, indent=1) + "\n")
         else:
             from leanseg.cli_render import print_metrics
 

@@ -83,6 +83,9 @@ def print_metrics(console: Any, res: dict[str, Any]) -> None:
             ]
         t.add_row(str(r["case"]), *[f"{r[f'dice_{k}']:.4f}" for k in classes], *[f"{r[f'hd95_{k}']:.2f}" for k in classes], *obj)
     console.print(t)
+    from leanseg.metrics import conventions_note
+
+    console.print(conventions_note(res), highlight=False)
     for name, values in res.get("undeclared_values", {}).items():
         console.print(f"[yellow]warning:[/] {name} holds values {values} the dataset does not declare; they count as no class.")
     if objects:

@@ -25,7 +25,7 @@ class DataConfig:
 
     target_spacing: tuple[float, float, float] | None = None  # mm, in RAS axis order
     patch_size: tuple[int, int, int] | None = None  # voxels
-    normalization: str = "auto"  # auto | zscore | ct | none
+    normalization: str = "auto"  # auto (each channel by its name, as nnU-Net) | one scheme for all | schemes per channel, comma-separated
     orientation: str = "RAS"
     crop_foreground: bool = True
     foreground_oversample: float = 0.33  # share of patches centred on a foreground voxel

@@ -36,8 +36,8 @@ class Plan:
     patch_size: tuple[int, int, int]
     strides: tuple[tuple[int, int, int], ...]
     features: tuple[int, ...]
-    normalization: str  # zscore | ct | none
-    ct_window: tuple[float, float] | None
+    normalization: tuple[str, ...]  # per channel: one of SCHEMES
+    ct_window: tuple[tuple[float, float] | None, ...]  # per channel: the clip window of a "ct" channel, else None
     median_shape: tuple[int, int, int]
     orientation: str
     crop_foreground: bool
@@ -57,7 +57,12 @@ class Plan:
         d["patch_size"] = tuple(d["patch_size"])
         d["strides"] = tuple(tuple(s) for s in d["strides"])
         d["features"] = tuple(d["features"])
-        d["ct_window"] = tuple(d["ct_window"]) if d.get("ct_window") else None
+        channels = int(d["num_channels"])
+        if isinstance(d["normalization"], str):  # plans written before normalisation was per channel: one scheme for all
+            window = tuple(d["ct_window"]) if d.get("ct_window") else None
+            d["normalization"], d["ct_window"] = (d["normalization"],) * channels, (window,) * channels
+        d["normalization"] = tuple(d["normalization"])
+        d["ct_window"] = tuple(tuple(w) if w else None for w in d["ct_window"])
         d["median_shape"] = tuple(d["median_shape"])
         d["labels"] = {int(k): v for k, v in d["labels"].items()}
         return cls(**d)
@@ -66,6 +71,43 @@ class Plan:
         """Hash of everything that changes the preprocessed arrays (used to name the cache)."""
         keep = {k: self.to_dict()[k] for k in ("target_spacing", "normalization", "ct_window", "orientation", "crop_foreground")}
         return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# leanseg's normalisation schemes, and the names nnU-Net v2 gives the same ones in dataset.json's channel_names
+SCHEMES = ("zscore", "ct", "none", "rescale_to_0_1", "rgb_to_0_1")
+NNUNET_NAMES = {"ct": "ct", "nonorm": "none", "zscore": "zscore", "rescale_to_0_1": "rescale_to_0_1", "rgb_to_0_1": "rgb_to_0_1"}
+
+
+def channel_schemes(setting: str, fp: Fingerprint) -> tuple[str, ...]:
+    """Each channel's normalisation: by its ``channel_names`` entry as nnU-Net maps it (CT -> ct, noNorm -> none,
+    rescale_to_0_1, rgb_to_0_1, anything else zscore) for ``auto``; else one scheme for all, or one per channel
+    (``"zscore,ct"``)."""
+    names = fp.channel_names or ["CT" if fp.modality == "CT" else "MRI"] * fp.num_channels
+    if setting == "auto":
+        return tuple(NNUNET_NAMES.get(n.casefold(), "zscore") for n in names)
+    given = [NNUNET_NAMES.get(x.strip().casefold(), x.strip()) for x in setting.split(",")]
+    if len(given) == 1:
+        given = given * fp.num_channels
+    bad = [x for x in given if x not in SCHEMES]
+    if bad or len(given) != fp.num_channels:
+        raise LeansegError(
+            f"data.normalization '{setting}' must be auto, one of {', '.join(SCHEMES)} (or nnU-Net's noNorm), "
+            f"or one of those per channel ({fp.num_channels} here), comma-separated."
+        )
+    return tuple(given)
+
+
+def _fit_to_strides(patch: np.ndarray, divisor: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Round each edge up to a multiple of the network's divisor, then, while that puts the patch over
+    MAX_PATCH_VOXELS, take one divisor step off the edge longest in millimetres: the cap holds after rounding."""
+    patch = (np.ceil(patch / divisor) * divisor).astype(int)
+    while np.prod(patch) > MAX_PATCH_VOXELS:
+        shrinkable = patch > divisor
+        if not shrinkable.any():
+            break
+        ax = int(np.argmax(np.where(shrinkable, patch * spacing, -1.0)))
+        patch[ax] -= divisor[ax]
+    return patch
 
 
 def plan_from_fingerprint(fp: Fingerprint, data: DataConfig, model: ModelConfig) -> Plan:
@@ -104,16 +146,13 @@ def plan_from_fingerprint(fp: Fingerprint, data: DataConfig, model: ModelConfig)
                 break
             strides.append(s)  # type: ignore[arg-type]
     if data.patch_size is None:
-        divisor = np.prod(np.asarray(strides), axis=0)
-        patch = (np.ceil(patch / divisor) * divisor).astype(int)
+        patch = _fit_to_strides(patch, np.prod(np.asarray(strides), axis=0), target)
     features = model.features or tuple(min(model.base_features * 2**i, model.max_features) for i in range(len(strides)))
     if len(features) != len(strides):
         raise LeansegError(f"model.features has {len(features)} entries but there are {len(strides)} stages; give one width per stage.")
 
-    norm = data.normalization
-    if norm == "auto":
-        norm = "ct" if fp.modality == "CT" else "zscore"
-    ct_window = (fp.intensity[0]["p00_5"], fp.intensity[0]["p99_5"]) if norm == "ct" else None
+    norm = channel_schemes(data.normalization, fp)
+    ct_window = tuple((fp.intensity[c]["p00_5"], fp.intensity[c]["p99_5"]) if n == "ct" else None for c, n in enumerate(norm))
     return Plan(
         target_spacing=tuple(float(v) for v in target),  # type: ignore[arg-type]
         patch_size=tuple(int(v) for v in patch),  # type: ignore[arg-type]

@@ -97,6 +97,33 @@ def test_a_replaced_input_is_read_again_though_dataset_json_is_untouched(phantom
         prepare_data(data, cfg, cache_root)
 
 
+def test_each_channel_is_normalised_by_its_own_scheme_and_statistics(tmp_path: Path) -> None:
+    """T1 beside CT: the CT window comes from the CT channel and applies to it alone (it used to flatten the CT)."""
+    from tests.conftest import write_nifti
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mixed"
+    for i in range(2):
+        write_nifti(root / "imagesTr" / f"case{i}_0000.nii.gz", rng.normal(100, 20, (12, 12, 12)).astype(np.float32))
+        write_nifti(root / "imagesTr" / f"case{i}_0001.nii.gz", rng.uniform(-1000, 1000, (12, 12, 12)).astype(np.float32))
+        lab = np.zeros((12, 12, 12), np.uint8)
+        lab[3:9, 3:9, 3:9] = 1
+        write_nifti(root / "labelsTr" / f"case{i}.nii.gz", lab)
+    meta = {"channel_names": {"0": "T1", "1": "CT"}, "labels": {"background": 0, "a": 1}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = load_dataset(root)
+    fp = compute_fingerprint(ds)
+    plan = plan_from_fingerprint(fp, DataConfig(crop_foreground=False), ModelConfig())
+    assert plan.normalization == ("zscore", "ct")
+    lo, hi = plan.ct_window[1]
+    assert (lo, hi) == (fp.intensity[1]["p00_5"], fp.intensity[1]["p99_5"]) and lo < -900 and hi > 900
+    raw = read_image(list(ds.cases[0].images))
+    out = Preprocessor(plan)(raw)["image"].numpy()
+    assert abs(out[0].mean()) < 1e-4 and abs(out[0].std() - 1) < 1e-3  # the T1 channel: z-score
+    ct = np.clip((raw.array[1] - lo) / (hi - lo), 0, 1)
+    assert out[1].std() > 0.2 and np.allclose(np.sort(out[1].ravel()), np.sort(ct.ravel()), atol=1e-5)  # the CT: its own window
+
+
 @pytest.mark.realdata
 def test_real_brats_lps_orientation_round_trip() -> None:
     back, ref, d = round_trip(SHARED_DATA / "BraTS2013_subset", 2)

@@ -107,3 +107,53 @@ def test_evaluate_says_which_predictions_hold_undeclared_values(tmp_path: Path) 
         res = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"})
     assert res["undeclared_values"] == {"c1.nii.gz": [7]}
     assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["undeclared_values"] == {"c1.nii.gz": [7]}
+
+
+def _three_cases(tmp_path: Path) -> None:
+    ref = cube((10, 10, 10), (2, 2, 2), 4)
+    for i in range(3):
+        write_nifti(tmp_path / "ref" / f"c{i}.nii.gz", ref)
+    write_nifti(tmp_path / "pred" / "c0.nii.gz", ref)  # one of three predicted: the others missing
+
+
+def test_missing_predictions_are_an_error_unless_allowed_and_then_listed(tmp_path: Path) -> None:
+    _three_cases(tmp_path)
+    with pytest.raises(LeansegError, match=r"2 of the references .* have no prediction .*\(c1, c2\).*--allow-missing"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"})
+    assert not (tmp_path / "pred" / "metrics.json").exists()
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"}, allow_missing=True)
+    assert res["missing"] == ["c1", "c2"] and len(res["cases"]) == 1
+    assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["missing"] == ["c1", "c2"]
+    assert "2 reference case(s) have no prediction and are not scored: c1, c2" in (tmp_path / "pred" / "metrics.md").read_text()
+
+
+def test_the_empty_hd95_convention_is_chosen_and_stated(tmp_path: Path) -> None:
+    ref = cube((10, 10, 10), (2, 2, 2), 4)
+    write_nifti(tmp_path / "ref" / "c0.nii.gz", ref)
+    write_nifti(tmp_path / "pred" / "c0.nii.gz", np.zeros_like(ref))  # the structure missed
+    diag = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"})
+    assert diag["cases"][0]["hd95_1"] == pytest.approx(np.linalg.norm([10, 10, 10]))
+    assert diag["conventions"]["empty_hd95"] == "diagonal"
+    assert "HD95 of a class empty on one side only: diagonal" in (tmp_path / "pred" / "metrics.md").read_text()
+    nan = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"}, empty_hd95="nan")
+    assert math.isnan(nan["cases"][0]["hd95_1"]) and nan["conventions"]["empty_hd95"] == "nan"
+    with pytest.raises(LeansegError, match="--empty-hd95 'zero' is not one of diagonal, nan"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"}, empty_hd95="zero")
+
+
+def test_evaluate_and_fingerprint_commands_write_json(phantoms: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    _three_cases(tmp_path)
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "--allow-missing" in r.output
+    r = CliRunner().invoke(app, [*args, "--allow-missing", "--json", "--empty-hd95", "nan"])
+    out = json.loads(r.stdout)
+    assert r.exit_code == 0 and out["missing"] == ["c1", "c2"] and out["cases"][0]["case"] == "c0"
+    assert out["conventions"]["empty_hd95"] == "nan" and "dice_mean" in out["mean"]
+    r = CliRunner().invoke(app, ["fingerprint", "--data", str(phantoms), "--json"])
+    fp = json.loads(r.stdout)
+    assert r.exit_code == 0 and fp["plan"]["normalization"] == ["zscore"] and len(fp["fingerprint"]["case_ids"]) == 6

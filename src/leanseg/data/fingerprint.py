@@ -9,7 +9,7 @@ channel for MRI, a clipped Hounsfield window scaled to [0, 1] for CT).
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class Fingerprint:
     class_fractions: dict[int, float]  # mean share of voxels per class
     empty_label_cases: list[str]
     notes: list[str]
+    channel_names: list[str] = field(default_factory=list)  # dataset.json's names; they choose each channel's normalisation
 
     @property
     def median_spacing(self) -> tuple[float, float, float]:
@@ -129,6 +130,7 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         class_fractions={k: v / n for k, v in class_counts.items()},
         empty_label_cases=empty,
         notes=notes,
+        channel_names=list(ds.channel_names),
     )
 
 

@@ -49,9 +49,7 @@ def build_transforms(plan: Plan) -> Any:
     from monai.transforms import (
         Compose,
         CropForegroundd,
-        NormalizeIntensityd,
         Orientationd,
-        ScaleIntensityRanged,
         Spacingd,
     )
 
@@ -60,13 +58,43 @@ def build_transforms(plan: Plan) -> Any:
     if plan.crop_foreground:
         ts.append(CropForegroundd(keys=keys, source_key="image", select_fn=nonzero, allow_smaller=True, margin=0, allow_missing_keys=True))
     ts.append(Spacingd(keys=keys, pixdim=plan.target_spacing, mode=["bilinear", "nearest"], padding_mode="border", allow_missing_keys=True))
-    if plan.normalization == "zscore":
-        ts.append(NormalizeIntensityd(keys="image", channel_wise=True))
-    elif plan.normalization == "ct":
-        assert plan.ct_window is not None
-        lo, hi = plan.ct_window
-        ts.append(ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True))
+    ts.append(ChannelNormalise(plan))
     return Compose(ts)
+
+
+def channel_transform(scheme: str, window: tuple[float, float] | None) -> Any:
+    """MONAI's intensity transform for one channel's scheme (:data:`leanseg.plan.SCHEMES`), ``None`` for ``none``.
+
+    zscore: mean 0 and std 1 over the image; ct: the fingerprint's foreground 0.5-99.5 percentile window, clipped and
+    scaled to [0, 1]; rescale_to_0_1: the image's own min and max to [0, 1]; rgb_to_0_1: 0-255 to [0, 1].
+    """
+    from monai.transforms import NormalizeIntensity, ScaleIntensity, ScaleIntensityRange
+
+    if scheme == "zscore":
+        return NormalizeIntensity()
+    if scheme == "ct":
+        assert window is not None
+        return ScaleIntensityRange(a_min=window[0], a_max=window[1], b_min=0.0, b_max=1.0, clip=True)
+    if scheme == "rescale_to_0_1":
+        return ScaleIntensity(minv=0.0, maxv=1.0)
+    if scheme == "rgb_to_0_1":
+        return ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True)
+    return None
+
+
+class ChannelNormalise:
+    """Each channel of ``image`` by its own scheme and statistics (nnU-Net's rule), keeping the MetaTensor's geometry."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.per_channel = [channel_transform(s, w) for s, w in zip(plan.normalization, plan.ct_window)]
+
+    def __call__(self, d: dict[str, Any]) -> dict[str, Any]:
+        img = d["image"]
+        out = img.clone()
+        for c, t in enumerate(self.per_channel):
+            if t is not None:
+                out[c : c + 1] = t(img[c : c + 1])
+        return {**d, "image": out}
 
 
 class Preprocessor:
