@@ -137,7 +137,7 @@ def train(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run folder (or checkpoint file) from `leanseg train`.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="Image file or folder of images.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Image file, folder of images, or a DICOM series folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the label files.")],
     backend: Annotated[Optional[str], typer.Option(help="eager | bf16 | onnx (needs `leanseg export`).")] = None,
     mode: Annotated[Optional[str], typer.Option(help="auto | whole | sliding.")] = None,
@@ -146,6 +146,9 @@ def predict(
     policy: Annotated[
         Optional[Path], typer.Option(help="AutoPath policy (from `leanseg train-policy`): each image runs on its own blocks.")
     ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="auto (the input's format; NIfTI for DICOM) | dicom-seg (for a DICOM series input).")
+    ] = "auto",
 ) -> None:
     """Segment images; label files get exactly the input's shape and affine."""
 
@@ -159,7 +162,7 @@ def predict(
         p = Predictor.from_run(model, policy=policy, backend=backend, mode=mode, num_threads=threads, tta=tta)
         set_threads(p.cfg.num_threads)
         cases = collect_inputs(input, p.plan.num_channels)
-        results = p.predict_files(cases, output, progress=_progress("predict"))
+        results = p.predict_files(cases, output, progress=_progress("predict"), output_format=output_format)
         t = Table(
             title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}, {p.cfg.num_threads} thread(s)"
         )

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from leanseg.config import ExperimentConfig, InferenceConfig
-from leanseg.data.io import NIFTI_ENDINGS, file_ending, read_image, write_label
+from leanseg.data.io import NIFTI_ENDINGS, file_ending, is_dicom_series, read_image, write_label
 from leanseg.data.preprocess import Preprocessor
 from leanseg.errors import LeansegError
 from leanseg.nn.padding import pad_to_multiple
@@ -254,24 +254,46 @@ class Predictor:
         return probs, {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0, **extra}
 
     def predict_files(
-        self, cases: Iterable[tuple[str, list[Path]]], out_dir: Path, progress: Callable[[Any], Any] | None = None
+        self,
+        cases: Iterable[tuple[str, list[Path]]],
+        out_dir: Path,
+        progress: Callable[[Any], Any] | None = None,
+        output_format: str = "auto",
     ) -> list[CaseResult]:
-        """Segment (case_id, channel files) pairs into ``out_dir/<case_id><ending>``, each written atomically."""
+        """Segment (case_id, channel files) pairs into ``out_dir/<case_id><ending>``, each written atomically.
+
+        ``output_format``: ``auto`` (the input's format; NIfTI for a DICOM series, on the series' grid) or ``dicom-seg``
+        (a DICOM Segmentation object referencing the input series; DICOM series inputs only)."""
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise LeansegError(f"Output {out_dir} is a file; pass a folder for the predictions.")
+        cases = list(cases)
+        if output_format not in ("auto", "dicom-seg"):
+            raise LeansegError(f"--format '{output_format}' is not one of auto, dicom-seg.")
+        if output_format == "dicom-seg" and not all(is_dicom_series(files[0]) for _, files in cases):
+            raise LeansegError("--format dicom-seg needs DICOM series as input (a folder of one series' slices).")
         writable_folder(out_dir, "output", "pass an --output folder you can write to")  # before any network runs
         results = []
-        cases = list(cases)
         for case_id, files in progress(cases) if progress else cases:
             t0 = time.perf_counter()
             vol = read_image(files)
             label, timings = self.predict_volume(vol, source=files[0])
-            ending = file_ending(files[0])
-            ending = ending if ending in NIFTI_ENDINGS or ending in (".mha", ".nrrd") else ".nii.gz"
-            out = write_label(out_dir / f"{case_id}{ending}", label, vol.affine)
-            results.append(CaseResult(case_id, out, time.perf_counter() - t0, timings))
+            results.append(
+                CaseResult(case_id, self._write(out_dir, case_id, files, label, vol, output_format), time.perf_counter() - t0, timings)
+            )
         return results
+
+    def _write(self, out_dir: Path, case_id: str, files: list[Path], label: np.ndarray, vol: Any, output_format: str) -> Path:
+        if output_format == "dicom-seg":
+            from leanseg.data.dicom import write_dicom_seg
+            from leanseg.data.io import Volume
+
+            return write_dicom_seg(
+                out_dir / f"{case_id}.dcm", Volume(label, vol.affine), files[0], self.plan.labels, type(self.model).__name__
+            )
+        ending = file_ending(files[0])
+        ending = ending if ending in NIFTI_ENDINGS or ending in (".mha", ".nrrd") else ".nii.gz"
+        return write_label(out_dir / f"{case_id}{ending}", label, vol.affine)
 
 
 def collect_inputs(path: Path, num_channels: int) -> list[tuple[str, list[Path]]]:
@@ -283,6 +305,8 @@ def collect_inputs(path: Path, num_channels: int) -> list[tuple[str, list[Path]]
     path = Path(path)
     if not path.exists():
         raise LeansegError(f"Input {path} does not exist; pass an image file or a folder of images.")
+    if is_dicom_series(path):  # one scanner series: one case, named after its folder
+        return [(path.name, [path])]
     endings = NIFTI_ENDINGS + (".mha", ".mhd", ".nrrd")
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and file_ending(p) in endings)
     if not files:

@@ -127,3 +127,30 @@ def test_a_declared_class_that_no_label_holds_is_warned_about(tmp_path: Path) ->
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every declared class present: no warning
         compute_fingerprint(load_dataset(make_msd(tmp_path / "b", [lab, lab])))
+
+
+def test_nnunet_v2_file_list_and_test_images(tmp_path: Path) -> None:
+    """nnU-Net v2's 'dataset' entry lists the files (anywhere under the folder); imagesTs/ holds unlabelled cases."""
+    root = make_nnunet(tmp_path / "d", n_cases=2)
+    (root / "elsewhere").mkdir()
+    for i in range(2):
+        for c in range(2):
+            (root / "imagesTr" / f"case{i}_{c:04d}.nii.gz").rename(root / "elsewhere" / f"s{i}_ch{c}.nii.gz")
+    (root / "imagesTr").rmdir()
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["dataset"] = {
+        f"subject{i}": {"images": [f"elsewhere/s{i}_ch0.nii.gz", f"elsewhere/s{i}_ch1.nii.gz"], "label": f"labelsTr/case{i}.nii.gz"}
+        for i in range(2)
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "imagesTs").mkdir()
+    for c in range(2):
+        write_nifti(root / "imagesTs" / f"new_{c:04d}.nii.gz", np.zeros((6, 6, 6), np.float32))
+    ds = load_dataset(root)
+    assert [c.case_id for c in ds.cases] == ["subject0", "subject1"]
+    assert ds.cases[1].images[1].name == "s1_ch1.nii.gz" and ds.cases[1].label.name == "case1.nii.gz"
+    assert [(c.case_id, c.label, len(c.images)) for c in ds.test_cases] == [("new", None, 2)]
+    meta["dataset"]["subject0"]["images"] = ["elsewhere/s0_ch0.nii.gz"]  # one channel short
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(LeansegError, match="entry 'subject0' needs 'images', one file per channel \\(2\\)"):
+        load_dataset(root)

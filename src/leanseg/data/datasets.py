@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from leanseg.errors import LeansegError
 
@@ -41,6 +42,7 @@ class Dataset:
     cases: list[Case]
     file_ending: str = ".nii.gz"
     extra: dict = field(default_factory=dict)
+    test_cases: list[Case] = field(default_factory=list)  # nnU-Net's imagesTs/ (unlabelled), where the folder has one
 
     @property
     def num_classes(self) -> int:
@@ -130,23 +132,48 @@ def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
     ending = meta.get("file_ending")
     if not ending:
         raise LeansegError(f"{meta_path}: nnU-Net v2 datasets need 'file_ending' (e.g. \".nii.gz\"); add it.")
-    images_dir = root / "imagesTr"
-    if not images_dir.is_dir():
-        raise LeansegError(f"{images_dir} is missing; nnU-Net v2 datasets keep images in imagesTr/.")
+    if "dataset" in meta:  # nnU-Net v2's explicit file list: {case: {"images": [...], "label": ...}}, paths from the folder
+        cases = _listed_cases(root, meta["dataset"], len(channels), meta_path)
+    else:
+        images_dir = root / "imagesTr"
+        if not images_dir.is_dir():
+            raise LeansegError(f"{images_dir} is missing; nnU-Net v2 datasets keep images in imagesTr/ (or list them in 'dataset').")
+        cases = [Case(cid, files, root / "labelsTr" / f"{cid}{ending}") for cid, files in _channel_files(images_dir, ending, len(channels))]
+    ds = Dataset(root, str(meta.get("name", root.name)), "nnunetv2", channels, labels, cases, ending, meta)
+    if (root / "imagesTs").is_dir():  # unlabelled test images, as nnU-Net keeps them
+        ds.test_cases = [Case(cid, files, None) for cid, files in _channel_files(root / "imagesTs", ending, len(channels))]
+    return ds
+
+
+def _channel_files(folder: Path, ending: str, num_channels: int) -> list[tuple[str, tuple[Path, ...]]]:
+    """nnU-Net's ``<case>_<XXXX><ending>`` files of a folder, grouped per case; a case missing a channel is refused."""
     pattern = re.compile(rf"^(.*)_(\d{{4}}){re.escape(ending)}$")
     found: dict[str, dict[int, Path]] = {}
-    for p in sorted(images_dir.iterdir()):
+    for p in sorted(folder.iterdir()):
         m = pattern.match(p.name)
         if m:
             found.setdefault(m.group(1), {})[int(m.group(2))] = p
-    cases = []
+    out = []
     for cid, chans in sorted(found.items()):
-        missing = [c for c in range(len(channels)) if c not in chans]
+        missing = [c for c in range(num_channels) if c not in chans]
         if missing:
-            want = images_dir / f"{cid}_{missing[0]:04d}{ending}"
+            want = folder / f"{cid}_{missing[0]:04d}{ending}"
             raise LeansegError(f"Channel file {want} is missing for case '{cid}'; add it or remove the case's other files.")
-        cases.append(Case(cid, tuple(chans[c] for c in range(len(channels))), root / "labelsTr" / f"{cid}{ending}"))
-    return Dataset(root, str(meta.get("name", root.name)), "nnunetv2", channels, labels, cases, ending, meta)
+        out.append((cid, tuple(chans[c] for c in range(num_channels))))
+    return out
+
+
+def _listed_cases(root: Path, listing: Any, num_channels: int, meta_path: Path) -> list[Case]:
+    if not isinstance(listing, dict):
+        raise LeansegError(f"{meta_path}: 'dataset' must map case id -> {{'images': [...], 'label': ...}}.")
+    cases = []
+    for cid, entry in sorted(listing.items()):
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if not isinstance(images, list) or len(images) != num_channels:
+            raise LeansegError(f"{meta_path}: 'dataset' entry '{cid}' needs 'images', one file per channel ({num_channels}).")
+        label = entry.get("label")
+        cases.append(Case(str(cid), tuple((root / f).resolve() for f in images), (root / label).resolve() if label else None))
+    return cases
 
 
 def _strip_ending(name: str) -> str:

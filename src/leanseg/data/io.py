@@ -1,4 +1,4 @@
-"""Image I/O that keeps geometry: NIfTI through nibabel, .mha/.mhd/.nrrd through SimpleITK.
+"""Image I/O that keeps geometry: NIfTI through nibabel, .mha/.mhd/.nrrd and DICOM series folders through SimpleITK.
 
 Every reader returns the voxel array together with its 4x4 voxel-to-RAS affine (millimetres), and
 every writer takes them back, so nothing downstream re-reads a file to recover its geometry
@@ -47,8 +47,58 @@ def file_ending(path: Path | str) -> str:
     return Path(name).suffix
 
 
+def is_dicom_series(path: Path | str) -> bool:
+    """A folder whose files include DICOM ones ("DICM" at byte 128): read as one series."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    for f in sorted(path.iterdir())[:20]:
+        if f.is_file():
+            with open(f, "rb") as fh:
+                if fh.read(132)[128:] == b"DICM":
+                    return True
+    return False
+
+
+def dicom_series_files(folder: Path | str) -> list[str]:
+    """The files of a folder's one DICOM series, in SimpleITK's slice order (the order of the array's z index)."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        raise LeansegError(f"{folder} holds no readable DICOM series; pass the folder of one series' slices.")
+    if len(ids) > 1:
+        raise LeansegError(f"{folder} holds {len(ids)} DICOM series; pass a folder with one series (one folder per series).")
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
+
+
+def _from_sitk(img: object) -> tuple[np.ndarray, np.ndarray]:
+    """A SimpleITK image as (array indexed x,y,z[,c], voxel-to-RAS affine)."""
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(img)  # (z, y, x[, c])
+    arr = np.moveaxis(arr, [0, 1, 2], [2, 1, 0]) if arr.ndim >= 3 else arr
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)  # type: ignore[attr-defined]
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(img.GetSpacing())[None, :]  # type: ignore[attr-defined]
+    lps[:3, 3] = img.GetOrigin()  # type: ignore[attr-defined]
+    return arr, LPS_TO_RAS @ lps
+
+
 def _read_any(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return (array indexed x,y,z[,c], affine RAS) for one file."""
+    """Return (array indexed x,y,z[,c], affine RAS) for one file or one DICOM series folder."""
+    if is_dicom_series(path):
+        import SimpleITK as sitk
+
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(dicom_series_files(path))
+        try:
+            return _from_sitk(reader.Execute())
+        except RuntimeError as e:
+            raise LeansegError(
+                f"Cannot read the DICOM series in {path} ({str(e).splitlines()[0]}); check that its slices are complete."
+            ) from e
     if not path.is_file():
         raise LeansegError(f"Image file {path} does not exist; check the dataset folder or the path you passed.")
     end = file_ending(path)
@@ -62,14 +112,7 @@ def _read_any(path: Path) -> tuple[np.ndarray, np.ndarray]:
         elif end in ITK_ENDINGS:
             import SimpleITK as sitk
 
-            img = sitk.ReadImage(str(path))
-            arr = sitk.GetArrayFromImage(img)  # (z, y, x[, c])
-            arr = np.moveaxis(arr, [0, 1, 2], [2, 1, 0]) if arr.ndim >= 3 else arr
-            direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
-            lps = np.eye(4)
-            lps[:3, :3] = direction * np.asarray(img.GetSpacing())[None, :]
-            lps[:3, 3] = img.GetOrigin()
-            affine = LPS_TO_RAS @ lps
+            arr, affine = _from_sitk(sitk.ReadImage(str(path)))
         else:
             raise LeansegError(f"Cannot read {path}: unknown file type '{end}'; use .nii.gz, .nii, .mha, .mhd or .nrrd.")
     except LeansegError:
