@@ -84,3 +84,39 @@ def test_a_run_folder_is_readable_by_others_under_the_usual_umask(trained_run: P
         pytest.skip(f"this session's umask {mask:03o} keeps files private")
     files = [p for p in trained_run.rglob("*") if p.is_file() and p.name != ".lock"]
     assert files and all(p.stat().st_mode & 0o044 == 0o044 for p in files), [p.name for p in files if p.stat().st_mode & 0o044 != 0o044]
+
+
+def test_devices_resolve_and_a_missing_cuda_is_refused_with_a_sentence() -> None:
+    import torch
+
+    from leanseg.utils import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(LeansegError, match="is not a device"):
+        resolve_device("gpu0")
+    with pytest.raises(LeansegError, match="not supported"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(LeansegError, match=r"--device cuda:1 was asked for, but torch .* sees 0 CUDA device\(s\)"):
+            resolve_device("cuda:1")
+
+
+def test_train_and_predict_take_a_device(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+    from leanseg.config import ExperimentConfig
+
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "-d", str(phantoms), "-o", str(run), "--config", str(tmp_path / "tiny.yaml"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert ExperimentConfig.load(run / "config.yaml").train.device == "cpu"
+    image = sorted((phantoms / "imagesTr").iterdir())[0]
+    r = CliRunner().invoke(app, ["predict", "-m", str(run), "-i", str(image), "-o", str(tmp_path / "p"), "--device", "cpu"])
+    assert r.exit_code == 0 and len(list((tmp_path / "p").iterdir())) == 1
+    if not torch.cuda.is_available():
+        r = CliRunner().invoke(app, ["predict", "-m", str(run), "-i", str(image), "-o", str(tmp_path / "q"), "--device", "cuda"])
+        assert r.exit_code == 2 and "sees 0 CUDA device" in r.output and not (tmp_path / "q").exists()

@@ -115,13 +115,14 @@ def train(
     set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. train.lr=0.003 (repeatable).")] = [],  # noqa: B006
     fold: Annotated[Optional[int], typer.Option(help="Validation fold (default: data.fold).")] = None,
     budget_minutes: Annotated[Optional[float], typer.Option("--budget-minutes", help="Wall-clock training budget.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")] = None,
 ) -> None:
     """Train a model on a dataset folder; writes checkpoints, metrics.csv and a training curve."""
 
     def go() -> None:
         from leanseg.training import train as run_train
 
-        cfg = _load_config(config, set_, budget_minutes)
+        cfg = _load_config(config, set_ + ([f"train.device={device}"] if device else []), budget_minutes)
         r = run_train(data, out, cfg, fold=fold)
         done = f"run {r.run_dir} was already complete; left as it is (a new --out trains afresh). " if r.already_complete else ""
         _console().print(
@@ -149,6 +150,7 @@ def predict(
     output_format: Annotated[
         str, typer.Option("--format", help="auto (the input's format; NIfTI for DICOM) | dicom-seg (for a DICOM series input).")
     ] = "auto",
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")] = None,
 ) -> None:
     """Segment images; label files get exactly the input's shape and affine."""
 
@@ -159,7 +161,7 @@ def predict(
         from leanseg.inference import Predictor, collect_inputs
         from leanseg.utils import set_threads
 
-        p = Predictor.from_run(model, policy=policy, backend=backend, mode=mode, num_threads=threads, tta=tta)
+        p = Predictor.from_run(model, policy=policy, backend=backend, mode=mode, num_threads=threads, tta=tta, device=device)
         set_threads(p.cfg.num_threads)
         cases = collect_inputs(input, p.plan.num_channels)
         results = p.predict_files(cases, output, progress=_progress("predict"), output_format=output_format)
@@ -361,6 +363,7 @@ def search_strategy(
         Optional[Path], typer.Option("--init-checkpoint", help="Fine-tune every trial from this checkpoint.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Controller seed (default search.strategy.seed).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Where each trial trains: auto | cpu | cuda | cuda:N (train.device).")] = None,
 ) -> None:
     """Search augmentation probabilities and learning rate; each trial's reward is its validation Dice."""
 
@@ -371,7 +374,7 @@ def search_strategy(
         from leanseg.search.space import SearchSpace
         from leanseg.search.strategy import search_strategy as run
 
-        overrides = list(set_)
+        overrides = list(set_) + ([f"train.device={device}"] if device else [])
         if init_checkpoint is not None:
             overrides.append(f"train.init_checkpoint={init_checkpoint.resolve()}")
         cfg = _load_config(config, overrides, trial_minutes)

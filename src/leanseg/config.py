@@ -82,8 +82,10 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 2
     num_workers: int = 1
-    bf16: bool | None = None  # bf16 autocast; None: on where the CPU has native bf16 (2x faster steps here)
+    bf16: bool | None = None  # bf16 autocast on CPU; None: on where the CPU has native bf16 (2x faster steps here)
     init_checkpoint: str | None = None  # fine-tune from these weights
+    device: str = "auto"  # auto (CUDA where torch sees one) | cpu | cuda | cuda:N
+    amp: bool = True  # on CUDA: float16 autocast with gradient scaling (CPU steps follow ``bf16``)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class InferenceConfig:
     tta: bool = False  # test-time mirroring over all 8 axis flips (costs about 8x network time)
     num_threads: int = 2
     max_memory_gb: float | None = None  # refuse volumes whose estimate exceeds this (None: memory available now)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (torch back-ends; ONNX Runtime runs on the CPU)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from leanseg.data.preprocess import Preprocessor
 from leanseg.errors import LeansegError
 from leanseg.nn.padding import pad_to_multiple
 from leanseg.plan import Plan
-from leanseg.utils import writable_folder
+from leanseg.utils import resolve_device, writable_folder
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 BACKENDS = ("eager", "bf16", "onnx")
@@ -96,12 +96,14 @@ def mirrored(net: Net) -> Net:
 def torch_net(model: torch.nn.Module, backend: str, **call_kwargs: Any) -> Net:
     """``model`` in eval mode as a function of a batch; ``call_kwargs`` go to every call (a keep mask)."""
     model.eval()
+    device = next(model.parameters()).device  # inputs go there, outputs come back to the CPU
 
     def run(x: torch.Tensor) -> torch.Tensor:
         # no_grad rather than inference_mode: MONAI's sliding window adds into buffers in place
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=backend == "bf16"):
-            out = model(x, **call_kwargs)
-        return out.float()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=backend == "bf16"):
+            kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in call_kwargs.items()}
+            out = model(x.to(device, non_blocking=True), **kwargs)
+        return out.float().cpu()
 
     return run
 
@@ -167,6 +169,8 @@ class Predictor:
                     f"{type(model).__name__} chooses its regions per image, which one ONNX graph cannot; use --backend eager or bf16."
                 )
         self.cfg = cfg
+        if cfg.backend != "onnx":
+            model.to(resolve_device(cfg.device))
         if cfg.backend == "onnx":
             if onnx_path is None or not Path(onnx_path).is_file():
                 raise LeansegError(f"No ONNX model at {onnx_path}; run `leanseg export -m RUN` first.")

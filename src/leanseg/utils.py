@@ -8,7 +8,7 @@ import random
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -136,6 +136,31 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(n)))
+
+
+def resolve_device(name: str) -> Any:
+    """``auto`` (CUDA where torch sees a device, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a ``torch.device``;
+    a CUDA device torch cannot see is refused with a sentence, never a late CUDA error."""
+    import torch
+
+    from leanseg.errors import LeansegError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LeansegError(f"--device '{name}' is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise LeansegError(
+                f"--device {name} was asked for, but torch {torch.__version__} sees {count} CUDA device(s); "
+                "use --device cpu (or auto), or install torch's CUDA build."
+            )
+    elif device.type != "cpu":
+        raise LeansegError(f"--device '{name}' is not supported; use auto, cpu, cuda or cuda:N.")
+    return device
 
 
 def cpu_has_fast_bf16() -> bool:

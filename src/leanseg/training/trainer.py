@@ -29,7 +29,7 @@ from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
 from leanseg.runfolder import RunFolder
 from leanseg.training.schedule import lr_at, make_optimizer, use_bf16
-from leanseg.utils import folder_lock, progress_bar, seed_everything, set_threads
+from leanseg.utils import folder_lock, progress_bar, resolve_device, seed_everything, set_threads
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's
 
@@ -65,7 +65,9 @@ class Trainer:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.run = RunFolder(out_dir) if out_dir is not None else None
         self.cache_root, self.show_progress, self.resume = cache_root, show_progress, resume
+        self.device = torch.device("cpu")  # set from train.device when the model is built
         self.bf16 = use_bf16(cfg.train)
+        self.scaler: Any = None  # CUDA AMP's gradient scaler, where the step runs in float16
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.val: dict[str, float] = {}
@@ -75,6 +77,7 @@ class Trainer:
         """A trainer holding only what :meth:`train_step` needs (model, optimiser, loss, bf16): no data, no run folder."""
         t = cls(cfg)
         t.model, t.optimizer, t.loss_fn = model, optimizer, t.build_loss()
+        t._place(next(model.parameters()).device)
         return t
 
     # --- set-up -------------------------------------------------------------------------------------------
@@ -104,6 +107,7 @@ class Trainer:
         self._check_resumable_config()
         self.run.write_setup(self.cfg, self.plan, self.prep.fingerprint.to_dict(), splits, self.data_dir)
         self.model = self.build_model()
+        self._place(resolve_device(self.cfg.train.device))
         self.optimizer = self.configure_optimizer()
         self.elapsed_before = 0.0
         self._load_start_weights()
@@ -133,6 +137,14 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.iteration, self.elapsed_before = int(ckpt["iteration"]), float(ckpt["elapsed"])
             self.history = json.loads(ckpt.get("history", "[]"))
+
+    def _place(self, device: torch.device) -> None:
+        """Put the model on ``device``; on CUDA the step runs with float16 autocast and a gradient scaler (``train.amp``)."""
+        self.device = device
+        self.model.to(device)
+        if device.type == "cuda":
+            self.bf16 = False
+            self.scaler = torch.amp.GradScaler("cuda", enabled=self.cfg.train.amp)
 
     def build_model(self) -> torch.nn.Module:
         from leanseg.models import build_model
@@ -166,6 +178,7 @@ class Trainer:
             batch_size=t.batch_size,
             sampler=range(self.iteration * t.batch_size, 10**12),  # type: ignore[arg-type]
             num_workers=t.num_workers,
+            pin_memory=self.device.type == "cuda",
             persistent_workers=t.num_workers > 0,
             prefetch_factor=4 if t.num_workers > 0 else None,
         )
@@ -183,7 +196,8 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a batch (B, C, D, H, W) and its labels (B, 1, D, H, W, float); returns the loss."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with self._autocast():
             output = self.forward(x)
         loss = self.compute_loss(output, y)
         if not torch.isfinite(loss):
@@ -191,10 +205,22 @@ class Trainer:
                 f"The training loss became {loss.item()} at iteration {self.iteration}; lower train.lr (now {self.cfg.train.lr})."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+            self.optimizer.step()
+        else:  # CUDA AMP: unscale before clipping, as torch's recipe says
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return loss
+
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16, enabled=self.cfg.train.amp)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
     def set_lr(self, lr: float) -> None:
         for g in self.optimizer.param_groups:
