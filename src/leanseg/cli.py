@@ -294,12 +294,15 @@ def evaluate(
     def go() -> None:
         from leanseg.metrics import evaluate_folders
 
-        labels = None
+        labels, ignore = None, None
         if dataset is not None:
             from leanseg.data.datasets import load_dataset
 
-            labels = load_dataset(dataset, require_labels=False).labels
-        res = evaluate_folders(pred, ref, labels, out, objects=objects, allow_missing=allow_missing, empty_hd95=empty_hd95)
+            ds = load_dataset(dataset, require_labels=False)
+            labels, ignore = ds.labels, ds.ignore_label
+        res = evaluate_folders(
+            pred, ref, labels, out, objects=objects, allow_missing=allow_missing, empty_hd95=empty_hd95, ignore_label=ignore
+        )
         if json_:  # everything metrics.json holds: per-case rows, means, labels, missing cases, conventions
             sys.stdout.write(json.dumps(res, indent=1) + "\n")
         else:

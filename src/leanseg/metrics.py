@@ -62,10 +62,25 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0
     return float(d.item())
 
 
+def without_ignored(pred: np.ndarray, ref: np.ndarray, ignore: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and reference with the reference's ``ignore`` voxels set to background in both: not annotated,
+    they count as neither hit nor miss (nnU-Net's ignore label)."""
+    if ignore is None:
+        return pred, ref
+    ignored = ref == ignore
+    return np.where(ignored, 0, pred), np.where(ignored, 0, ref)
+
+
 def evaluate_case(
-    pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], spacing: Sequence[float], empty_hd95: str = "diagonal"
+    pred: np.ndarray,
+    ref: np.ndarray,
+    classes: Sequence[int],
+    spacing: Sequence[float],
+    empty_hd95: str = "diagonal",
+    ignore: int | None = None,
 ) -> dict[str, float]:
-    """Dice and HD95 per foreground class, keys ``dice_<k>`` and ``hd95_<k>``."""
+    """Dice and HD95 per foreground class, keys ``dice_<k>`` and ``hd95_<k>``; ``ignore`` voxels of ``ref`` left out."""
+    pred, ref = without_ignored(pred, ref, ignore)
     out = {}
     for k in classes:
         out[f"dice_{k}"] = dice(pred == k, ref == k)
@@ -121,11 +136,13 @@ def evaluate_folders(
     objects: bool = False,
     allow_missing: bool = False,
     empty_hd95: str = "diagonal",
+    ignore_label: int | None = None,
 ) -> dict[str, Any]:
     """Compare every label file in ``ref_dir`` with the prediction of the same name in ``pred_dir``.
 
     A reference without a prediction is an error naming it (nnU-Net stops too), unless ``allow_missing``: then it is
-    left out, and listed in ``missing`` in every output. ``empty_hd95``: see the module docstring.
+    left out, and listed in ``missing`` in every output. ``empty_hd95``: see the module docstring. ``ignore_label``
+    (nnU-Net's ``ignore``): reference voxels with that value are left out of every metric.
 
     ``objects``: also the object-wise metrics of :mod:`leanseg.objects` on the foreground (every
     class together): per case object recall, object Dice and false-positive components; over all
@@ -140,12 +157,13 @@ def evaluate_folders(
     loaded, missing = _load_pairs(pred_dir, ref_dir, allow_missing)
     if labels is None:
         found = sorted({int(v) for _, pv, rv in loaded for v in np.unique(np.concatenate([pv.array.ravel(), rv.array.ravel()]))} | {0})
+        found = [k for k in found if k != ignore_label]
         labels = {k: f"class_{k}" if k else "background" for k in found}
     classes = [k for k in labels if k != 0]
     undeclared = _undeclared_values(loaded, labels)
     rows, matched = [], []
     for p, pv, rv in loaded:
-        rows.append({"case": _case_name(p), **evaluate_case(pv.array, rv.array, classes, rv.spacing, empty_hd95)})
+        rows.append({"case": _case_name(p), **evaluate_case(pv.array, rv.array, classes, rv.spacing, empty_hd95, ignore_label)})
         if objects:
             rows[-1].update(_object_row(pv.array, rv.array, matched))
     mean = summarise(rows, classes)
@@ -159,7 +177,11 @@ def evaluate_folders(
         "labels": {str(k): v for k, v in labels.items()},
         "missing": missing,
         "undeclared_values": undeclared,
-        "conventions": {"empty_hd95": empty_hd95, "dice_and_hd95_of_a_class_empty_on_both_sides": "nan, left out of means"},
+        "conventions": {
+            "empty_hd95": empty_hd95,
+            "dice_and_hd95_of_a_class_empty_on_both_sides": "nan, left out of means",
+            "ignore_label": ignore_label,
+        },
     }
     _write_tables(Path(out_dir or pred_dir), result, labels)
     return result

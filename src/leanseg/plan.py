@@ -44,6 +44,7 @@ class Plan:
     num_channels: int
     num_classes: int
     labels: dict[int, str]
+    ignore_label: int | None = None  # label value left out of loss and metrics (nnU-Net's "ignore")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -166,4 +167,5 @@ def plan_from_fingerprint(fp: Fingerprint, data: DataConfig, model: ModelConfig)
         num_channels=fp.num_channels,
         num_classes=max(fp.labels) + 1,
         labels=dict(fp.labels),
+        ignore_label=fp.ignore_label,
     )

@@ -154,3 +154,23 @@ def test_nnunet_v2_file_list_and_test_images(tmp_path: Path) -> None:
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(LeansegError, match="entry 'subject0' needs 'images', one file per channel \\(2\\)"):
         load_dataset(root)
+
+
+def test_the_nnunet_ignore_label_is_not_a_class_and_region_labels_are_refused(tmp_path: Path) -> None:
+    root = make_nnunet(tmp_path / "d", n_cases=2, channels=("T1",))
+    meta = json.loads((root / "dataset.json").read_text())
+    lab = np.zeros((6, 6, 6), np.uint8)
+    lab[2:4, 2:4, 2:4] = 2
+    lab[0, :, :] = 3  # a slice nobody annotated
+    for i in range(2):
+        write_nifti(root / "labelsTr" / f"case{i}.nii.gz", lab)
+    meta["labels"] = {"background": 0, "a": 1, "b": 2, "ignore": 3}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = load_dataset(root)
+    assert ds.labels == {0: "background", 1: "a", 2: "b"} and ds.ignore_label == 3 and ds.num_classes == 3
+    fp = compute_fingerprint(ds)  # the ignore value is no undeclared label
+    assert fp.ignore_label == 3 and set(fp.class_fractions) == {0, 1, 2}
+    for bad, why in (({"background": 0, "a": 1, "ignore": 1}, "above every class"), ({"background": 0, "a": [1, 2]}, "region-based")):
+        (root / "dataset.json").write_text(json.dumps({**meta, "labels": bad}))
+        with pytest.raises(LeansegError, match=why):
+            load_dataset(root)

@@ -157,3 +157,16 @@ def test_evaluate_and_fingerprint_commands_write_json(phantoms: Path, tmp_path: 
     r = CliRunner().invoke(app, ["fingerprint", "--data", str(phantoms), "--json"])
     fp = json.loads(r.stdout)
     assert r.exit_code == 0 and fp["plan"]["normalization"] == ["zscore"] and len(fp["fingerprint"]["case_ids"]) == 6
+
+
+def test_ignored_reference_voxels_are_left_out_of_the_metrics(tmp_path: Path) -> None:
+    ref = cube((10, 10, 10), (2, 2, 2), 4)
+    ref[:, :, 8:] = 5  # not annotated
+    pred = cube((10, 10, 10), (2, 2, 2), 4)
+    pred[:, :, 8:] = 1  # what the model says where nobody annotated: no false positive
+    write_nifti(tmp_path / "ref" / "c.nii.gz", ref)
+    write_nifti(tmp_path / "pred" / "c.nii.gz", pred)
+    res = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"}, ignore_label=5)
+    assert res["cases"][0]["dice_1"] == 1.0 and res["conventions"]["ignore_label"] == 5
+    plain = evaluate_folders(tmp_path / "pred", tmp_path / "ref", {0: "bg", 1: "cube"})
+    assert plain["cases"][0]["dice_1"] < 0.5

@@ -43,6 +43,7 @@ class Dataset:
     file_ending: str = ".nii.gz"
     extra: dict = field(default_factory=dict)
     test_cases: list[Case] = field(default_factory=list)  # nnU-Net's imagesTs/ (unlabelled), where the folder has one
+    ignore_label: int | None = None  # nnU-Net's "ignore" label value: not annotated, left out of loss and metrics
 
     @property
     def num_classes(self) -> int:
@@ -128,7 +129,15 @@ def _load_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
 
 def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
     channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
-    labels = _int_labels(meta["labels"], meta_path, name_to_int=True)
+    raw = dict(meta["labels"])
+    ignore = raw.pop("ignore", None)
+    if any(isinstance(v, list) for v in raw.values()):
+        raise LeansegError(
+            f"{meta_path}: region-based labels (a label whose value is a list) are not supported yet; give each class one integer."
+        )
+    labels = _int_labels(raw, meta_path, name_to_int=True)
+    if ignore is not None and (not isinstance(ignore, int) or ignore <= max(labels)):
+        raise LeansegError(f"{meta_path}: the 'ignore' label must be an integer above every class (as nnU-Net asks), got {ignore!r}.")
     ending = meta.get("file_ending")
     if not ending:
         raise LeansegError(f"{meta_path}: nnU-Net v2 datasets need 'file_ending' (e.g. \".nii.gz\"); add it.")
@@ -139,7 +148,7 @@ def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
         if not images_dir.is_dir():
             raise LeansegError(f"{images_dir} is missing; nnU-Net v2 datasets keep images in imagesTr/ (or list them in 'dataset').")
         cases = [Case(cid, files, root / "labelsTr" / f"{cid}{ending}") for cid, files in _channel_files(images_dir, ending, len(channels))]
-    ds = Dataset(root, str(meta.get("name", root.name)), "nnunetv2", channels, labels, cases, ending, meta)
+    ds = Dataset(root, str(meta.get("name", root.name)), "nnunetv2", channels, labels, cases, ending, meta, ignore_label=ignore)
     if (root / "imagesTs").is_dir():  # unlabelled test images, as nnU-Net keeps them
         ds.test_cases = [Case(cid, files, None) for cid, files in _channel_files(root / "imagesTs", ending, len(channels))]
     return ds

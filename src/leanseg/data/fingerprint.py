@@ -34,6 +34,7 @@ class Fingerprint:
     empty_label_cases: list[str]
     notes: list[str]
     channel_names: list[str] = field(default_factory=list)  # dataset.json's names; they choose each channel's normalisation
+    ignore_label: int | None = None  # nnU-Net's "ignore" value (not a class)
 
     @property
     def median_spacing(self) -> tuple[float, float, float]:
@@ -72,16 +73,16 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         if lab is not None:
             check_label_matches(img, lab, case.label, case.images[0])
             present = set(np.unique(lab.array).tolist())
-            undeclared = present - set(ds.labels)
+            undeclared = present - set(ds.labels) - {ds.ignore_label}
             if undeclared:
                 raise LeansegError(
                     f"Label {case.label} contains values {sorted(undeclared)} that dataset.json does not declare; "
                     "add them to 'labels' or fix the label file."
                 )
-            counts = np.bincount(lab.array.ravel(), minlength=ds.num_classes)
+            counts = np.bincount(lab.array.ravel(), minlength=max(ds.num_classes, (ds.ignore_label or 0) + 1))
             for k in ds.labels:
                 class_counts[k] += counts[k] / lab.array.size
-            mask = lab.array > 0
+            mask = (lab.array > 0) & (lab.array != ds.ignore_label)
             if not mask.any():
                 empty.append(case.case_id)
                 mask = np.ones_like(mask)
@@ -131,6 +132,7 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         empty_label_cases=empty,
         notes=notes,
         channel_names=list(ds.channel_names),
+        ignore_label=ds.ignore_label,
     )
 
 

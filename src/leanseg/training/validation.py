@@ -42,14 +42,15 @@ def case_dice(
 ) -> np.ndarray:
     """Foreground Dice per case and class (cases x classes; NaN: class absent) of ``net`` on preprocessed cases."""
     from leanseg.inference import label_map, predict_probabilities
-    from leanseg.metrics import dice_per_class
+    from leanseg.metrics import dice_per_class, without_ignored
 
     classes = [k for k in plan.labels if k != 0]
     scores = []
     for cid in case_ids:
         case = CachedCase(cache_dir, cid)
         probs = predict_probabilities(net, torch.from_numpy(np.array(case.image)), patch_size, divisor, icfg)
-        scores.append(dice_per_class(label_map(probs).numpy(), np.asarray(case.label), classes))
+        pred, ref = without_ignored(label_map(probs).numpy(), np.asarray(case.label).reshape(probs.shape[1:]), plan.ignore_label)
+        scores.append(dice_per_class(pred, ref, classes))
     return np.asarray(scores, dtype=float)
 
 
