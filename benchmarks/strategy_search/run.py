@@ -49,9 +49,9 @@ def arguments() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = arguments().parse_args()
-    if args.smoke:  # PPO (the final training needs it) and random search, two trials of two iterations each, one seed
+    if args.smoke:  # PPO alone (the final training needs it; the other controllers run the same loop), two short trials
         args.pretrain_iterations, args.trial_iterations, args.trials, args.seeds = 3, 2, 2, [0]
-        args.controllers = ["ppo", "random"]
+        args.controllers = ["ppo"]
         args.val_cases, args.final_iterations = 2, 2
 
     from leanseg.bench import Results, results_folder, smoke_phantoms
