@@ -70,3 +70,26 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def partial_phantoms(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The phantoms as an nnU-Net v2 folder whose labels leave the first third of every image unannotated (ignore = 3)."""
+    import json
+    import shutil
+
+    from leanseg.data.datasets import load_dataset
+    from leanseg.data.io import read_label, write_label
+
+    root = tmp_path_factory.mktemp("partial")
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    for c in load_dataset(phantoms).cases:
+        shutil.copy(c.images[0], root / "imagesTr" / f"{c.case_id}_0000.nii.gz")
+        lab = read_label(c.label)
+        arr = lab.array.copy()
+        arr[: arr.shape[0] // 3] = 3
+        write_label(root / "labelsTr" / f"{c.case_id}.nii.gz", arr, lab.affine)
+    labels = {"background": 0, "structure": 1, "lesion": 2, "ignore": 3}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": labels, "file_ending": ".nii.gz"}))
+    return root

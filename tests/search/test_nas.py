@@ -368,3 +368,11 @@ def test_score_children_scores_as_the_search_did_and_counts_its_samples(phantoms
     assert rows[1]["nearest_sampled"] == min(decisions_apart(a, space.normalise(resunet)) for a in sampled)
     assert all(resunet[k] == 1 for k in resunet if k.startswith("dilation_"))
     assert all(resunet[k] == "off" for k in resunet if k.startswith("long_skip_"))
+
+
+def test_a_search_on_a_partly_annotated_dataset_leaves_the_ignore_label_out(partial_phantoms, tiny_cfg, tmp_path) -> None:
+    from leanseg.search.nas import search_architecture
+
+    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, child_iterations=2, val_cases=1, num_stages=3, seed=0)
+    res = search_architecture(partial_phantoms, tmp_path / "s", final_iterations=2, **kw)
+    assert np.isfinite(res.val_dice) and all(np.isfinite(h["reward"]) for h in res.history)

@@ -141,9 +141,10 @@ class SupernetTrainer(Trainer):
     arch: dict[str, Any]
 
     def build_loss(self) -> Any:
-        from leanseg.training.losses import dice_ce_loss
+        from leanseg.training.losses import IgnoringDiceCE, dice_ce_loss
 
-        return dice_ce_loss()
+        plan = getattr(self, "plan", None)
+        return dice_ce_loss() if plan is None or plan.ignore_label is None else IgnoringDiceCE(plan.ignore_label)
 
     def forward(self, x: torch.Tensor) -> Any:
         return self.model(x, self.arch)
@@ -189,7 +190,7 @@ class _Search:
         t = self.final_cfg.train
         self.final_lr = final_lr(t.lr, t.schedule, a.final_schedule, self.total * a.child_iterations, max(a.final_iterations, 1))
         self.cfg = cfg if a.momentum is None else cfg.with_overrides({"train.momentum": a.momentum})
-        self.trainer = SupernetTrainer.for_step(self.cfg, self.net, make_optimizer(self.net.parameters(), self.cfg.train))
+        self.trainer = SupernetTrainer.for_step(self.cfg, self.net, make_optimizer(self.net.parameters(), self.cfg.train), self.plan)
         self.ctrl = self._controller()
 
     def fits(self, arch: dict[str, Any]) -> bool:
@@ -287,7 +288,9 @@ class _Search:
         final_seconds = 0.0
         if a.final_iterations > 0:
             t0 = time.perf_counter()
-            final = SupernetTrainer.for_step(self.final_cfg, self.net, make_optimizer(self.net.parameters(), self.final_cfg.train))
+            final = SupernetTrainer.for_step(
+                self.final_cfg, self.net, make_optimizer(self.net.parameters(), self.final_cfg.train), self.plan
+            )
             final.arch = chosen
             train_child(final, self._patches(chosen, a.seed + 7919 * self.total), a.final_iterations, self.final_lr, final_progress)
             final_seconds = time.perf_counter() - t0

@@ -73,9 +73,12 @@ class Trainer:
         self.val: dict[str, float] = {}
 
     @classmethod
-    def for_step(cls, cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Trainer:
-        """A trainer holding only what :meth:`train_step` needs (model, optimiser, loss, bf16): no data, no run folder."""
+    def for_step(cls, cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, plan: Any = None) -> Trainer:
+        """A trainer holding only what :meth:`train_step` needs (model, optimiser, loss, bf16): no data, no run folder.
+        ``plan`` (optional) gives the loss the dataset's ignore label."""
         t = cls(cfg)
+        if plan is not None:
+            t.plan = plan
         t.model, t.optimizer, t.loss_fn = model, optimizer, t.build_loss()
         t._place(next(model.parameters()).device)
         return t
