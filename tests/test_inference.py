@@ -28,6 +28,18 @@ def test_label_map_equals_argmax_with_ties_to_the_lower_class(classes: int) -> N
     assert torch.equal(out.long(), torch.argmax(probs, 0))
 
 
+def test_regions_are_painted_in_their_class_order() -> None:
+    from dataclasses import replace
+
+    from leanseg.inference import plan_label_map
+    from leanseg.plan import Plan
+
+    plan = Plan((1.0,) * 3, (8,) * 3, ((1, 1, 1),), (4,), ("zscore",), (None,), (8,) * 3, "RAS", True, 1, 4, {0: "bg"})
+    plan = replace(plan, regions=((1, 2, 3), (2, 3), (3,)), regions_class_order=(1, 2, 3))
+    probs = torch.tensor([[0.9, 0.9, 0.9, 0.1, 0.9], [0.1, 0.8, 0.8, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1, 0.9]]).reshape(3, 5, 1, 1)
+    assert plan_label_map(probs, plan).flatten().tolist() == [1, 2, 3, 0, 3]  # later regions paint over earlier ones
+
+
 def test_labels_keep_the_input_shape_and_affine(trained_run: Path, phantoms: Path, tmp_path: Path) -> None:
     ds = load_dataset(phantoms)
     case = ds.cases[0]

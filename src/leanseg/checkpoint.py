@@ -34,7 +34,7 @@ def model_signature(cfg: ExperimentConfig, plan: Plan) -> str:
         "features": list(plan.features),
         "strides": [list(s) for s in plan.strides],
         "in": plan.num_channels,
-        "out": plan.num_classes,
+        "out": plan.num_outputs,
     }
     return hashlib.sha1(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -294,14 +294,22 @@ def evaluate(
     def go() -> None:
         from leanseg.metrics import evaluate_folders
 
-        labels, ignore = None, None
+        labels, ignore, regions = None, None, None
         if dataset is not None:
             from leanseg.data.datasets import load_dataset
 
             ds = load_dataset(dataset, require_labels=False)
-            labels, ignore = ds.labels, ds.ignore_label
+            labels, ignore, regions = ds.labels, ds.ignore_label, ds.regions
         res = evaluate_folders(
-            pred, ref, labels, out, objects=objects, allow_missing=allow_missing, empty_hd95=empty_hd95, ignore_label=ignore
+            pred,
+            ref,
+            labels,
+            out,
+            objects=objects,
+            allow_missing=allow_missing,
+            empty_hd95=empty_hd95,
+            ignore_label=ignore,
+            regions=regions,
         )
         if json_:  # everything metrics.json holds: per-case rows, means, labels, missing cases, conventions
             sys.stdout.write(json.dumps(res, indent=1) + "\n")

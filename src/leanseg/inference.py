@@ -35,8 +35,10 @@ def predict_probabilities(
     patch_size: tuple[int, int, int],
     divisor: tuple[int, int, int],
     cfg: InferenceConfig,
+    sigmoid: bool = False,
 ) -> torch.Tensor:
-    """Softmax probabilities (K, D, H, W) for one preprocessed image (C, D, H, W).
+    """Softmax probabilities (K, D, H, W) for one preprocessed image (C, D, H, W); per-channel sigmoid ones with
+    ``sigmoid`` (region-based labels: one channel per region).
 
     ``mode='whole'`` runs the padded volume in one pass; ``sliding`` uses MONAI's Gaussian-weighted
     sliding windows of the training patch size; ``auto`` chooses whole when the volume is at most
@@ -58,7 +60,7 @@ def predict_probabilities(
         )[crop]
     else:
         raise LeansegError(f"Unknown inference mode '{mode}'; use auto, whole or sliding.")
-    return torch.softmax(logits.float(), dim=1)[0]
+    return torch.sigmoid(logits.float())[0] if sigmoid else torch.softmax(logits.float(), dim=1)[0]
 
 
 def label_map(probs: torch.Tensor) -> torch.Tensor:
@@ -76,6 +78,17 @@ def label_map(probs: torch.Tensor) -> torch.Tensor:
         higher = probs[k] > best
         label[higher] = k
         torch.maximum(best, probs[k], out=best)
+    return label
+
+
+def plan_label_map(probs: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """The label map of a plan's probabilities: :func:`label_map`, or for regions nnU-Net's painting (each region
+    over 0.5 writes its ``regions_class_order`` value, later regions over earlier ones)."""
+    if not plan.regions:
+        return label_map(probs)
+    label = torch.zeros(probs.shape[1:], dtype=torch.uint8, device=probs.device)
+    for i, value in enumerate(plan.regions_class_order or ()):
+        label[probs[i] > 0.5] = value
     return label
 
 
@@ -211,13 +224,13 @@ class Predictor:
             net = torch_net(self.model, self.cfg.backend, keep=keep)
             if self.cfg.tta:
                 net = mirrored(net)
-        return predict_probabilities(net, image, self.plan.patch_size, self.divisor, self.cfg)  # type: ignore[arg-type]
+        return predict_probabilities(net, image, self.plan.patch_size, self.divisor, self.cfg, sigmoid=bool(self.plan.regions))  # type: ignore[arg-type]
 
     def predict_volume(self, image: Any, source: Path | str = "image") -> tuple[np.ndarray, dict[str, float]]:
         """Segment a :class:`~leanseg.data.io.Volume`; returns the label map on the input grid and timings (s)."""
         probs, timings = self.predict_volume_probabilities(image, source)
         t0 = time.perf_counter()
-        label = label_map(probs).numpy()
+        label = plan_label_map(probs, self.plan).numpy()
         timings["postprocess"] += time.perf_counter() - t0
         timings["total"] += time.perf_counter() - t0
         return label, timings

@@ -78,13 +78,16 @@ def evaluate_case(
     spacing: Sequence[float],
     empty_hd95: str = "diagonal",
     ignore: int | None = None,
+    regions: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, float]:
-    """Dice and HD95 per foreground class, keys ``dice_<k>`` and ``hd95_<k>``; ``ignore`` voxels of ``ref`` left out."""
+    """Dice and HD95 per foreground class, keys ``dice_<k>`` and ``hd95_<k>``; ``ignore`` voxels of ``ref`` left out.
+    With ``regions`` (nnU-Net's region-based labels) class k is region k: the voxels holding any of its values."""
     pred, ref = without_ignored(pred, ref, ignore)
     out = {}
     for k in classes:
-        out[f"dice_{k}"] = dice(pred == k, ref == k)
-        out[f"hd95_{k}"] = hd95(pred == k, ref == k, spacing, empty_hd95)
+        p, r = (np.isin(pred, regions[k - 1]), np.isin(ref, regions[k - 1])) if regions else (pred == k, ref == k)
+        out[f"dice_{k}"] = dice(p, r)
+        out[f"hd95_{k}"] = hd95(p, r, spacing, empty_hd95)
     return out
 
 
@@ -137,12 +140,14 @@ def evaluate_folders(
     allow_missing: bool = False,
     empty_hd95: str = "diagonal",
     ignore_label: int | None = None,
+    regions: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Compare every label file in ``ref_dir`` with the prediction of the same name in ``pred_dir``.
 
     A reference without a prediction is an error naming it (nnU-Net stops too), unless ``allow_missing``: then it is
     left out, and listed in ``missing`` in every output. ``empty_hd95``: see the module docstring. ``ignore_label``
-    (nnU-Net's ``ignore``): reference voxels with that value are left out of every metric.
+    (nnU-Net's ``ignore``): reference voxels with that value are left out of every metric. ``regions``: the label
+    values of classes 1..R of a region-based dataset (``labels`` then names the regions).
 
     ``objects``: also the object-wise metrics of :mod:`leanseg.objects` on the foreground (every
     class together): per case object recall, object Dice and false-positive components; over all
@@ -160,10 +165,12 @@ def evaluate_folders(
         found = [k for k in found if k != ignore_label]
         labels = {k: f"class_{k}" if k else "background" for k in found}
     classes = [k for k in labels if k != 0]
-    undeclared = _undeclared_values(loaded, labels)
+    values = {v for r in regions for v in r} | {0} if regions else set(labels)
+    undeclared = _undeclared_values(loaded, values)
     rows, matched = [], []
     for p, pv, rv in loaded:
-        rows.append({"case": _case_name(p), **evaluate_case(pv.array, rv.array, classes, rv.spacing, empty_hd95, ignore_label)})
+        row = evaluate_case(pv.array, rv.array, classes, rv.spacing, empty_hd95, ignore_label, regions)
+        rows.append({"case": _case_name(p), **row})
         if objects:
             rows[-1].update(_object_row(pv.array, rv.array, matched))
     mean = summarise(rows, classes)
@@ -230,7 +237,7 @@ def _load_pairs(pred_dir: Path, ref_dir: Path, allow_missing: bool) -> tuple[lis
     return loaded, missing
 
 
-def _undeclared_values(loaded: list[tuple[Path, Any, Any]], labels: dict[int, str]) -> dict[str, list[int]]:
+def _undeclared_values(loaded: list[tuple[Path, Any, Any]], labels: Any) -> dict[str, list[int]]:
     """Values a prediction holds that no class declares: not scored, but said (a warning, and in every output)."""
     found = {p.name: sorted(int(v) for v in np.unique(pv.array) if int(v) not in labels) for p, pv, _ in loaded}
     undeclared = {k: v for k, v in found.items() if v}

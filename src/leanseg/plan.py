@@ -45,6 +45,18 @@ class Plan:
     num_classes: int
     labels: dict[int, str]
     ignore_label: int | None = None  # label value left out of loss and metrics (nnU-Net's "ignore")
+    regions: tuple[tuple[int, ...], ...] | None = None  # region-based labels: class i's label values; sigmoid outputs
+    regions_class_order: tuple[int, ...] | None = None  # the value painted for each region, in order
+
+    @property
+    def num_outputs(self) -> int:
+        """The network's output channels: one per region (sigmoid), or one per class with background (softmax)."""
+        return len(self.regions) if self.regions else self.num_classes
+
+    @property
+    def label_values(self) -> list[int]:
+        """The values a label map holds, background included (not the ignore value)."""
+        return sorted({v for r in self.regions for v in r} | {0}) if self.regions else sorted(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -66,6 +78,9 @@ class Plan:
         d["ct_window"] = tuple(tuple(w) if w else None for w in d["ct_window"])
         d["median_shape"] = tuple(d["median_shape"])
         d["labels"] = {int(k): v for k, v in d["labels"].items()}
+        if d.get("regions"):
+            d["regions"] = tuple(tuple(r) for r in d["regions"])
+            d["regions_class_order"] = tuple(d["regions_class_order"])
         return cls(**d)
 
     def key(self) -> str:
@@ -168,4 +183,6 @@ def plan_from_fingerprint(fp: Fingerprint, data: DataConfig, model: ModelConfig)
         num_classes=max(fp.labels) + 1,
         labels=dict(fp.labels),
         ignore_label=fp.ignore_label,
+        regions=tuple(tuple(r) for r in fp.regions) if fp.regions else None,
+        regions_class_order=tuple(fp.regions_class_order) if fp.regions_class_order else None,
     )

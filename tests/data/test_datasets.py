@@ -156,7 +156,7 @@ def test_nnunet_v2_file_list_and_test_images(tmp_path: Path) -> None:
         load_dataset(root)
 
 
-def test_the_nnunet_ignore_label_is_not_a_class_and_region_labels_are_refused(tmp_path: Path) -> None:
+def test_the_nnunet_ignore_label_is_not_a_class_and_region_labels_need_their_order(tmp_path: Path) -> None:
     root = make_nnunet(tmp_path / "d", n_cases=2, channels=("T1",))
     meta = json.loads((root / "dataset.json").read_text())
     lab = np.zeros((6, 6, 6), np.uint8)
@@ -174,3 +174,20 @@ def test_the_nnunet_ignore_label_is_not_a_class_and_region_labels_are_refused(tm
         (root / "dataset.json").write_text(json.dumps({**meta, "labels": bad}))
         with pytest.raises(LeansegError, match=why):
             load_dataset(root)
+
+
+def test_region_based_labels_are_read_as_nnunet_declares_them(tmp_path: Path) -> None:
+    root = make_nnunet(tmp_path / "d", n_cases=2, channels=("T1",))
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "whole": [1, 2], "core": [2]}
+    meta["regions_class_order"] = [1, 2]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = load_dataset(root)
+    assert ds.labels == {0: "background", 1: "whole", 2: "core"} and ds.regions == [(1, 2), (2,)]
+    assert ds.regions_class_order == [1, 2] and ds.label_values == {0, 1, 2}
+    fp = compute_fingerprint(ds)  # the labels hold value 2 only: both regions present
+    assert fp.regions == [[1, 2], [2]] and fp.class_fractions[1] == fp.class_fractions[2] > 0
+    meta["regions_class_order"] = [1, 1]  # region 2 does not cover 1
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(LeansegError, match="regions_class_order' listing, per region, a value it covers"):
+        load_dataset(root)

@@ -26,3 +26,14 @@ def test_ignored_voxels_teach_nothing() -> None:
     other = logits.detach().clone()
     other[:, :, :4] = torch.randn(2, 3, 4, 8, 8, generator=g) * 10  # whatever the network says there
     assert torch.allclose(loss(other, label), value.detach(), atol=1e-6)
+
+
+def test_region_targets_and_loss() -> None:
+    from leanseg.training.losses import RegionDiceBCE, region_targets
+
+    label = torch.tensor([0, 1, 2, 3]).reshape(1, 1, 4, 1, 1).float()
+    t = region_targets(label, [(1, 2, 3), (2, 3), (3,)])  # BraTS: whole tumour, tumour core, enhancing
+    assert t[0, :, :, 0, 0].tolist() == [[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]]
+    loss = RegionDiceBCE([(1, 2, 3), (2, 3), (3,)])
+    right = (t * 2 - 1) * 20  # confident and right everywhere
+    assert loss(right, label) < 1e-3 < loss(-right, label)

@@ -152,3 +152,42 @@ def test_training_with_an_ignore_label(partial_phantoms: Path, tiny_cfg, tmp_pat
     assert np.isfinite(r.val["val_dice"]) and set(r.val) == {"val_dice", "val_dice_1", "val_dice_2"}
     plan = RunFolder(tmp_path / "run").plan()
     assert plan.ignore_label == 3 and plan.num_classes == 3
+
+
+def test_region_based_labels_train_predict_and_evaluate(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    """nnU-Net v2 regions: sigmoid outputs per region, painted back by regions_class_order, scored per region."""
+    import shutil
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+    from leanseg.data.datasets import load_dataset
+    from leanseg.data.io import read_label
+
+    root = tmp_path / "regions"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for c in load_dataset(phantoms).cases:
+        shutil.copy(c.images[0], root / "imagesTr" / f"{c.case_id}_0000.nii.gz")
+        shutil.copy(c.label, root / "labelsTr" / f"{c.case_id}.nii.gz")
+    meta = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "anything": [1, 2], "lesion": [2]},
+        "regions_class_order": [1, 2],
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    r = train(root, tmp_path / "run", tiny_cfg.with_overrides({"train.iterations": 4}), show_progress=False)
+    plan = RunFolder(tmp_path / "run").plan()
+    assert plan.regions == ((1, 2), (2,)) and plan.num_outputs == 2 and set(r.val) == {"val_dice", "val_dice_1", "val_dice_2"}
+    images = root / "imagesTr"
+    res = CliRunner().invoke(app, ["predict", "-m", str(tmp_path / "run"), "-i", str(images), "-o", str(tmp_path / "pred")])
+    assert res.exit_code == 0, res.output
+    values = set()
+    for f in (tmp_path / "pred").glob("*.nii.gz"):
+        values |= set(np.unique(read_label(f).array).tolist())
+    assert values <= {0, 1, 2}
+    args = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(root / "labelsTr"), "--dataset", str(root), "--json"]
+    out = json.loads(CliRunner().invoke(app, args).stdout)
+    assert out["labels"] == {"0": "background", "1": "anything", "2": "lesion"} and "dice_2" in out["mean"]

@@ -44,6 +44,14 @@ class Dataset:
     extra: dict = field(default_factory=dict)
     test_cases: list[Case] = field(default_factory=list)  # nnU-Net's imagesTs/ (unlabelled), where the folder has one
     ignore_label: int | None = None  # nnU-Net's "ignore" label value: not annotated, left out of loss and metrics
+    regions: list[tuple[int, ...]] | None = None  # nnU-Net's region-based labels: the label values each class covers
+    regions_class_order: list[int] | None = None  # the value painted for each region, in order, when writing a label map
+
+    @property
+    def label_values(self) -> set[int]:
+        """The values label files may hold (a region dataset's values are not its classes)."""
+        values = {v for r in self.regions for v in r} | {0} if self.regions else set(self.labels)
+        return values | ({self.ignore_label} if self.ignore_label is not None else set())
 
     @property
     def num_classes(self) -> int:
@@ -131,12 +139,11 @@ def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
     channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
     raw = dict(meta["labels"])
     ignore = raw.pop("ignore", None)
-    if any(isinstance(v, list) for v in raw.values()):
-        raise LeansegError(
-            f"{meta_path}: region-based labels (a label whose value is a list) are not supported yet; give each class one integer."
-        )
-    labels = _int_labels(raw, meta_path, name_to_int=True)
-    if ignore is not None and (not isinstance(ignore, int) or ignore <= max(labels)):
+    regions, order = _regions(raw, meta, meta_path)
+    labels = {0: "background", **{i + 1: n for i, n in enumerate(k for k in raw if k != "background")}} if regions else None
+    labels = labels or _int_labels(raw, meta_path, name_to_int=True)
+    top = max(max(r) for r in regions) if regions else max(labels)
+    if ignore is not None and (not isinstance(ignore, int) or ignore <= top):
         raise LeansegError(f"{meta_path}: the 'ignore' label must be an integer above every class (as nnU-Net asks), got {ignore!r}.")
     ending = meta.get("file_ending")
     if not ending:
@@ -148,10 +155,42 @@ def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
         if not images_dir.is_dir():
             raise LeansegError(f"{images_dir} is missing; nnU-Net v2 datasets keep images in imagesTr/ (or list them in 'dataset').")
         cases = [Case(cid, files, root / "labelsTr" / f"{cid}{ending}") for cid, files in _channel_files(images_dir, ending, len(channels))]
-    ds = Dataset(root, str(meta.get("name", root.name)), "nnunetv2", channels, labels, cases, ending, meta, ignore_label=ignore)
+    ds = Dataset(
+        root,
+        str(meta.get("name", root.name)),
+        "nnunetv2",
+        channels,
+        labels,
+        cases,
+        ending,
+        meta,
+        ignore_label=ignore,
+        regions=regions,
+        regions_class_order=order,
+    )
     if (root / "imagesTs").is_dir():  # unlabelled test images, as nnU-Net keeps them
         ds.test_cases = [Case(cid, files, None) for cid, files in _channel_files(root / "imagesTs", ending, len(channels))]
     return ds
+
+
+def _regions(raw: dict, meta: dict, meta_path: Path) -> tuple[list[tuple[int, ...]] | None, list[int] | None]:
+    """nnU-Net v2's region-based labels: each class (but background) a list of label values, painted back in the order
+    of ``regions_class_order``; (None, None) for plain labels."""
+    if not any(isinstance(v, list) for v in raw.values()):
+        return None, None
+    try:
+        regions = [tuple(int(x) for x in (v if isinstance(v, list) else [v])) for k, v in raw.items() if k != "background"]
+        order = [int(x) for x in meta["regions_class_order"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise LeansegError(
+            f"{meta_path}: region-based labels need integer lists and a 'regions_class_order' with one value per region ({e})."
+        ) from None
+    if raw.get("background") != 0 or len(order) != len(regions) or any(v not in r for v, r in zip(order, regions)):
+        raise LeansegError(
+            f"{meta_path}: region-based labels need background 0 and 'regions_class_order' listing, per region, "
+            "a value it covers (nnU-Net's rule)."
+        )
+    return regions, order
 
 
 def _channel_files(folder: Path, ending: str, num_channels: int) -> list[tuple[str, tuple[Path, ...]]]:

@@ -35,6 +35,8 @@ class Fingerprint:
     notes: list[str]
     channel_names: list[str] = field(default_factory=list)  # dataset.json's names; they choose each channel's normalisation
     ignore_label: int | None = None  # nnU-Net's "ignore" value (not a class)
+    regions: list[list[int]] | None = None  # region-based labels: the label values of each class 1..R
+    regions_class_order: list[int] | None = None
 
     @property
     def median_spacing(self) -> tuple[float, float, float]:
@@ -73,15 +75,14 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         if lab is not None:
             check_label_matches(img, lab, case.label, case.images[0])
             present = set(np.unique(lab.array).tolist())
-            undeclared = present - set(ds.labels) - {ds.ignore_label}
+            undeclared = present - ds.label_values
             if undeclared:
                 raise LeansegError(
                     f"Label {case.label} contains values {sorted(undeclared)} that dataset.json does not declare; "
                     "add them to 'labels' or fix the label file."
                 )
-            counts = np.bincount(lab.array.ravel(), minlength=max(ds.num_classes, (ds.ignore_label or 0) + 1))
-            for k in ds.labels:
-                class_counts[k] += counts[k] / lab.array.size
+            for k, share in _class_shares(lab.array, ds).items():
+                class_counts[k] += share
             mask = (lab.array > 0) & (lab.array != ds.ignore_label)
             if not mask.any():
                 empty.append(case.case_id)
@@ -133,7 +134,18 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         notes=notes,
         channel_names=list(ds.channel_names),
         ignore_label=ds.ignore_label,
+        regions=[list(r) for r in ds.regions] if ds.regions else None,
+        regions_class_order=list(ds.regions_class_order) if ds.regions_class_order else None,
     )
+
+
+def _class_shares(label: np.ndarray, ds: Dataset) -> dict[int, float]:
+    """Each class's share of the voxels (a region's: of the voxels holding any of its values)."""
+    if ds.regions:
+        shares = {i + 1: float(np.isin(label, r).mean()) for i, r in enumerate(ds.regions)}
+        return {0: float((label == 0).mean()), **shares}
+    counts = np.bincount(label.ravel(), minlength=max(ds.label_values) + 1)
+    return {k: counts[k] / label.size for k in ds.labels}
 
 
 def ras_axis_order(affine: np.ndarray) -> list[int]:

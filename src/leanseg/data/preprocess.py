@@ -137,9 +137,10 @@ def cache_dir_for(ds: Dataset, plan: Plan, cache_root: Path | None = None) -> Pa
     return Path(cache_root or default_cache_root()) / f"{safe}-{root_hash}-{plan.key()}"
 
 
-def _sample_locations(seg: np.ndarray, num_classes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _sample_locations(seg: np.ndarray, values: list[int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Up to LOCATIONS_PER_CLASS voxel coordinates per foreground label value (the sampler's foreground centres)."""
     locs = {}
-    for k in range(1, num_classes):
+    for k in (v for v in values if v != 0):
         idx = np.argwhere(seg == k)
         if len(idx) > LOCATIONS_PER_CLASS:
             idx = idx[rng.choice(len(idx), LOCATIONS_PER_CLASS, replace=False)]
@@ -156,7 +157,7 @@ def preprocess_case(pre: Preprocessor, case: Case, out_dir: Path, seed: int = 0)
     img = d["image"].as_tensor().numpy().astype(np.float32)
     seg = d["label"].as_tensor().numpy()[0].astype(np.uint8)
     rng = np.random.default_rng(seed)
-    locs = _sample_locations(seg, pre.plan.num_classes, rng)
+    locs = _sample_locations(seg, pre.plan.label_values, rng)
     with atomic_path(out_dir / f"{case.case_id}_img.npy") as tmp:
         np.save(tmp, img)
     with atomic_path(out_dir / f"{case.case_id}_seg.npy") as tmp:

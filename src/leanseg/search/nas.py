@@ -171,6 +171,8 @@ class _Search:
         seed_everything(a.seed)
         self.prep = prepare_data(data_dir, cfg)
         self.plan = self.prep.plan
+        if self.plan.regions:
+            raise LeansegError(f"{data_dir} has region-based labels; the architecture search trains one class per voxel.")
         self.split = fold_split(self.prep, cfg)
         self.val_ids = self.split["val"][: a.val_cases] if a.val_cases else self.split["val"]
         p = self.plan

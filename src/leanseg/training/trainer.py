@@ -161,7 +161,7 @@ class Trainer:
         from leanseg.training.losses import deep_supervision_loss
 
         plan = getattr(self, "plan", None)  # a trainer made for one step (for_step) has no dataset, so no ignore label
-        return deep_supervision_loss(plan.ignore_label if plan is not None else None)
+        return deep_supervision_loss(plan.ignore_label, plan.regions) if plan is not None else deep_supervision_loss()
 
     def build_loader(self) -> Any:
         """Batches of foreground-oversampled, augmented patches; item i is patch i of the whole run, so resuming

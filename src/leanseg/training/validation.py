@@ -42,14 +42,18 @@ def case_dice(
 ) -> np.ndarray:
     """Foreground Dice per case and class (cases x classes; NaN: class absent) of ``net`` on preprocessed cases."""
     from leanseg.inference import label_map, predict_probabilities
-    from leanseg.metrics import dice_per_class, without_ignored
+    from leanseg.metrics import dice, dice_per_class, without_ignored
 
     classes = [k for k in plan.labels if k != 0]
     scores = []
     for cid in case_ids:
         case = CachedCase(cache_dir, cid)
-        probs = predict_probabilities(net, torch.from_numpy(np.array(case.image)), patch_size, divisor, icfg)
-        pred, ref = without_ignored(label_map(probs).numpy(), np.asarray(case.label).reshape(probs.shape[1:]), plan.ignore_label)
+        probs = predict_probabilities(net, torch.from_numpy(np.array(case.image)), patch_size, divisor, icfg, sigmoid=bool(plan.regions))
+        ref = np.asarray(case.label).reshape(probs.shape[1:])
+        if plan.regions:  # region i predicted where its sigmoid passes 0.5, present where the label holds one of its values
+            scores.append([dice(probs[i].numpy() > 0.5, np.isin(ref, r)) for i, r in enumerate(plan.regions)])
+            continue
+        pred, ref = without_ignored(label_map(probs).numpy(), ref, plan.ignore_label)
         scores.append(dice_per_class(pred, ref, classes))
     return np.asarray(scores, dtype=float)
 
