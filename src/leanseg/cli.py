@@ -465,17 +465,22 @@ def search_architecture(
         Optional[int],
         typer.Option("--warmup-children", help="ENAS: first train the shared weights on this many uniform children, not told to it."),
     ] = None,
+    device: Annotated[
+        Optional[str], typer.Option(help="Where the shared weights train: auto | cpu | cuda | cuda:N (train.device).")
+    ] = None,
 ) -> None:
     """Search a U-Net's macro structure with shared weights; the chosen child is ready for `leanseg predict`.
 
     Every option left out takes its value from the config's search.architecture section (one default each)."""
-    given = {k: v for k, v in dict(locals()).items() if k not in ("data", "out", "config", "set_") and v is not None}
+    given = {k: v for k, v in dict(locals()).items() if k not in ("data", "out", "config", "set_", "device") and v is not None}
 
     def go() -> None:
         from leanseg.cli_render import architecture_search_tables, nas_progress
         from leanseg.search.nas import search_architecture as run
 
-        cfg = _load_config(config, list(set_)).with_overrides({f"search.architecture.{k}": v for k, v in given.items()})
+        cfg = _load_config(config, list(set_) + ([f"train.device={device}"] if device else [])).with_overrides(
+            {f"search.architecture.{k}": v for k, v in given.items()}
+        )
         a = cfg.search.architecture
         with nas_progress(a.controller, a.final_iterations) as (show, show_final):
             res = run(data, out, cfg, progress=show, final_progress=show_final)

@@ -376,3 +376,18 @@ def test_a_search_on_a_partly_annotated_dataset_leaves_the_ignore_label_out(part
     kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, child_iterations=2, val_cases=1, num_stages=3, seed=0)
     res = search_architecture(partial_phantoms, tmp_path / "s", final_iterations=2, **kw)
     assert np.isfinite(res.val_dice) and all(np.isfinite(h["reward"]) for h in res.history)
+
+
+def test_the_search_takes_a_device_and_refuses_one_torch_cannot_see(phantoms, tiny_cfg, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    args = ["search", "architecture", "-d", str(phantoms), "-o", str(tmp_path / "s"), "--episodes", "1", "--children", "1"]
+    args += ["--child-iterations", "1", "--val-cases", "1", "--config", str(tmp_path / "tiny.yaml"), "--controller", "random"]
+    res = CliRunner().invoke(app, [*args, "--device", "cpu"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    if not torch.cuda.is_available():
+        res = CliRunner().invoke(app, [*args[:5], str(tmp_path / "t"), *args[6:], "--device", "cuda"])
+        assert res.exit_code == 2 and "sees 0 CUDA device" in res.output

@@ -39,7 +39,7 @@ from leanseg.runfolder import RunFolder
 from leanseg.search.controllers.base import Controller
 from leanseg.training.schedule import make_optimizer
 from leanseg.training.trainer import Trainer
-from leanseg.utils import atomic_path, atomic_write_text, seed_everything, set_threads
+from leanseg.utils import atomic_path, atomic_write_text, resolve_device, seed_everything, set_threads
 
 PROCESS_OVERHEAD_BYTES = 600 * 2**20  # torch, MONAI and the data cache in a training process, measured ~0.5-0.6 GiB here
 
@@ -179,7 +179,7 @@ class _Search:
         self.space = architecture_space(
             p.median_shape, p.target_spacing, p.num_channels, p.num_classes, a.num_stages, cfg.model.base_features
         )
-        self.net = SuperNet(self.space)
+        self.net = SuperNet(self.space).to(resolve_device(cfg.train.device))  # children train where train.device says
         self.num_params = sum(q.numel() for q in self.net.parameters())
         self.limit = (a.memory_limit_gb * 2**30) if a.memory_limit_gb else psutil.virtual_memory().available / 2
         if a.memory_limit_gb is None:
@@ -411,9 +411,11 @@ def child_case_dice(
 
     net.eval()
 
+    device = next(net.parameters()).device
+
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return net(x, arch)
+            return net(x.to(device), arch).cpu()
 
     space = net.space  # type: ignore[attr-defined]
     scores = case_dice(run, cache_dir, case_ids, plan, space.patch_size(arch), net.total_stride(arch), cfg.inference)  # type: ignore[operator]
