@@ -61,7 +61,7 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
             ``dataset.json`` declares, or when every label is empty.
     """
     rng = np.random.default_rng(seed)
-    spacings, shapes, empty, notes = [], [], [], []
+    spacings, shapes, empty = [], [], []
     fg_samples: list[list[np.ndarray]] = [[] for _ in ds.channel_names]
     class_counts = {k: 0.0 for k in ds.labels}
     for case in progress(ds.cases) if progress else ds.cases:
@@ -98,16 +98,7 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         shapes.append([img.shape[i] for i in perm])
     if empty and len(empty) == len(ds.cases):
         raise LeansegError(f"Every label in {ds.root} is empty; check labelsTr/ (a segmentation dataset needs foreground).")
-    if empty:
-        notes.append(f"{len(empty)} of {len(ds.cases)} cases have an empty label (normal for lesion datasets).")
-    absent = [f"{k} ({ds.labels[k]})" for k in ds.labels if k and class_counts[k] == 0 and any(c.label for c in ds.cases)]
-    if absent:
-        note = (
-            f"dataset.json declares class(es) {', '.join(absent)} that no label in {ds.root} contains: "
-            "the model cannot learn them and their Dice will be empty; remove them from 'labels' or check the label files."
-        )
-        notes.append(note)
-        warnings.warn(note, stacklevel=2)
+    notes = _notes(ds, empty, class_counts)
     intensity = []
     for c in range(len(ds.channel_names)):
         v = np.concatenate(fg_samples[c])
@@ -137,6 +128,22 @@ def compute_fingerprint(ds: Dataset, samples_per_case: int = 10000, seed: int = 
         regions=[list(r) for r in ds.regions] if ds.regions else None,
         regions_class_order=list(ds.regions_class_order) if ds.regions_class_order else None,
     )
+
+
+def _notes(ds: Dataset, empty: list[str], class_counts: dict[int, float]) -> list[str]:
+    """What a user should know about the labels: empty ones, and declared classes no label holds (also warned)."""
+    notes = []
+    if empty:
+        notes.append(f"{len(empty)} of {len(ds.cases)} cases have an empty label (normal for lesion datasets).")
+    absent = [f"{k} ({ds.labels[k]})" for k in ds.labels if k and class_counts[k] == 0 and any(c.label for c in ds.cases)]
+    if absent:
+        note = (
+            f"dataset.json declares class(es) {', '.join(absent)} that no label in {ds.root} contains: "
+            "the model cannot learn them and their Dice will be empty; remove them from 'labels' or check the label files."
+        )
+        notes.append(note)
+        warnings.warn(note, stacklevel=3)
+    return notes
 
 
 def _class_shares(label: np.ndarray, ds: Dataset) -> dict[int, float]:
