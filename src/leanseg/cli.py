@@ -128,7 +128,7 @@ def train(
         _console().print(
             done
             + f"trained {r.iterations} iterations in {r.seconds / 60:.1f} min; validation Dice "
-            + ", ".join(f"{k.removeprefix('val_dice_') or 'mean'}={v:.4f}" for k, v in r.val.items())
+            + ", ".join(f"{'mean' if k == 'val_dice' else k.removeprefix('val_dice_')}={v:.4f}" for k, v in r.val.items())
             + f"; data wait {100 * r.data_wait_share:.1f}% of step time; run folder {r.run_dir}"
         )
 

@@ -94,7 +94,7 @@ def test_a_finished_run_is_left_as_it_is(phantoms: Path, tiny_cfg, tmp_path: Pat
     r = CliRunner().invoke(
         app, ["train", "-d", str(phantoms), "-o", str(run), "--config", str(tmp_path / "tiny.yaml")], env={"COLUMNS": "300"}
     )
-    assert r.exit_code == 0 and "already complete" in r.output and f"={first.val['val_dice']:.4f}" in r.output
+    assert r.exit_code == 0 and "already complete" in r.output and f"mean={first.val['val_dice']:.4f}" in r.output
 
 
 def test_resume_refuses_another_config(phantoms: Path, tiny_cfg, trained_run: Path) -> None:

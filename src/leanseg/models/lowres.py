@@ -215,7 +215,7 @@ class LowResNet(SegmentationModel):
             fg = F.interpolate(prob[None, None], size=shape, mode="trilinear")[0]
             fg_maps = torch.cat([fg, torch.zeros((self.num_classes - 2, *shape))])
         else:
-            boxes = low_res_boxes(prob.numpy(), self.threshold, self.margin)
+            boxes = low_res_boxes(prob.cpu().numpy(), self.threshold, self.margin)
             full_boxes = [scale_box(b, self.FACTOR, shape) for b in boxes]
             outs = []
             for b, full in zip(boxes, full_boxes):
