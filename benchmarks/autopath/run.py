@@ -80,7 +80,7 @@ def main() -> None:
 
     print("3/4 policies", flush=True)
     results["policies"] = []
-    evaluate_policies(results, run, Path(data), args, torch)
+    evaluate_policies(results, run, Path(data), args)
 
     if not args.skip_timing:
         print("4/4 wall time per case", flush=True)
@@ -142,7 +142,7 @@ def policy_specs(args: argparse.Namespace) -> list[tuple[float, str]]:
     return specs + [(tau, "_macs") for tau in args.macs_taus] + [(tau, "_nocurriculum_macs") for tau in args.macs_no_curriculum_taus]
 
 
-def evaluate_policies(results, run: Path, data: Path, args: argparse.Namespace, torch) -> None:
+def evaluate_policies(results, run: Path, data: Path, args: argparse.Namespace) -> None:
     """Train (or, with ``--reuse``, read) one policy per tau and variant; its greedy paths against the matched heuristics."""
     from leanseg.dynamic.evaluate import blocks_used_histogram, load_split_cases, matched_heuristics
     from leanseg.dynamic.run import train_policy_for_run

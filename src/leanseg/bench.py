@@ -224,9 +224,6 @@ class Results:
     def __setitem__(self, key: str, value: Any) -> None:
         self.data[key] = value
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.data
-
     def setdefault(self, key: str, default: Any) -> Any:
         return self.data.setdefault(key, default)
 

@@ -237,9 +237,9 @@ def _load_pairs(pred_dir: Path, ref_dir: Path, allow_missing: bool) -> tuple[lis
     return loaded, missing
 
 
-def _undeclared_values(loaded: list[tuple[Path, Any, Any]], labels: Any) -> dict[str, list[int]]:
-    """Values a prediction holds that no class declares: not scored, but said (a warning, and in every output)."""
-    found = {p.name: sorted(int(v) for v in np.unique(pv.array) if int(v) not in labels) for p, pv, _ in loaded}
+def _undeclared_values(loaded: list[tuple[Path, Any, Any]], values: set[int]) -> dict[str, list[int]]:
+    """Values a prediction holds beyond the declared ``values``: not scored, but said (a warning, and in every output)."""
+    found = {p.name: sorted(int(v) for v in np.unique(pv.array) if int(v) not in values) for p, pv, _ in loaded}
     undeclared = {k: v for k, v in found.items() if v}
     if undeclared:
         warnings.warn(

@@ -44,8 +44,9 @@ def _die_with_parent(parent: int) -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the signal was set
-        os._exit(1)
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os._exit(1)
+        return
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -31,34 +31,32 @@ def deep_supervision_loss(ignore: int | None = None, regions: Any = None) -> Any
 
 class IgnoringDiceCE(torch.nn.Module):
     """:func:`dice_ce_loss` that leaves out the voxels labelled ``ignore`` (nnU-Net's ignore label, for partly
-    annotated images): they add no cross-entropy and count in no class's Dice, so nothing there is learnt.
+    annotated images): MONAI's ``MaskedDiceLoss`` (softmax first, then the mask) and torch's cross-entropy with
+    ``ignore_index``, so those voxels add nothing and nothing there is learnt.
 
-    Without ignored voxels it equals :func:`dice_ce_loss` (foreground Dice over the batch, smoothing 1e-5, plus
-    the mean cross-entropy); ``tests/training`` checks both.
+    Without ignored voxels it equals :func:`dice_ce_loss`; ``tests/training`` checks both.
     """
 
     def __init__(self, ignore: int, smooth: float = 1e-5) -> None:
         super().__init__()
-        self.ignore, self.smooth = ignore, smooth
+        from monai.losses import MaskedDiceLoss
+
+        self.ignore = ignore
+        self.dice = MaskedDiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=smooth, smooth_dr=smooth)
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         keep = label != self.ignore  # (B, 1, ...)
-        target = torch.where(keep, label, torch.zeros_like(label)).long()[:, 0]
-        k = logits.shape[1]
-        onehot = torch.nn.functional.one_hot(target, k).movedim(-1, 1).float()
-        probs = torch.softmax(logits.float(), 1)
-        w = keep.float()
-        dims = (0, *range(2, logits.ndim))
-        inter = (probs[:, 1:] * onehot[:, 1:] * w).sum(dims)
-        denom = ((probs[:, 1:] + onehot[:, 1:]) * w).sum(dims)
-        dice = 1 - ((2 * inter + self.smooth) / (denom + self.smooth)).mean()
-        ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")
-        return dice + (ce * w[:, 0]).sum() / w.sum().clamp_min(1.0)
+        if not keep.any():  # nothing annotated in this batch: no signal, and no NaN from an empty mean
+            return logits.sum() * 0.0
+        dice = self.dice(logits.float(), torch.where(keep, label, torch.zeros_like(label)), mask=keep.float())
+        ce = torch.nn.functional.cross_entropy(logits.float(), label[:, 0].long(), ignore_index=self.ignore)
+        return dice + ce
 
 
 class RegionDiceBCE(torch.nn.Module):
     """nnU-Net's loss for region-based labels: one sigmoid output per region (its voxels hold any of the region's
-    label values), soft Dice over the batch plus binary cross-entropy."""
+    label values), soft Dice over the batch plus binary cross-entropy. (MONAI's ``DiceCELoss(sigmoid=True)`` takes
+    softmax cross-entropy for more than one channel, so the two parts are put together here.)"""
 
     def __init__(self, regions: Any, smooth: float = 1e-5) -> None:
         super().__init__()
