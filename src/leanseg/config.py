@@ -30,7 +30,7 @@ class DataConfig:
     crop_foreground: bool = True
     foreground_oversample: float = 0.33  # share of patches centred on a foreground voxel
     num_folds: int = 5
-    fold: int = 0
+    fold: int | str = 0  # validation fold, or "all": train on every case (nnU-Net's all; validation then sees training cases)
     split_seed: int = 12345
 
 
@@ -66,11 +66,14 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # the family's own settings, typed by its registered dataclass
 
 
+DEFAULT_ITERATIONS = 2000  # training length with neither train.iterations nor a budget set
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    iterations: int = 2000
+    iterations: int | None = None  # None: DEFAULT_ITERATIONS, or no limit where budget_minutes is set (the clock ends training)
     batch_size: int = 2
-    optimizer: str = "sgd"  # sgd (Nesterov) | adam
+    optimizer: str = "sgd"  # sgd (Nesterov) | adam | adamw
     lr: float = 0.01
     momentum: float = 0.99
     weight_decay: float = 3e-5
@@ -86,6 +89,14 @@ class TrainConfig:
     init_checkpoint: str | None = None  # fine-tune from these weights
     device: str = "auto"  # auto (CUDA where torch sees one) | cpu | cuda | cuda:N
     amp: bool = True  # on CUDA: float16 autocast with gradient scaling (CPU steps follow ``bf16``)
+
+    @property
+    def iteration_limit(self) -> int | None:
+        """The iterations that end training: ``iterations``, or with it unset, none under a budget (the clock ends
+        it) and :data:`DEFAULT_ITERATIONS` without one."""
+        if self.iterations is not None:
+            return self.iterations
+        return None if self.budget_minutes else DEFAULT_ITERATIONS
 
 
 @dataclass(frozen=True)
@@ -238,7 +249,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(args[0], value, where)
+        for a in args[:-1]:  # the first type the value fits; the last one's error where none does
+            try:
+                return _coerce(a, value, where)
+            except LeansegError:
+                pass
+        return _coerce(args[-1], value, where)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if origin is tuple:

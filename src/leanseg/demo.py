@@ -64,7 +64,6 @@ def run_demo(out: Path, minutes: float = 3.0, num_cases: int = 24, seed: int = 0
     cfg = ExperimentConfig().with_overrides(
         {
             "train.budget_minutes": minutes,
-            "train.iterations": 100000,
             "train.seed": seed,
             "train.val_every": 100,
             "train.checkpoint_every": 100,

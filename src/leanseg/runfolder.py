@@ -72,13 +72,12 @@ class RunFolder:
     def splits(self) -> list[dict[str, list[str]]]:
         return self._json("splits.json")
 
-    def split(self, fold: int | None = None) -> dict[str, list[str]]:
-        """The train/val case ids of ``fold`` (default: the fold the run was trained on)."""
-        splits = self.splits()
+    def split(self, fold: int | str | None = None) -> dict[str, list[str]]:
+        """The train/val case ids of ``fold`` (default: the fold the run was trained on; ``all``: every case)."""
+        from leanseg.data.prepare import select_fold
+
         fold = self.config().data.fold if fold is None else fold
-        if not 0 <= fold < len(splits):
-            raise LeansegError(f"Fold {fold} does not exist in {self.path / 'splits.json'}; choose 0..{len(splits) - 1}.")
-        return splits[fold]
+        return select_fold(self.splits(), fold, f" in {self.path / 'splits.json'}")
 
     def summary(self) -> dict[str, Any]:
         return self._json("summary.json")

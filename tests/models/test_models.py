@@ -79,6 +79,15 @@ def test_deep_supervision_outputs_in_training_only() -> None:
     assert net.eval()(x).shape == (2, 2, 16, 16, 16)
 
 
+def test_decoder_convs_sets_the_layers_per_decoder_stage() -> None:
+    cfgs = {n: ModelConfig(extra={"decoder_convs": n}) for n in (1, 2)}
+    nets = {n: MODELS.create("resunet", 1, 2, c, features=(4, 8, 16), strides=((1, 1, 1), (2, 2, 2), (2, 2, 2))) for n, c in cfgs.items()}
+    assert [len(d) for d in nets[1].decoder] == [1, 1] and [len(d) for d in nets[2].decoder] == [2, 2]
+    x = torch.randn(1, 1, 16, 16, 16)
+    assert nets[1].eval()(x).shape == nets[2].eval()(x).shape == (1, 2, 16, 16, 16)
+    assert sum(p.numel() for p in nets[1].parameters()) < sum(p.numel() for p in nets[2].parameters())
+
+
 def test_gradient_checkpointing_gives_the_same_gradients_for_less_memory() -> None:
     from tests.models.test_invertible import saved_bytes
 

@@ -112,10 +112,33 @@ def test_budget_stops_training_when_its_clock_says_so(phantoms: Path, tiny_cfg, 
         def elapsed(self) -> float:
             return float(self.iteration)
 
-    cfg = tiny_cfg.with_overrides({"train.iterations": 10**6, "train.budget_minutes": 0.1, "train.val_every": 10**6})
+    # the budget is the road: with train.iterations left unset, only the clock ends the run
+    cfg = tiny_cfg.with_overrides({"train.iterations": None, "train.budget_minutes": 0.1, "train.val_every": 10**6})
     r = train(phantoms, tmp_path / "b", cfg, show_progress=False, trainer=OneSecondPerStep)
-    assert r.iterations == 6  # 0.1 min = 6 "seconds"
-    assert RunFolder(tmp_path / "b").summary()["iterations"] == 6
+    assert r.iterations == 6 and r.ended_by == "budget"  # 0.1 min = 6 "seconds"
+    summary = RunFolder(tmp_path / "b").summary()
+    assert summary["iterations"] == 6 and summary["ended_by"] == "budget"
+    # a fixed train.iterations that comes first ends it instead, and the summary says so
+    r = train(phantoms, tmp_path / "c", cfg.with_overrides({"train.iterations": 4}), show_progress=False, trainer=OneSecondPerStep)
+    assert r.iterations == 4 and r.ended_by == "iterations"
+
+
+def test_iteration_limit_follows_the_budget() -> None:
+    from leanseg.config import DEFAULT_ITERATIONS, TrainConfig
+
+    assert TrainConfig().iteration_limit == DEFAULT_ITERATIONS
+    assert TrainConfig(budget_minutes=15).iteration_limit is None
+    assert TrainConfig(budget_minutes=15, iterations=300).iteration_limit == 300
+
+
+def test_fold_all_trains_on_every_case(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg.with_overrides({"train.iterations": 2, "train.val_every": 2, "data.fold": "all"})
+    r = train(phantoms, tmp_path / "all", cfg, show_progress=False)
+    summary = RunFolder(tmp_path / "all").summary()
+    assert summary["fold"] == "all" and summary["train_cases"] == 6 and summary["val_cases"] == 6 and "val_dice" in r.val
+    assert RunFolder(tmp_path / "all").split()["train"] == sorted(RunFolder(tmp_path / "all").split()["val"])
+    with pytest.raises(LeansegError, match="Fold 'every' does not exist; choose 0..2 or all"):
+        train(phantoms, tmp_path / "bad", cfg.with_overrides({"data.fold": "every"}), show_progress=False)
 
 
 def test_zero_iterations_are_refused_with_a_sentence(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:

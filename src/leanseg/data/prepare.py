@@ -62,9 +62,18 @@ def make_splits(case_ids: list[str], num_folds: int, seed: int) -> list[dict[str
     return [{"train": sorted(set(ids) - set(f)), "val": f} for f in folds]
 
 
+def select_fold(splits: list[dict[str, list[str]]], fold: int | str, where: str = "") -> dict[str, list[str]]:
+    """The train/val case ids of ``fold``; ``"all"`` (nnU-Net's) trains on every case and validates on them too.
+    A fold that does not exist is refused with the valid range (``where``: the splits file, for the sentence)."""
+    if fold == "all":
+        every = sorted({c for s in splits for c in s["val"]})
+        return {"train": every, "val": every}
+    if not isinstance(fold, int) or not 0 <= fold < len(splits):
+        raise LeansegError(f"Fold {fold!r} does not exist{where}; choose 0..{len(splits) - 1} or all.")
+    return splits[fold]
+
+
 def fold_split(prep: PreparedData, cfg: ExperimentConfig) -> dict[str, list[str]]:
     """The train/val case ids of ``cfg.data.fold``; a fold that does not exist is refused with the valid range."""
     splits = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)
-    if not 0 <= cfg.data.fold < len(splits):
-        raise LeansegError(f"Fold {cfg.data.fold} does not exist; choose 0..{len(splits) - 1}.")
-    return splits[cfg.data.fold]
+    return select_fold(splits, cfg.data.fold)

@@ -33,6 +33,7 @@ class ResidualUNet(SegmentationModel):
         deep_supervision: bool = False,
         num_ds_heads: int = 3,
         gradient_checkpointing: bool = False,
+        decoder_convs: int = 2,
     ) -> None:
         super().__init__()
         # recompute each stage in backward instead of storing its activations (torch.utils.checkpoint):
@@ -56,12 +57,9 @@ class ResidualUNet(SegmentationModel):
         for i in range(len(features) - 1, 0, -1):
             s = self.strides[i]
             self.up.append(nn.ConvTranspose3d(features[i], features[i - 1], s, stride=s, bias=False))
-            self.decoder.append(
-                nn.Sequential(
-                    ConvNormAct(2 * features[i - 1], features[i - 1], kernel_size),
-                    ConvNormAct(features[i - 1], features[i - 1], kernel_size),
-                )
-            )
+            convs = [ConvNormAct(2 * features[i - 1], features[i - 1], kernel_size)]
+            convs += [ConvNormAct(features[i - 1], features[i - 1], kernel_size) for _ in range(decoder_convs - 1)]
+            self.decoder.append(nn.Sequential(*convs))
         # output heads for the finest decoder levels, coarse to fine: only the full-resolution one
         # without deep supervision, else ``num_ds_heads`` of them
         self.num_ds_heads = min(num_ds_heads, len(features) - 1) if deep_supervision else 1
@@ -110,6 +108,7 @@ class ResUNetSettings:
 
     num_ds_heads: int = 3  # deep-supervision outputs below the full resolution
     gradient_checkpointing: bool = False  # recompute each stage in backward instead of storing its activations
+    decoder_convs: int = 2  # conv-norm-act layers per decoder stage (nnU-Net's ResEnc presets: 1)
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,14 @@ def lr_at(cfg_lr: float, schedule: str, progress: float) -> float:
 
 
 def make_optimizer(params: Any, t: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum or Adam, with ``t``'s learning rate, momentum and weight decay."""
+    """SGD with Nesterov momentum, Adam (L2 weight decay) or AdamW (decoupled), with ``t``'s rate, momentum and decay."""
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=True, weight_decay=t.weight_decay)
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    raise LeansegError(f"Unknown optimizer '{t.optimizer}'; use sgd or adam.")
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    raise LeansegError(f"Unknown optimizer '{t.optimizer}'; use sgd, adam or adamw.")
 
 
 def use_bf16(t: TrainConfig) -> bool:

@@ -42,6 +42,7 @@ class TrainResult:
     val: dict[str, float]
     data_wait_share: float
     already_complete: bool = False  # the run folder held a finished run, left as it was
+    ended_by: str = "iterations"  # budget (the clock) or iterations
 
 
 class Trainer:
@@ -86,7 +87,7 @@ class Trainer:
     # --- set-up -------------------------------------------------------------------------------------------
     def initialize(self) -> None:
         """Data, plan and splits; the run folder's set-up files; model, optimiser, loss; resume or fine-tune start."""
-        from leanseg.data.prepare import make_splits, prepare_data
+        from leanseg.data.prepare import make_splits, prepare_data, select_fold
         from leanseg.models.factory import check_settings
 
         if self.run is None or self.data_dir is None:
@@ -94,8 +95,11 @@ class Trainer:
         if self.run.path.exists() and not self.run.path.is_dir():
             raise LeansegError(f"Output {self.run.path} is a file; pass a folder for the run.")
         check_settings(self.cfg.model)
-        if self.cfg.train.iterations < 1:
-            raise LeansegError(f"train.iterations is {self.cfg.train.iterations}; set it to at least 1.")
+        t = self.cfg.train
+        if t.iterations is not None and t.iterations < 1:
+            raise LeansegError(f"train.iterations is {t.iterations}; set it to at least 1 (or leave it out under a budget).")
+        if t.budget_minutes is not None and t.budget_minutes <= 0:
+            raise LeansegError(f"train.budget_minutes is {t.budget_minutes}; set a positive number of minutes.")
         set_threads(self.cfg.train.num_threads)
         seed_everything(self.cfg.train.seed)
         self.prep = prepare_data(
@@ -103,9 +107,7 @@ class Trainer:
         )
         self.plan = self.prep.plan
         splits = make_splits([c.case_id for c in self.prep.dataset.cases], self.cfg.data.num_folds, self.cfg.data.split_seed)
-        if not 0 <= self.cfg.data.fold < len(splits):
-            raise LeansegError(f"Fold {self.cfg.data.fold} does not exist; choose 0..{len(splits) - 1}.")
-        self.split = splits[self.cfg.data.fold]
+        self.split = select_fold(splits, self.cfg.data.fold)
         self.run.create()
         self._check_resumable_config()
         self.run.write_setup(self.cfg, self.plan, self.prep.fingerprint.to_dict(), splits, self.data_dir)
@@ -255,11 +257,21 @@ class Trainer:
 
     def progress(self) -> float:
         """The schedule's progress: iterations done, or the wall-clock budget spent, whichever is further."""
-        t = self.cfg.train
-        p = self.iteration / t.iterations
+        return max(self._progress_parts().values())
+
+    def _progress_parts(self) -> dict[str, float]:
+        """Progress by what can end the run: ``iterations`` (where a limit is set) and ``budget`` (where one is)."""
+        t, parts = self.cfg.train, {}
+        if t.iteration_limit is not None:
+            parts["iterations"] = self.iteration / t.iteration_limit
         if t.budget_minutes:
-            p = max(p, self.elapsed() / (t.budget_minutes * 60))
-        return p
+            parts["budget"] = self.elapsed() / (t.budget_minutes * 60)
+        return parts
+
+    def ended_by(self) -> str:
+        """What ended the run: ``budget`` (the clock) or ``iterations``."""
+        parts = self._progress_parts()
+        return max(parts, key=parts.__getitem__)
 
     def fit(self) -> TrainResult:
         """Initialise, train until :meth:`progress` reaches 1, write the final checkpoint and ``summary.json``.
@@ -307,7 +319,15 @@ class Trainer:
         """The finished run's figures from its summary; nothing is trained or written."""
         s = self.run.summary()  # type: ignore[union-attr]
         val = {k: v for k, v in s.items() if k.startswith("val_dice")}
-        return TrainResult(self.run.path, int(s["iterations"]), float(s["train_seconds"]), val, float(s["data_wait_share"]), True)  # type: ignore[union-attr]
+        return TrainResult(
+            self.run.path,  # type: ignore[union-attr]
+            int(s["iterations"]),
+            float(s["train_seconds"]),
+            val,
+            float(s["data_wait_share"]),
+            True,
+            s.get("ended_by", "iterations"),
+        )
 
     def _after_step(self, row: dict[str, Any]) -> None:
         """Validation and checkpoint on their cadence (and at the end); every 10th row kept for metrics.csv."""
@@ -338,13 +358,14 @@ class Trainer:
             "iterations": self.iteration,
             "train_seconds": seconds,
             "data_wait_share": share,
+            "ended_by": self.ended_by(),
             "fold": self.cfg.data.fold,
             "train_cases": len(self.split["train"]),
             "val_cases": len(self.val_ids),
             **self.val,
         }
         run.write_summary(summary)
-        return TrainResult(run.path, self.iteration, seconds, self.val, share)
+        return TrainResult(run.path, self.iteration, seconds, self.val, share, ended_by=summary["ended_by"])
 
     @contextmanager
     def _progress_bar(self) -> Iterator[tuple[Any, Any]]:
@@ -365,7 +386,7 @@ def train(
     data_dir: Path | str,
     out_dir: Path | str,
     cfg: ExperimentConfig | None = None,
-    fold: int | None = None,
+    fold: int | str | None = None,
     cache_root: Path | None = None,
     show_progress: bool = True,
     resume: bool = True,
