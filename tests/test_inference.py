@@ -97,6 +97,37 @@ def test_bad_inputs_stop_with_one_sentence(trained_run: Path, tmp_path: Path) ->
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_an_ensemble_averages_its_members_probabilities(trained_run: Path, phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    from leanseg.training import train
+
+    other = tmp_path / "other"
+    train(phantoms, other, tiny_cfg.with_overrides({"train.seed": 1}), fold=1, show_progress=False)
+    img = read_image(list(load_dataset(phantoms).cases[0].images))
+    one, two = (Predictor.from_run(r).predict_volume_probabilities(img)[0] for r in (trained_run, other))
+    assert (one - two).abs().max() > 1e-3  # two different models: their mean is not either one
+    both = Predictor.from_run([trained_run, other])
+    assert len(both.nets) == 2
+    assert torch.allclose(both.predict_volume_probabilities(img)[0], (one + two) / 2, atol=1e-5)
+    planned_apart = tmp_path / "planned_apart"
+    train(phantoms, planned_apart, tiny_cfg.with_overrides({"data.patch_size": [16, 16, 8]}), show_progress=False)
+    with pytest.raises(LeansegError, match="planned differently .* ensemble runs of one dataset and plan"):
+        Predictor.from_run([trained_run, planned_apart])
+
+
+def test_predict_command_ensembles_repeated_models(trained_run: Path, phantoms: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    case = load_dataset(phantoms).cases[0]
+    args = ["predict", "-m", str(trained_run), "-m", str(trained_run), "-i", str(case.images[0]), "-o", str(tmp_path / "out")]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert "ensemble of 2" in r.output
+    single = Predictor.from_run(trained_run).predict_volume(read_image(list(case.images)))[0]
+    assert np.array_equal(read_label(tmp_path / "out" / case.images[0].name).array, single)  # a model with itself: the same labels
+
+
 def test_onnx_backend_needs_an_export(trained_run: Path, tmp_path: Path) -> None:
     import shutil
 

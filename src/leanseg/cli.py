@@ -107,13 +107,22 @@ def fingerprint(
     _run(go)
 
 
+def _fold_number(fold: str) -> int:
+    from leanseg.errors import LeansegError
+
+    try:
+        return int(fold)
+    except ValueError:
+        raise LeansegError(f"--fold {fold!r} is neither a fold number nor all; pass e.g. --fold 0 or --fold all.") from None
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; an existing run resumes).")],
     config: Annotated[Optional[Path], typer.Option(help="Experiment config YAML (see configs/).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override, e.g. train.lr=0.003 (repeatable).")] = [],  # noqa: B006
-    fold: Annotated[Optional[int], typer.Option(help="Validation fold (default: data.fold).")] = None,
+    fold: Annotated[Optional[str], typer.Option(help="Validation fold 0..4, or all: train on every case (default: data.fold).")] = None,
     budget_minutes: Annotated[Optional[float], typer.Option("--budget-minutes", help="Wall-clock training budget.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")] = None,
 ) -> None:
@@ -123,11 +132,11 @@ def train(
         from leanseg.training import train as run_train
 
         cfg = _load_config(config, set_ + ([f"train.device={device}"] if device else []), budget_minutes)
-        r = run_train(data, out, cfg, fold=fold)
+        r = run_train(data, out, cfg, fold=None if fold is None else fold if fold == "all" else _fold_number(fold))
         done = f"run {r.run_dir} was already complete; left as it is (a new --out trains afresh). " if r.already_complete else ""
         _console().print(
             done
-            + f"trained {r.iterations} iterations in {r.seconds / 60:.1f} min; validation Dice "
+            + f"trained {r.iterations} iterations in {r.seconds / 60:.1f} min (ended by the {'clock budget' if r.ended_by == 'budget' else 'iteration count'}); validation Dice "
             + ", ".join(f"{'mean' if k == 'val_dice' else k.removeprefix('val_dice_')}={v:.4f}" for k, v in r.val.items())
             + f"; data wait {100 * r.data_wait_share:.1f}% of step time; run folder {r.run_dir}"
         )
@@ -137,7 +146,9 @@ def train(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder (or checkpoint file) from `leanseg train`.")],
+    model: Annotated[
+        list[Path], typer.Option("--model", "-m", help="Run folder (or checkpoint file) from `leanseg train`; repeat to ensemble runs.")
+    ],
     input: Annotated[Path, typer.Option("--input", "-i", help="Image file, folder of images, or a DICOM series folder.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the label files.")],
     backend: Annotated[Optional[str], typer.Option(help="eager | bf16 | onnx (needs `leanseg export`).")] = None,
@@ -161,12 +172,13 @@ def predict(
         from leanseg.inference import Predictor, collect_inputs
         from leanseg.utils import set_threads
 
-        p = Predictor.from_run(model, policy=policy, backend=backend, mode=mode, num_threads=threads, tta=tta, device=device)
+        p = Predictor.from_run(list(model), policy=policy, backend=backend, mode=mode, num_threads=threads, tta=tta, device=device)
         set_threads(p.cfg.num_threads)
         cases = collect_inputs(input, p.plan.num_channels)
         results = p.predict_files(cases, output, progress=_progress("predict"), output_format=output_format)
+        members = f", ensemble of {len(p.nets)}" if len(p.nets) > 1 else ""
         t = Table(
-            title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}, {p.cfg.num_threads} thread(s)"
+            title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}{members}, {p.cfg.num_threads} thread(s)"
         )
         blocks = policy is not None
         n_blocks = p.model.num_gated_blocks

@@ -9,7 +9,7 @@ benchmarks all call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -164,7 +164,15 @@ class Predictor:
         >>> label, timings = p.predict_volume(read_image(path))  # doctest: +SKIP
     """
 
-    def __init__(self, model: torch.nn.Module, plan: Plan, cfg: InferenceConfig, onnx_path: Path | None = None, policy: Any = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        plan: Plan,
+        cfg: InferenceConfig,
+        onnx_path: Path | None = None,
+        policy: Any = None,
+        ensemble: Sequence[tuple[torch.nn.Module, Path | None]] = (),
+    ) -> None:
         self.plan = plan
         self.model = model
         self.policy = policy
@@ -172,8 +180,10 @@ class Predictor:
         self.preprocessor = Preprocessor(plan)
         if cfg.backend not in BACKENDS:
             raise LeansegError(f"Unknown back-end '{cfg.backend}'; choose one of {BACKENDS}.")
-        if policy is not None and cfg.backend == "onnx":
-            raise LeansegError("A policy chooses blocks per image, which the exported ONNX graph cannot skip; use --backend eager or bf16.")
+        if policy is not None and (cfg.backend == "onnx" or ensemble):
+            raise LeansegError(
+                "A policy chooses blocks per image of one model, which an ONNX graph or an ensemble cannot; pass one run and --backend eager or bf16."
+            )
         if model.whole_volume:
             # a two-stage model crops its own regions: sliding windows would only cut its view
             cfg = replace(cfg, mode="whole")
@@ -182,27 +192,39 @@ class Predictor:
                     f"{type(model).__name__} chooses its regions per image, which one ONNX graph cannot; use --backend eager or bf16."
                 )
         self.cfg = cfg
-        if cfg.backend != "onnx":
-            model.to(resolve_device(cfg.device))
-        if cfg.backend == "onnx":
+        if any(tuple(m.divisor) != self.divisor for m, _ in ensemble):
+            raise LeansegError("The ensemble's models pool their inputs differently (divisor); ensemble models of one architecture plan.")
+        # the ensemble's members (nnU-Net's): each one's probabilities, averaged
+        self.nets = [self._net(m, p) for m, p in [(model, onnx_path), *ensemble]]
+        self.net = self.nets[0]
+
+    def _net(self, model: torch.nn.Module, onnx_path: Path | None) -> Net:
+        """One member's network on the configured back-end and device, mirrored where TTA is on."""
+        if self.cfg.backend == "onnx":
             if onnx_path is None or not Path(onnx_path).is_file():
                 raise LeansegError(f"No ONNX model at {onnx_path}; run `leanseg export -m RUN` first.")
-            self.net = onnx_net(Path(onnx_path), cfg.num_threads)
+            net = onnx_net(Path(onnx_path), self.cfg.num_threads)
         else:
-            self.net = torch_net(model, cfg.backend)
-        if cfg.tta:
-            self.net = mirrored(self.net)
+            model.to(resolve_device(self.cfg.device))
+            net = torch_net(model, self.cfg.backend)
+        return mirrored(net) if self.cfg.tta else net
 
     @classmethod
-    def from_run(cls, run_dir: Path | str, policy: Path | str | None = None, **overrides: Any) -> Predictor:
+    def from_run(cls, run_dir: Path | str | list[Path | str], policy: Path | str | None = None, **overrides: Any) -> Predictor:
         """Load ``checkpoint_final.pt`` (or the latest) from a run folder; ``overrides`` set InferenceConfig fields.
 
+        ``run_dir``: one run folder, or several (an ensemble, e.g. the 5 fold models: their probabilities averaged;
+        their plans must be equal, and the first run's inference settings apply).
         ``policy``: a policy file from ``leanseg train-policy`` for this run's model (refused for another).
         """
         from leanseg.checkpoint import load_run_model
 
-        run_dir = Path(run_dir)
-        model, plan, cfg = load_run_model(run_dir)
+        runs = [Path(r) for r in (run_dir if isinstance(run_dir, list) else [run_dir])]
+        loaded = [load_run_model(r) for r in runs]
+        model, plan, cfg = loaded[0]
+        for r, (_, other, _) in zip(runs[1:], loaded[1:]):
+            if other.to_dict() != plan.to_dict():
+                raise LeansegError(f"{r} was planned differently from {runs[0]} (plan.json); ensemble runs of one dataset and plan.")
         pol = None
         if policy is not None:
             from leanseg.dynamic.policy import load_policy
@@ -215,16 +237,22 @@ class Predictor:
                 .with_overrides({f"inference.{k}": v for k, v in overrides.items() if v is not None})
                 .inference
             )
-        return cls(model, plan, icfg, onnx_path=(run_dir if run_dir.is_dir() else run_dir.parent) / "model.onnx", policy=pol)
+        onnx = [(r if r.is_dir() else r.parent) / "model.onnx" for r in runs]
+        members = [(m, o) for (m, _, _), o in zip(loaded[1:], onnx[1:])]
+        return cls(model, plan, icfg, onnx_path=onnx[0], policy=pol, ensemble=members)
 
     def predict_preprocessed(self, image: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Probabilities (K, D, H, W) for a preprocessed image (C, D, H, W); ``keep`` (N,) fixes the gated blocks run."""
-        net = self.net
+        """Probabilities (K, D, H, W) for a preprocessed image (C, D, H, W), averaged over an ensemble's members;
+        ``keep`` (N,) fixes the gated blocks run."""
+        nets = self.nets
         if keep is not None:
             net = torch_net(self.model, self.cfg.backend, keep=keep)
-            if self.cfg.tta:
-                net = mirrored(net)
-        return predict_probabilities(net, image, self.plan.patch_size, self.divisor, self.cfg, sigmoid=bool(self.plan.regions))  # type: ignore[arg-type]
+            nets = [mirrored(net) if self.cfg.tta else net]
+        probs = [
+            predict_probabilities(net, image, self.plan.patch_size, self.divisor, self.cfg, sigmoid=bool(self.plan.regions))  # type: ignore[arg-type]
+            for net in nets
+        ]
+        return probs[0] if len(probs) == 1 else torch.stack(probs).mean(0)
 
     def predict_volume(self, image: Any, source: Path | str = "image") -> tuple[np.ndarray, dict[str, float]]:
         """Segment a :class:`~leanseg.data.io.Volume`; returns the label map on the input grid and timings (s)."""
