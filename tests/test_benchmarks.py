@@ -25,6 +25,7 @@ def test_benchmarks_are_found() -> None:
         "invertible",
         "strategy_search",
         "architecture_search",
+        "base_recipe",
     }
 
 

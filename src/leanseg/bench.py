@@ -222,7 +222,9 @@ class Results:
         return self.data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        """Set a section, measured by this call: a ``kept`` stamp of the earlier file's section no longer applies."""
         self.data[key] = value
+        self.data.get("kept", {}).pop(key, None)
 
     def setdefault(self, key: str, default: Any) -> Any:
         return self.data.setdefault(key, default)
@@ -234,7 +236,7 @@ class Results:
     def keep(self, key: str, sub: str | None = None) -> bool:
         """Take ``key`` (or ``key[sub]``) from the earlier file, recording its stamp in ``kept``; False where it has none."""
         old = self.earlier.get(key)
-        if old is None or (sub is not None and sub not in old):
+        if not old or (sub is not None and sub not in old):  # an empty section measured nothing worth a stamp
             return False
         if sub is None:
             self.data[key] = old

@@ -8,6 +8,7 @@ def test_profile_times_each_part_of_a_real_step(phantoms: Path, tiny_cfg) -> Non
     parts = ("data", "forward", "loss", "backward", "optimizer")
     assert all(p[k] > 0 for k in parts)
     assert abs(p["total"] - sum(p[k] for k in parts)) < 1e-9
+    assert p["batch_cpu_seconds"] > 0
     assert p["parameters"] > 1000  # the planned model's weights were counted
     shares = p["convolution_share"]
     assert "16x16x16" in shares and "8x8x8" in shares  # tiny_cfg's patch and its first pooled level

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,7 +16,8 @@ from leanseg.training.trainer import GRAD_CLIP_NORM, Trainer
 def profile_training_step(data_dir: Path, cfg: ExperimentConfig, steps: int = 10, warmup: int = 3) -> dict[str, float]:
     """Mean seconds per step of each part over ``steps`` steps after ``warmup``, with the run's loader, model, loss
     and autocast; ``total`` is their sum, ``parameters`` the model's count, ``convolution_share`` the step's time in
-    convolutions by resolution (:func:`convolution_share_by_resolution`). The run folder is a temporary one."""
+    convolutions by resolution (:func:`convolution_share_by_resolution`), ``batch_cpu_seconds`` the cost of making
+    one batch (:func:`_batch_cpu_seconds`). The run folder is a temporary one."""
     with tempfile.TemporaryDirectory() as tmp:
         t = Trainer(cfg, data_dir, Path(tmp) / "run", show_progress=False, resume=False)
         t.initialize()
@@ -28,7 +30,25 @@ def profile_training_step(data_dir: Path, cfg: ExperimentConfig, steps: int = 10
                 parts = {k: parts[k] + times[k] / steps for k in parts}
         convolutions = convolution_share_by_resolution(t, next(batches))
         count = float(sum(p.numel() for p in t.model.parameters()))
-        return {**parts, "total": sum(parts.values()), "parameters": count, "convolution_share": convolutions}
+        return {
+            **parts,
+            "total": sum(parts.values()),
+            "parameters": count,
+            "convolution_share": convolutions,
+            "batch_cpu_seconds": _batch_cpu_seconds(t, steps),
+        }
+
+
+def _batch_cpu_seconds(t: Trainer, batches: int) -> float:
+    """Seconds to sample and augment one batch in this process: the CPU time the loader's workers take from the
+    training threads on a machine with no spare core (``data`` above is only the wait for a prefetched batch)."""
+    t.cfg = replace(t.cfg, train=replace(t.cfg.train, num_workers=0))
+    loader = iter(t.build_loader())
+    next(loader)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(loader)
+    return (time.perf_counter() - t0) / batches
 
 
 def _timed_step(t: Trainer, batches: object) -> dict[str, float]:
