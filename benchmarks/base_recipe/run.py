@@ -109,7 +109,7 @@ def main() -> None:
         data=f"{len(ds.cases)} cases of {data}",
         smoke=args.smoke,
         minutes=minutes,
-        variants={k: v for k, v in VARIANTS.items()},
+        variants=dict(VARIANTS),
         cells={},
         inference={},
         profile={},

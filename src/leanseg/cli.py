@@ -107,15 +107,6 @@ def fingerprint(
     _run(go)
 
 
-def _fold_number(fold: str) -> int:
-    from leanseg.errors import LeansegError
-
-    try:
-        return int(fold)
-    except ValueError:
-        raise LeansegError(f"--fold {fold!r} is neither a fold number nor all; pass e.g. --fold 0 or --fold all.") from None
-
-
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
@@ -131,8 +122,11 @@ def train(
     def go() -> None:
         from leanseg.training import train as run_train
 
-        cfg = _load_config(config, set_ + ([f"train.device={device}"] if device else []), budget_minutes)
-        r = run_train(data, out, cfg, fold=None if fold is None else fold if fold == "all" else _fold_number(fold))
+        # --fold goes through the config's own override road: "3" becomes the fold 3, "all" stays all
+        cfg = _load_config(
+            config, set_ + [f"train.device={device}"] * bool(device) + [f"data.fold={fold}"] * (fold is not None), budget_minutes
+        )
+        r = run_train(data, out, cfg)
         done = f"run {r.run_dir} was already complete; left as it is (a new --out trains afresh). " if r.already_complete else ""
         _console().print(
             done
