@@ -115,9 +115,7 @@ def main() -> None:
         profile={},
         ensemble={},
     )
-    for key in results.earlier.get("cells", {}):
-        if results.earlier.get("minutes") == minutes:
-            results.keep("cells", key)
+    keep_cells(results, minutes)
     results.keep("inference")
     results.keep("profile")
     results.keep("ensemble")
@@ -129,17 +127,33 @@ def main() -> None:
             if key in results["cells"]:
                 continue
             print(f"{key}: training {minutes} min", flush=True)
-            results["cells"][key] = run_cell(variant, fold, data, refs, minutes, args, work)
+            results["cells"][key] = {**run_cell(variant, fold, data, refs, minutes, args, work), "cpu": results["machine"]["cpu"]}
             results.write()
     if args.inference:
         results["inference"] = score_inference(work / "runs" / f"default/fold{args.folds[0]}", data, work, args)
     if args.ensemble:
-        results["ensemble"] = time_ensemble(args.ensemble, data, work, args)
+        results["ensemble"] = time_ensemble(args.ensemble, data, ds, splits, work, args)
     if args.profile:
         shown = args.variants if args.smoke else list(VARIANTS)  # every variant's step, trained or not
         results["profile"] = {v: profile_step(v, data, args.smoke) for v in shown if v != "peer"}
+        results["profile"]["default, channels-last 3D"] = profile_step("default", data, args.smoke, channels_last=True)
     results.write(with_plot=True)
     print(results.markdown())
+
+
+def keep_cells(results: Any, minutes: float) -> None:
+    """Keep the earlier file's cells of the same minutes. Cells trained on another CPU are refused: how many
+    iterations a cell's minutes buy depends on the machine (1.9x between two machines this benchmark ran on)."""
+    here = results["machine"]["cpu"]
+    for key, cell in results.earlier.get("cells", {}).items():
+        cpu = cell.get("cpu", results.earlier["machine"]["cpu"])
+        if cpu != here:
+            raise SystemExit(
+                f"{results.path} holds cell {key} trained on {cpu}, and this machine is {here}: a cell's iterations in "
+                f"{minutes} min depend on the machine, so pass --name NEW to start this machine's table."
+            )
+        if results.earlier.get("minutes") == minutes:
+            results.keep("cells", key)
 
 
 def references(ds: Any, val: list[str], folder: Path) -> Path:
@@ -227,11 +241,14 @@ def score_inference(run: Path, data: str, work: Path, args: argparse.Namespace) 
     return out
 
 
-def time_ensemble(variant: str, data: str, work: Path, args: argparse.Namespace) -> dict:
+def time_ensemble(variant: str, data: str, ds: Any, splits: list, work: Path, args: argparse.Namespace) -> dict:
     """Seconds per case of the ensemble of ``variant``'s fold models (the folds trained so far) against one model,
-    on fold 0's held-out cases. Its Dice is not scored: every fold model but one has seen those cases."""
+    on the first member's held-out cases. Its Dice is not scored: every other member has seen those cases."""
     runs = sorted((work / "runs" / variant).glob("fold*"))
-    refs = work / "references_fold0"
+    if not runs:
+        raise SystemExit(f"--ensemble {variant}: no fold models under {work / 'runs' / variant}; train its folds first.")
+    fold = int(runs[0].name.removeprefix("fold"))
+    refs = references(ds, splits[fold]["val"], work / f"references_fold{fold}")
     one = predict_fold(runs[0], data, refs, work / "predictions" / "ensemble_one", {}, args.threads)
     out = work / "predictions" / "ensemble"
     shutil.rmtree(out, ignore_errors=True)
@@ -239,18 +256,19 @@ def time_ensemble(variant: str, data: str, work: Path, args: argparse.Namespace)
     return {
         "variant": variant,
         "members": len(runs),
+        "cases_of_fold": fold,
         "one_model": one["predict_seconds_per_case"],
         "ensemble": every["predict_seconds_per_case"],
     }
 
 
-def profile_step(variant: str, data: str, smoke: bool) -> dict:
+def profile_step(variant: str, data: str, smoke: bool, channels_last: bool = False) -> dict:
     """Seconds of one training step of ``variant`` (mean of 10 after 3 warm-up), split into its parts."""
     from leanseg.config import ExperimentConfig
     from leanseg.training.profile import profile_training_step
 
     cfg = ExperimentConfig().with_overrides(VARIANTS[variant])
-    return profile_training_step(Path(data), cfg, steps=2 if smoke else 10)
+    return profile_training_step(Path(data), cfg, steps=2 if smoke else 10, channels_last=channels_last)
 
 
 def render_markdown(r: dict) -> str:
@@ -280,7 +298,7 @@ def render_markdown(r: dict) -> str:
         lines += [
             "",
             f"Ensemble of `{e['variant']}`'s {e['members']} fold models: {e['ensemble']:.3f} s per case against {e['one_model']:.3f} s for one "
-            "(fold 0's held-out cases; its Dice is not scored on the 208, which every member but one has seen).",
+            f"(fold {e.get('cases_of_fold', 0)}'s held-out cases; its Dice is not scored on the 208, which every member but one has seen).",
         ]
     if r.get("profile"):
         lines += ["", "One training step (s; mean of 10 after 3 warm-up steps):", ""]

@@ -13,19 +13,24 @@ from leanseg.config import ExperimentConfig
 from leanseg.training.trainer import GRAD_CLIP_NORM, Trainer
 
 
-def profile_training_step(data_dir: Path, cfg: ExperimentConfig, steps: int = 10, warmup: int = 3) -> dict[str, float]:
+def profile_training_step(
+    data_dir: Path, cfg: ExperimentConfig, steps: int = 10, warmup: int = 3, channels_last: bool = False
+) -> dict[str, float]:
     """Mean seconds per step of each part over ``steps`` steps after ``warmup``, with the run's loader, model, loss
     and autocast; ``total`` is their sum, ``parameters`` the model's count, ``convolution_share`` the step's time in
     convolutions by resolution (:func:`convolution_share_by_resolution`), ``batch_cpu_seconds`` the cost of making
-    one batch (:func:`_batch_cpu_seconds`). The run folder is a temporary one."""
+    one batch (:func:`_batch_cpu_seconds`). ``channels_last``: weights and batches in torch's channels-last 3D
+    memory format. The run folder is a temporary one."""
     with tempfile.TemporaryDirectory() as tmp:
         t = Trainer(cfg, data_dir, Path(tmp) / "run", show_progress=False, resume=False)
         t.initialize()
         t.model.train()
+        layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+        t.model.to(memory_format=layout)
         batches = iter(t.build_loader())
         parts = {"data": 0.0, "forward": 0.0, "loss": 0.0, "backward": 0.0, "optimizer": 0.0}
         for i in range(warmup + steps):
-            times = _timed_step(t, batches)
+            times = _timed_step(t, batches, layout)
             if i >= warmup:
                 parts = {k: parts[k] + times[k] / steps for k in parts}
         convolutions = convolution_share_by_resolution(t, next(batches))
@@ -51,11 +56,11 @@ def _batch_cpu_seconds(t: Trainer, batches: int) -> float:
     return (time.perf_counter() - t0) / batches
 
 
-def _timed_step(t: Trainer, batches: object) -> dict[str, float]:
+def _timed_step(t: Trainer, batches: object, layout: torch.memory_format) -> dict[str, float]:
     """One step as :meth:`Trainer.train_step` takes it (CPU), with a clock between its parts."""
     t0 = time.perf_counter()
     batch = next(batches)  # type: ignore[call-overload]
-    x, y = batch["image"].to(t.device), batch["label"].float().to(t.device)
+    x, y = batch["image"].to(t.device, memory_format=layout), batch["label"].float().to(t.device)
     t1 = time.perf_counter()
     with t._autocast():
         output = t.forward(x)
