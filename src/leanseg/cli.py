@@ -330,15 +330,17 @@ def evaluate(
 @app.command()
 def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from `leanseg train`.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="ONNX file (default: RUN/model.onnx).")] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="ONNX file (default: RUN/model.onnx); a folder for LowRes's two graphs.")
+    ] = None,
 ) -> None:
-    """Export a trained model to ONNX for `leanseg predict --backend onnx`."""
+    """Export a trained model to ONNX for `leanseg predict --backend onnx` (LowRes: one graph per stage)."""
 
     def go() -> None:
         from leanseg.export import export_onnx
 
-        path = export_onnx(model, output)
-        _console().print(f"wrote {path}")
+        for path in export_onnx(model, output):
+            _console().print(f"wrote {path}")
 
     _run(go)
 

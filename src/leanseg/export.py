@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 
 from leanseg.checkpoint import load_run_model
-from leanseg.errors import LeansegError
 from leanseg.utils import atomic_path
 
 
-def export_onnx(run_dir: Path | str, output: Path | str | None = None, opset: int = 18) -> Path:
-    """Trace the run's model with dynamic batch and spatial sizes and write ``model.onnx`` atomically."""
+def export_onnx(run_dir: Path | str, output: Path | str | None = None, opset: int = 18) -> list[Path]:
+    """Trace the run's model with dynamic batch and spatial sizes and write its graphs atomically: ``model.onnx``
+    for most models (``output``: that file), one file per network for a two-stage model (``output``: their folder).
+    Every file goes to the run folder by default, where ``predict --backend onnx`` looks for it."""
     run_dir = Path(run_dir)
     model, plan, _ = load_run_model(run_dir)
-    if model.whole_volume:
-        raise LeansegError(
-            f"The model in {run_dir} ({type(model).__name__}) chooses its regions per image, which one traced ONNX graph "
-            "cannot; predict it with --backend eager or bf16."
-        )
-    out = Path(output) if output else (run_dir if run_dir.is_dir() else run_dir.parent) / "model.onnx"
-    x = torch.zeros(2, plan.num_channels, *plan.patch_size)
-    axes = {0: "batch", 2: "depth", 3: "height", 4: "width"}
-    with atomic_path(out) as tmp, torch.inference_mode():
-        torch.onnx.export(
-            model,
-            (x,),
-            str(tmp),
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": axes, "logits": axes},
-            opset_version=opset,
-            dynamo=False,
-        )
-    return out
+    parts = model.onnx_parts(torch.zeros(2, plan.num_channels, *plan.patch_size))
+    if output is not None and len(parts) == 1:
+        targets = {name: Path(output) for name in parts}
+    else:
+        folder = Path(output) if output is not None else run_dir if run_dir.is_dir() else run_dir.parent
+        targets = {name: folder / f"{name}.onnx" for name in parts}
+    with ExitStack() as stack, torch.inference_mode():  # every file renamed into place only once all are traced
+        for name, part in parts.items():
+            tmp = stack.enter_context(atomic_path(targets[name]))
+            names = part.input_names + part.output_names
+            torch.onnx.export(
+                part.module,
+                part.inputs,
+                str(tmp),
+                input_names=list(part.input_names),
+                output_names=list(part.output_names),
+                dynamic_axes={n: {0: "batch", 2: f"{n}_depth", 3: f"{n}_height", 4: f"{n}_width"} for n in names},
+                opset_version=opset,
+                dynamo=False,
+            )
+    return list(targets.values())

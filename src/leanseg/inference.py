@@ -121,7 +121,8 @@ def torch_net(model: torch.nn.Module, backend: str, **call_kwargs: Any) -> Net:
     return run
 
 
-def onnx_net(path: Path, num_threads: int) -> Net:
+def onnx_session(path: Path, num_threads: int) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """An ONNX Runtime CPU session of ``path`` as a function: tensors in (the graph's input order), its outputs out."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -129,12 +130,22 @@ def onnx_net(path: Path, num_threads: int) -> Net:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    names = [i.name for i in sess.get_inputs()]
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(sess.run(None, {name: x.numpy().astype(np.float32)})[0])
+    def run(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feed = {n: x.detach().cpu().numpy().astype(np.float32) for n, x in zip(names, xs)}
+        return tuple(torch.from_numpy(o) for o in sess.run(None, feed))
 
     return run
+
+
+def onnx_net(model: Any, folder: Path, num_threads: int) -> Net:
+    """``model``'s inference on ONNX Runtime, from the graphs ``leanseg export`` wrote into ``folder``."""
+    paths = {name: Path(folder) / f"{name}.onnx" for name in model.onnx_graphs}
+    missing = [p for p in paths.values() if not p.is_file()]
+    if missing:
+        raise LeansegError(f"No ONNX model at {missing[0]}; run `leanseg export -m RUN` first.")
+    return model.onnx_forward({name: onnx_session(p, num_threads) for name, p in paths.items()})
 
 
 @dataclass
@@ -169,7 +180,7 @@ class Predictor:
         model: torch.nn.Module,
         plan: Plan,
         cfg: InferenceConfig,
-        onnx_path: Path | None = None,
+        onnx_dir: Path | None = None,
         policy: Any = None,
         ensemble: Sequence[tuple[torch.nn.Module, Path | None]] = (),
     ) -> None:
@@ -184,26 +195,22 @@ class Predictor:
             raise LeansegError(
                 "A policy chooses blocks per image of one model, which an ONNX graph or an ensemble cannot; pass one run and --backend eager or bf16."
             )
-        if model.whole_volume:
-            # a two-stage model crops its own regions: sliding windows would only cut its view
+        if model.whole_volume:  # a two-stage model crops its own regions: sliding windows would only cut its view
             cfg = replace(cfg, mode="whole")
-            if cfg.backend == "onnx":
-                raise LeansegError(
-                    f"{type(model).__name__} chooses its regions per image, which one ONNX graph cannot; use --backend eager or bf16."
-                )
         self.cfg = cfg
         if any(tuple(m.divisor) != self.divisor for m, _ in ensemble):
             raise LeansegError("The ensemble's models pool their inputs differently (divisor); ensemble models of one architecture plan.")
         # the ensemble's members (nnU-Net's): each one's probabilities, averaged
-        self.nets = [self._net(m, p) for m, p in [(model, onnx_path), *ensemble]]
+        self.nets = [self._net(m, p) for m, p in [(model, onnx_dir), *ensemble]]
         self.net = self.nets[0]
 
-    def _net(self, model: torch.nn.Module, onnx_path: Path | None) -> Net:
-        """One member's network on the configured back-end and device, mirrored where TTA is on."""
+    def _net(self, model: torch.nn.Module, onnx_dir: Path | None) -> Net:
+        """One member's network on the configured back-end and device, mirrored where TTA is on; ``onnx_dir``: the
+        folder of its exported graphs."""
         if self.cfg.backend == "onnx":
-            if onnx_path is None or not Path(onnx_path).is_file():
-                raise LeansegError(f"No ONNX model at {onnx_path}; run `leanseg export -m RUN` first.")
-            net = onnx_net(Path(onnx_path), self.cfg.num_threads)
+            if onnx_dir is None:
+                raise LeansegError("--backend onnx needs the run folder of the exported model; pass -m RUN after `leanseg export -m RUN`.")
+            net = onnx_net(model, onnx_dir, self.cfg.num_threads)
         else:
             model.to(resolve_device(self.cfg.device))
             net = torch_net(model, self.cfg.backend)
@@ -237,9 +244,9 @@ class Predictor:
                 .with_overrides({f"inference.{k}": v for k, v in overrides.items() if v is not None})
                 .inference
             )
-        onnx = [(r if r.is_dir() else r.parent) / "model.onnx" for r in runs]
+        onnx = [r if r.is_dir() else r.parent for r in runs]
         members = [(m, o) for (m, _, _), o in zip(loaded[1:], onnx[1:])]
-        return cls(model, plan, icfg, onnx_path=onnx[0], policy=pol, ensemble=members)
+        return cls(model, plan, icfg, onnx_dir=onnx[0], policy=pol, ensemble=members)
 
     def predict_preprocessed(self, image: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Probabilities (K, D, H, W) for a preprocessed image (C, D, H, W), averaged over an ensemble's members;

@@ -18,7 +18,7 @@ Train in two runs of the base trainer, ``model.extra.stage=1``, then ``model.ext
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanseg.config import ModelConfig, build_section
-from leanseg.models.protocol import SegmentationModel
+from leanseg.models.protocol import Graph, OnnxPart, SegmentationModel
 from leanseg.nn.blocks import ConvNormAct, ResidualBlock
 from leanseg.registry import MODELS
 
@@ -202,11 +202,16 @@ class LowResNet(SegmentationModel):
             return {"logits": self.detail(x, feats)}
         return torch.cat([self.infer(xi[None]) for xi in x])
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        """Two-stage inference on one padded volume (1, C, D, H, W) -> log-probabilities (1, K, D, H, W)."""
+    def infer(self, x: torch.Tensor, stage_one: Callable | None = None, detail: Callable | None = None) -> torch.Tensor:
+        """Two-stage inference on one padded volume (1, C, D, H, W) -> log-probabilities (1, K, D, H, W).
+
+        ``stage_one`` (image -> features, low-resolution logits) and ``detail`` (image box, features box -> logits)
+        replace the two networks, e.g. by ONNX Runtime sessions (:meth:`onnx_forward`); the box loop stays here."""
+        stage_one = stage_one or self.stage_one
+        detail = detail or self.detail
         shape = tuple(x.shape[-3:])
         t0 = time.perf_counter()
-        feats, low = self.stage_one(x)
+        feats, low = stage_one(x)
         prob = torch.sigmoid(low.float())[0, 0]
         t1 = time.perf_counter()
         boxes: list[Box] = []
@@ -219,7 +224,7 @@ class LowResNet(SegmentationModel):
             full_boxes = [scale_box(b, self.FACTOR, shape) for b in boxes]
             outs = []
             for b, full in zip(boxes, full_boxes):
-                logits = self.detail(x[(slice(None), slice(None), *full)], feats[(slice(None), slice(None), *b)]).float()[0]
+                logits = detail(x[(slice(None), slice(None), *full)], feats[(slice(None), slice(None), *b)]).float()[0]
                 outs.append(torch.sigmoid(logits) if self.binary else torch.softmax(logits, 0)[1:])
             fg_maps = paste_boxes(shape, full_boxes, outs, channels=self.num_classes - 1)
         background = (1 - fg_maps.sum(0, keepdim=True)).clamp_min(0)
@@ -231,6 +236,21 @@ class LowResNet(SegmentationModel):
             "fraction": box_fraction(full_boxes, shape) if full_boxes else 0.0,
         }
         return torch.log(torch.cat([background, fg_maps]).clamp_min(1e-8))[None]
+
+    onnx_graphs = ("lowres_stage_one", "lowres_detail")
+
+    def onnx_parts(self, example: torch.Tensor) -> dict[str, OnnxPart]:
+        """Each network as its own graph; the box loop between them runs in Python (:meth:`onnx_forward`)."""
+        with torch.no_grad():
+            feats, _ = self.stage_one(example)
+        return {
+            "lowres_stage_one": OnnxPart(self.stage_one, (example,), ("image",), ("features", "low_logits")),
+            "lowres_detail": OnnxPart(self.detail, (example, feats), ("image", "features"), ("logits",)),
+        }
+
+    def onnx_forward(self, graphs: Mapping[str, Graph]) -> Callable[[torch.Tensor], torch.Tensor]:
+        one, two = graphs["lowres_stage_one"], graphs["lowres_detail"]
+        return lambda x: torch.cat([self.infer(xi[None], stage_one=one, detail=lambda i, f: two(i, f)[0]) for xi in x])
 
     def training_loss(self, out: dict[str, torch.Tensor], label: torch.Tensor) -> torch.Tensor:
         """Stage one: weighted binary cross-entropy against the foreground max-pooled by 8.

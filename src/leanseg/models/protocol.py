@@ -14,11 +14,22 @@ multiples of :attr:`~SegmentationModel.divisor` and returns one of:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
+
+Graph = Callable[..., tuple[torch.Tensor, ...]]  # an ONNX Runtime session as a function: tensors in, outputs out
+
+
+class OnnxPart(NamedTuple):
+    """One graph that ``leanseg export`` writes: the module, example inputs to trace it, its input and output names."""
+
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
 
 
 class SegmentationModel(nn.Module):
@@ -32,6 +43,7 @@ class SegmentationModel(nn.Module):
         num_gated_blocks: residual blocks that a per-sample keep mask can skip (AutoPath); 0 for none. A model with
             gated blocks takes ``forward(x, keep)`` with ``keep`` (B, num_gated_blocks) of 0/1.
         last_stats: timings of the last forward pass, reported by the predictor (assigned anew, never mutated).
+        onnx_graphs: the names of the ONNX graphs of :meth:`onnx_parts`, each written as ``<name>.onnx``.
     """
 
     divisor: Any = (1, 1, 1)
@@ -39,6 +51,17 @@ class SegmentationModel(nn.Module):
     has_own_loss: ClassVar[bool] = False
     num_gated_blocks: Any = 0
     last_stats: Mapping[str, float] = {}
+    onnx_graphs: ClassVar[tuple[str, ...]] = ("model",)
+
+    def onnx_parts(self, example: torch.Tensor) -> dict[str, OnnxPart]:
+        """The graphs to export for ONNX Runtime, traced on ``example`` (B, C, D, H, W): the whole model as one graph.
+        A model that runs Python between its networks (LowRes's loop over boxes) exports one graph per network."""
+        return {"model": OnnxPart(self, (example,), ("image",), ("logits",))}
+
+    def onnx_forward(self, graphs: Mapping[str, Graph]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Inference on the exported graphs (name -> session): a batch (B, C, D, H, W) -> what ``forward`` returns."""
+        graph = graphs["model"]
+        return lambda x: graph(x)[0]
 
     def training_loss(self, output: Any, label: torch.Tensor) -> torch.Tensor:
         """The model's own objective for ``output`` of a training forward pass and ``label`` (B, 1, D, H, W)."""
