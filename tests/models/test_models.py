@@ -88,6 +88,25 @@ def test_decoder_convs_sets_the_layers_per_decoder_stage() -> None:
     assert sum(p.numel() for p in nets[1].parameters()) < sum(p.numel() for p in nets[2].parameters())
 
 
+def test_resunet_vae_regularises_training_only_and_the_segmentation_is_unchanged() -> None:
+    strides = ((1, 1, 1), (2, 2, 2), (2, 2, 1))
+    torch.manual_seed(0)
+    plain = MODELS.create("resunet", 1, 2, ModelConfig(deep_supervision=True), features=(4, 8, 16), strides=strides)
+    torch.manual_seed(0)
+    vae = MODELS.create("resunet", 1, 2, ModelConfig(deep_supervision=True, extra={"vae": True}), features=(4, 8, 16), strides=strides)
+    x = torch.randn(2, 1, 16, 16, 8)
+    out = vae.train()(x)
+    assert [tuple(o.shape) for o in out["logits"]] == [tuple(o.shape) for o in plain.train()(x)]  # deep supervision kept
+    assert out["aux_loss"].ndim == 0 and out["aux_loss"] > 0
+    out["aux_loss"].backward()
+    assert vae.encoder[0][0].conv1[0].weight.grad.abs().sum() > 0  # the regulariser reaches the shared encoder
+    assert all(p.grad is None for p in vae.heads.parameters())  # and not the segmentation heads
+    segmentation = {k: v for k, v in vae.state_dict().items() if not k.startswith("vae.")}
+    assert segmentation.keys() == plain.state_dict().keys()
+    plain.load_state_dict(segmentation)
+    assert torch.equal(vae.eval()(x), plain.eval()(x))  # at inference the branch costs nothing
+
+
 def test_gradient_checkpointing_gives_the_same_gradients_for_less_memory() -> None:
     from tests.models.test_invertible import saved_bytes
 

@@ -11,7 +11,8 @@ autoencoder regularization" (BrainLes 2018).
   connection and one quarter is squeezed, so the widths double per level as in a plain U-Net
   (C -> C/4 * 8 = 2C); the decoder unsqueezes 2C -> C/4 and concatenates the C * 3/4 skip channels.
   Everything between the stem and the head is a bijection.
-- With ``vae=True`` a VAE branch reconstructs the input from the bottleneck; the model then returns
+- With ``vae=True`` a VAE branch (:mod:`leanseg.nn.vae`: a Gaussian latent and a decoder mirroring the
+  encoder) reconstructs the input from the bottleneck; in training the model then returns
   ``{"logits", "aux_loss"}`` where ``aux_loss = 0.1 * L2 + 0.1 * KL`` (the paper's weights), and the
   trainer adds it to Dice + CE.
 
@@ -35,36 +36,8 @@ from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct
 from leanseg.nn.invertible import invertible_stage, squeeze3d, unsqueeze3d
+from leanseg.nn.vae import VAEBranch
 from leanseg.registry import MODELS
-
-
-def vae_loss_terms(x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Myronenko's terms: L2 = mean squared reconstruction error; KL = mean(mu^2 + var - log var - 1)."""
-    l2 = F.mse_loss(recon, x)
-    kl = torch.mean(mu.pow(2) + logvar.exp() - logvar - 1.0)
-    return l2, kl
-
-
-class VAEBranch(nn.Module):
-    """Bottleneck (B, C, d, h, w) -> latent N(mu, var) of ``latent`` dims -> reconstruction of the input."""
-
-    def __init__(self, in_channels: int, image_channels: int, latent: int = 128, grid: int = 4, width: int = 16) -> None:
-        super().__init__()
-        self.grid, self.width = grid, width
-        self.reduce = ConvNormAct(in_channels, width, 3)
-        self.to_stats = nn.Linear(width * grid**3, 2 * latent)
-        self.from_latent = nn.Linear(latent, width * grid**3)
-        self.refine = ConvNormAct(width, width, 3)
-        self.out = nn.Conv3d(width, image_channels, 1)
-
-    def forward(self, feats: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = F.adaptive_avg_pool3d(self.reduce(feats), self.grid).flatten(1)
-        mu, logvar = self.to_stats(h).chunk(2, dim=1)
-        logvar = logvar.clamp(-10, 10)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
-        g = self.from_latent(z).view(-1, self.width, self.grid, self.grid, self.grid)
-        g = F.interpolate(self.refine(g), size=tuple(size), mode="trilinear", align_corners=False)
-        return self.out(g), mu, logvar
 
 
 class _InvertibleUNet(SegmentationModel):
@@ -87,14 +60,13 @@ class _InvertibleUNet(SegmentationModel):
         self.enc = nn.ModuleList([invertible_stage(f, depth, kernel_size, memory_saving) for f in features])
         self.dec = nn.ModuleList([invertible_stage(features[i], depth, kernel_size, memory_saving) for i in range(len(features) - 1)])
         self.head = nn.Conv3d(features[0], out_channels, 1)
-        self.vae = VAEBranch(features[-1], in_channels) if vae else None
+        strides = ((1, 1, 1),) + ((2, 2, 2),) * (len(features) - 1)
+        self.vae = VAEBranch(features, strides, in_channels) if vae else None
 
     def _finish(self, x: torch.Tensor, logits: torch.Tensor, bottleneck: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         if self.vae is None or not self.training:
             return logits
-        recon, mu, logvar = self.vae(bottleneck, x.shape[2:])
-        l2, kl = vae_loss_terms(x, recon, mu, logvar)
-        return {"logits": logits, "aux_loss": 0.1 * l2 + 0.1 * kl}
+        return {"logits": logits, "aux_loss": self.vae.regulariser(x, bottleneck)}
 
 
 class PartiallyInvertibleUNet(_InvertibleUNet):

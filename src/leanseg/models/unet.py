@@ -18,6 +18,7 @@ from torch import nn
 from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct, ResidualBlock
+from leanseg.nn.vae import VAEBranch
 from leanseg.registry import MODELS
 
 
@@ -34,6 +35,7 @@ class ResidualUNet(SegmentationModel):
         num_ds_heads: int = 3,
         gradient_checkpointing: bool = False,
         decoder_convs: int = 2,
+        vae: bool = False,
     ) -> None:
         super().__init__()
         # recompute each stage in backward instead of storing its activations (torch.utils.checkpoint):
@@ -65,6 +67,8 @@ class ResidualUNet(SegmentationModel):
         self.num_ds_heads = min(num_ds_heads, len(features) - 1) if deep_supervision else 1
         for i in range(self.num_ds_heads, 0, -1):
             self.heads.append(nn.Conv3d(features[i - 1], out_channels, 1))
+        # Myronenko's VAE regulariser on the bottleneck (training only), as the invertible U-Nets have it
+        self.vae = VAEBranch(features, self.strides, in_channels) if vae else None
 
     @property
     def divisor(self) -> tuple[int, int, int]:
@@ -72,14 +76,22 @@ class ResidualUNet(SegmentationModel):
         d = torch.tensor(self.strides).prod(dim=0)
         return tuple(int(v) for v in d)  # type: ignore[return-value]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor] | dict[str, Any]:
         run = self._checkpointed if self.gradient_checkpointing and self.training and torch.is_grad_enabled() else _call
         skips = []
-        x = self.stem(x)
+        x = self.stem(image)
         for stage in self.encoder:
             x = run(stage, x)
             skips.append(x)
         x = skips.pop()
+        out = self._decode(x, skips, run)
+        if self.vae is not None and self.training:
+            return {"logits": out, "aux_loss": self.vae.regulariser(image, x)}
+        return out
+
+    def _decode(self, x: torch.Tensor, skips: list[torch.Tensor], run: Any) -> torch.Tensor | list[torch.Tensor]:
+        """The decoder from the bottleneck ``x`` up through ``skips``: logits, or in training with deep
+        supervision the list of every head's logits, finest first."""
         decoded = []
         for up, dec in zip(self.up, self.decoder):
             x = run(dec, torch.cat([up(x), skips.pop()], dim=1))
@@ -109,6 +121,7 @@ class ResUNetSettings:
     num_ds_heads: int = 3  # deep-supervision outputs below the full resolution
     gradient_checkpointing: bool = False  # recompute each stage in backward instead of storing its activations
     decoder_convs: int = 2  # conv-norm-act layers per decoder stage (nnU-Net's ResEnc presets: 1)
+    vae: bool = False  # Myronenko's VAE regulariser branch on the bottleneck (aux_loss = 0.1 L2 + 0.1 KL)
 
 
 @dataclass(frozen=True)
