@@ -98,3 +98,27 @@ def test_results_keep_stamps_sections_and_smoke_writes_elsewhere(tmp_path: Path)
     assert results_folder(ap.parse_args([]), committed) == committed
     assert results_folder(ap.parse_args(["--smoke"]), committed) == tmp_path / "work" / "results"
     assert results_folder(ap.parse_args(["--smoke", "--results", str(tmp_path / "r")]), committed) == tmp_path / "r"
+
+
+def test_results_keep_cells_of_the_same_settings_and_refuse_another_machines(tmp_path: Path) -> None:
+    import json
+
+    from leanseg.bench import Results
+
+    def results(minutes: float) -> Results:
+        return Results(tmp_path, "c", "bench", str, threads=1, seed=0, split="fold 0", data="phantoms", minutes=minutes, cells={})
+
+    first = results(15)
+    first["cells"]["a/fold1"] = {"dice": 0.8, "cpu": first["machine"]["cpu"]}
+    first.write()
+    same = results(15)
+    same.keep_cells("cells", same=("minutes",))
+    assert same["cells"] == {"a/fold1": first["cells"]["a/fold1"]} and "cells/a/fold1" in same["kept"]
+    shorter = results(5)
+    shorter.keep_cells("cells", same=("minutes",))
+    assert shorter["cells"] == {}  # another budget measured something else
+    saved = json.loads((tmp_path / "c.json").read_text())
+    saved["cells"]["a/fold1"]["cpu"] = "Another CPU"
+    (tmp_path / "c.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="trained on Another CPU.*pass --name NEW"):
+        results(15).keep_cells("cells", same=("minutes",))

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from leanseg.bench import benchmark_arguments, header_markdown, run_isolated
+from leanseg.bench import benchmark_arguments, header_markdown, held_out_references, predict_held_out, run_isolated
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -115,13 +115,13 @@ def main() -> None:
         profile={},
         ensemble={},
     )
-    keep_cells(results, minutes)
+    results.keep_cells("cells", same=("minutes",))
     results.keep("inference")
     results.keep("profile")
     results.keep("ensemble")
     splits = make_splits([c.case_id for c in ds.cases], 5, 12345)
     for fold in args.folds:
-        refs = references(ds, splits[fold]["val"], work / f"references_fold{fold}")
+        refs = held_out_references(ds, splits[fold]["val"], work / f"references_fold{fold}")
         for variant in args.variants:
             key = f"{variant}/fold{fold}"
             if key in results["cells"]:
@@ -139,30 +139,6 @@ def main() -> None:
         results["profile"]["default, channels-last 3D"] = profile_step("default", data, args.smoke, channels_last=True)
     results.write(with_plot=True)
     print(results.markdown())
-
-
-def keep_cells(results: Any, minutes: float) -> None:
-    """Keep the earlier file's cells of the same minutes. Cells trained on another CPU are refused: how many
-    iterations a cell's minutes buy depends on the machine (1.9x between two machines this benchmark ran on)."""
-    here = results["machine"]["cpu"]
-    for key, cell in results.earlier.get("cells", {}).items():
-        cpu = cell.get("cpu", results.earlier["machine"]["cpu"])
-        if cpu != here:
-            raise SystemExit(
-                f"{results.path} holds cell {key} trained on {cpu}, and this machine is {here}: a cell's iterations in "
-                f"{minutes} min depend on the machine, so pass --name NEW to start this machine's table."
-            )
-        if results.earlier.get("minutes") == minutes:
-            results.keep("cells", key)
-
-
-def references(ds: Any, val: list[str], folder: Path) -> Path:
-    """The held-out fold's label files, copied (evaluate scores every reference it finds)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    for c in val:
-        shutil.copy(ds.case(c).label, folder / ds.case(c).label.name)
-    return folder
 
 
 def run_cell(variant: str, fold: int, data: str, refs: Path, minutes: float, args: argparse.Namespace, work: Path) -> dict:
@@ -183,7 +159,7 @@ def run_cell(variant: str, fold: int, data: str, refs: Path, minutes: float, arg
             **({"train.iterations": 3} if args.smoke else {}),
         }
         cell, rss = run_isolated(train_job, data, str(run), overrides, fold, inline=args.smoke)
-        cell.update(peak_rss_mib=rss, curve=validation_curve(run), **predict_fold(run, data, refs, pred, {}, args.threads))
+        cell.update(peak_rss_mib=rss, curve=validation_curve(run), **predict_held_out(run, data, refs, pred, {}, args.threads))
     scores = evaluate_folders(pred, refs)
     cell.update(dice=scores["mean"], cases=len(scores["cases"]), seconds_per_iteration=cell["train_seconds"] / max(cell["iterations"], 1))
     print(f"  mean Dice {scores['mean']['dice_mean']:.4f}, {cell['iterations']} iterations", flush=True)
@@ -212,21 +188,6 @@ def validation_curve(run: Path) -> list[tuple[float, float]]:
     return [(float(r["seconds"]), float(r["val_dice"])) for r in rows if r.get("val_dice")]
 
 
-def predict_fold(run: Path | list[Path], data: str, refs: Path, pred: Path, settings: dict, threads: int) -> dict:
-    """Predict the held-out fold's original files with ``settings`` (InferenceConfig overrides); seconds per case."""
-    import torch
-
-    from leanseg.data.datasets import load_dataset
-    from leanseg.inference import Predictor
-
-    torch.set_num_threads(threads)
-    ds = load_dataset(data)
-    ids = sorted(p.name.split(".")[0] for p in refs.iterdir())
-    p = Predictor.from_run(run, num_threads=threads, **settings)
-    results = p.predict_files([(c, list(ds.case(c).images)) for c in ids], pred)
-    return {"predict_seconds_per_case": sum(r.seconds for r in results) / len(results)}
-
-
 def score_inference(run: Path, data: str, work: Path, args: argparse.Namespace) -> dict:
     """Each inference setting on one trained model: Dice on the held-out fold and seconds per case."""
     from leanseg.metrics import evaluate_folders
@@ -236,7 +197,7 @@ def score_inference(run: Path, data: str, work: Path, args: argparse.Namespace) 
     for name, settings in INFERENCE.items():
         pred = work / "predictions" / "inference" / name.replace(" ", "_")
         shutil.rmtree(pred, ignore_errors=True)
-        timing = predict_fold(run, data, refs, pred, settings, args.threads)
+        timing = predict_held_out(run, data, refs, pred, settings, args.threads)
         out[name] = {**timing, "dice": evaluate_folders(pred, refs)["mean"]}
     return out
 
@@ -248,11 +209,11 @@ def time_ensemble(variant: str, data: str, ds: Any, splits: list, work: Path, ar
     if not runs:
         raise SystemExit(f"--ensemble {variant}: no fold models under {work / 'runs' / variant}; train its folds first.")
     fold = int(runs[0].name.removeprefix("fold"))
-    refs = references(ds, splits[fold]["val"], work / f"references_fold{fold}")
-    one = predict_fold(runs[0], data, refs, work / "predictions" / "ensemble_one", {}, args.threads)
+    refs = held_out_references(ds, splits[fold]["val"], work / f"references_fold{fold}")
+    one = predict_held_out(runs[0], data, refs, work / "predictions" / "ensemble_one", {}, args.threads)
     out = work / "predictions" / "ensemble"
     shutil.rmtree(out, ignore_errors=True)
-    every = predict_fold(runs, data, refs, out, {}, args.threads)  # type: ignore[arg-type]
+    every = predict_held_out(runs, data, refs, out, {}, args.threads)  # type: ignore[arg-type]
     return {
         "variant": variant,
         "members": len(runs),

@@ -8,10 +8,12 @@ whose F and G hold two layers each), in float32:
    hippocampus-sized (40x56x40) and BraTS-sized (96^3, 2 channels) patches;
 2. those bytes as depth and patch size grow (plot);
 3. the largest cubic patch each model trains under a fixed cap on peak resident memory;
-4. validation Dice after the same wall-clock training budget on hippocampus (fold 0 of 5) and on
-   the BraTS subset (fold 0 of 3).
+4. Dice and HD95 on the original grid of hippocampus fold 0's held-out cases after ``--minutes`` of training,
+   each model with and without the VAE regulariser, ``--seeds`` seeds under the base recipe's optimiser and one
+   under the paper's (Adam 2e-4); each cell is kept in the results file, so the grid runs in parts;
+5. validation Dice on the BraTS subset (fold 0 of 3) after ``--brats-minutes``.
 
-    python benchmarks/invertible/run.py [--minutes 5] [--brats-minutes 3]
+    python benchmarks/invertible/run.py [--minutes 15] [--seeds 0 1 2] [--brats-minutes 3]
 
 Writes benchmarks/results/invertible.{json,md,png}.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from leanseg.bench import benchmark_arguments, header_markdown, run_isolated
 
@@ -32,6 +35,10 @@ MODELS = {
     "checkpointed U-Net": {"model.name": "resunet", "model.blocks_per_stage": 2, "model.extra": {"gradient_checkpointing": True}},
     "Partially-InvRes": {"model.name": "partially_invres", "model.extra": {"depth": 1}},
     "Fully-InvRes": {"model.name": "fully_invres", "model.extra": {"depth": 1}},
+}
+RECIPES = {  # optimiser settings over the base recipe's defaults
+    "base recipe": {},
+    "paper: Adam 2e-4": {"train.optimizer": "adam", "train.lr": 2e-4, "train.weight_decay": 1e-5},  # Myronenko's L2 1e-5
 }
 COMMON = {
     "model.deep_supervision": False,
@@ -99,7 +106,7 @@ def train_job(data: str, run: str, name: str, budget: dict, fold: int, extra: di
 
     overrides = {
         **COMMON,
-        **MODELS[name],
+        **MODELS[name],  # ``extra`` may replace its model.extra (the VAE switched on)
         "train.val_every": 10**6,
         "train.checkpoint_every": 10**6,
         **budget,
@@ -108,6 +115,34 @@ def train_job(data: str, run: str, name: str, budget: dict, fold: int, extra: di
     cfg = ExperimentConfig().with_overrides(overrides)
     r = train(data, run, cfg, fold=fold, show_progress=False)
     return {"iterations": r.iterations, "train_seconds": r.seconds, **r.val}
+
+
+def model_overrides(name: str, vae: bool) -> dict:
+    """``name``'s overrides, with the VAE branch switched on in its ``model.extra`` where ``vae``."""
+    o = dict(MODELS[name])
+    if vae:
+        o["model.extra"] = {**o.get("model.extra", {}), "vae": True}
+    return o
+
+
+def dice_cell(name: str, vae: bool, recipe: str, seed: int, data: str, refs: Path, minutes: float, work: Path, smoke: bool) -> dict:
+    """Train one model for ``minutes`` (float32, no validation inside the budget) in its own process, then score
+    the held-out fold's original files: Dice and HD95 per class and their means."""
+    import shutil
+
+    from leanseg.bench import predict_held_out
+    from leanseg.metrics import evaluate_folders
+
+    tag = f"{name.replace(' ', '_')}{'_vae' if vae else ''}_{recipe.split(':')[0].replace(' ', '_')}_seed{seed}"
+    run, pred = work / "dice_runs" / tag, work / "dice_predictions" / tag
+    for f in (run, pred):
+        shutil.rmtree(f, ignore_errors=True)
+    budget = {"train.iterations": 3} if smoke else {"train.budget_minutes": minutes}
+    extra = {**model_overrides(name, vae), **RECIPES[recipe], "train.seed": seed, "train.val_max_cases": 1, **budget}
+    res, rss = run_isolated(train_job, data, str(run), name, {}, 0, extra, inline=smoke)
+    res.update(train_peak_rss_mib=rss, **predict_held_out(run, data, refs, pred, {}, 2))
+    scores = evaluate_folders(pred, refs)
+    return {**{k: v for k, v in res.items() if not k.startswith("val_")}, "dice": scores["mean"], "cases": len(scores["cases"])}
 
 
 # what each part measures, at full size and in a smoke run (tiny patches, phantoms, a few iterations, in-process)
@@ -129,15 +164,19 @@ SMOKE = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=5.0, help="training budget per model on hippocampus")
+    ap.add_argument("--minutes", type=float, default=15.0, help="training budget of each hippocampus Dice cell (the base recipe's)")
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the base-recipe cells (the paper's recipe: the first)"
+    )
+    ap.add_argument("--dice-models", nargs="+", default=list(MODELS), choices=list(MODELS), help="models of the Dice cells to run now")
     ap.add_argument("--brats-minutes", type=float, default=3.0)
     ap.add_argument("--cap-mib", type=float, default=3072.0, help="peak-RSS cap for the largest-patch search")
-    ap.add_argument("--skip-training", action="store_true", help="measure parts 1-3; keep part 4 from the last results file")
-    ap.add_argument("--only-training", action="store_true", help="keep parts 1-3 from the last results file, rerun part 4")
+    ap.add_argument("--skip-training", action="store_true", help="measure parts 1-3; keep parts 4-5 from the last results file")
+    ap.add_argument("--only-training", action="store_true", help="keep parts 1-3 from the last results file, run parts 4-5")
     benchmark_arguments(ap, "invertible", "/tmp/leanseg_bench/invertible")
     args = ap.parse_args()
 
-    from leanseg.bench import Results, results_folder, smoke_phantoms
+    from leanseg.bench import Results, results_folder
 
     results = Results(
         results_folder(args, RESULTS),
@@ -146,48 +185,76 @@ def main() -> None:
         render,
         plot,
         threads=2,
-        seed=0,
+        seed=args.seeds,
         split="hippocampus: fold 0 of 5 (split seed 12345) held out; BraTS subset: fold 0 of 3",
-        data="random tensors at each dataset's patch size (parts 1-3); the shared hippocampus and BraTS folders (part 4)",
+        data="random tensors at each dataset's patch size (parts 1-3); the shared hippocampus and BraTS folders (parts 4-5)",
         smoke=args.smoke,
         precision="float32",
         widths=COMMON["model.features"],
         conv_layers_per_stage=4,
+        minutes=0.0 if args.smoke else args.minutes,
+        recipes=RECIPES,
+        dice={},
     )
     for key in (
         ("steps", "depth_sweep", "patch_sweep", "largest_patch") if args.only_training else ("training",) if args.skip_training else ()
     ):
         results.keep(key)  # first, so that every write while measuring holds them
+    results.keep_cells("dice", same=("minutes", "recipes"))
     if not args.only_training:
         measure_memory(results, 0.0 if args.smoke else args.cap_mib, SMOKE if args.smoke else FULL, args.smoke)
     if not args.skip_training:
-        print("4/4 validation Dice under the same budget", flush=True)
-        datasets = (
-            [("phantoms", smoke_phantoms(Path(args.work)), {"train.iterations": 3}, 0, {"train.val_max_cases": 2})]
-            if args.smoke
-            else [
-                ("hippocampus", SHARED / "Task04_Hippocampus", {"train.budget_minutes": args.minutes}, 0, {"train.val_max_cases": None}),
-                (
-                    "brats",
-                    SHARED / "BraTS2013_subset",
-                    {"train.budget_minutes": args.brats_minutes},
-                    0,
-                    {"data.num_folds": 3, "data.patch_size": [64, 64, 64]},
-                ),
-            ]
+        measure_dice(results, args)
+        measure_brats(results, args)
+    results.write(with_plot=True)
+    print(results.markdown())
+
+
+def measure_dice(results: Any, args: argparse.Namespace) -> None:
+    """Part 4: every model with and without the VAE, each recipe, each seed; cells already in the file are kept."""
+    from leanseg.bench import held_out_references, smoke_phantoms
+    from leanseg.data.datasets import load_dataset
+    from leanseg.data.prepare import make_splits
+
+    work = Path(args.work)
+    data = str(smoke_phantoms(work)) if args.smoke else str(SHARED / "Task04_Hippocampus")
+    ds = load_dataset(data)
+    refs = held_out_references(ds, make_splits([c.case_id for c in ds.cases], 5, 12345)[0]["val"], work / "references_fold0")
+    grid = [(m, v, "base recipe", s) for m in args.dice_models for v in (False, True) for s in args.seeds]
+    grid += [(m, v, "paper: Adam 2e-4", args.seeds[0]) for m in args.dice_models for v in (False, True)]
+    if args.smoke:  # every model and branch once, the paper's recipe once
+        grid = [(m, v, "base recipe", 0) for m in MODELS for v in (False, True)] + [("Fully-InvRes", True, "paper: Adam 2e-4", 0)]
+    print(f"4/5 Dice on hippocampus fold 0 after {results['minutes']} min per cell", flush=True)
+    for name, vae, recipe, seed in grid:
+        key = f"{name}{' + VAE' if vae else ''}/{recipe}/seed{seed}"
+        if key in results["dice"]:
+            continue
+        cell = dice_cell(name, vae, recipe, seed, data, refs, results["minutes"], work, args.smoke)
+        results["dice"][key] = {**cell, "cpu": results["machine"]["cpu"]}
+        print(key, f"Dice {cell['dice']['dice_mean']:.4f}, {cell['iterations']} iterations", flush=True)
+        results.write()
+
+
+def measure_brats(results: Any, args: argparse.Namespace) -> None:
+    """Part 5: validation Dice on the BraTS subset after the same short budget for every model (no VAE)."""
+    from leanseg.bench import smoke_phantoms
+
+    print("5/5 validation Dice on BraTS under the same budget", flush=True)
+    if args.smoke:
+        path, budget, extra = smoke_phantoms(Path(args.work)), {"train.iterations": 3}, {"train.val_max_cases": 2}
+    else:
+        path, budget = SHARED / "BraTS2013_subset", {"train.budget_minutes": args.brats_minutes}
+        extra = {"data.num_folds": 3, "data.patch_size": [64, 64, 64]}
+    results["training"] = {
+        "brats": {"minutes": budget.get("train.budget_minutes"), "iterations": budget.get("train.iterations"), "fold": 0, "models": {}}
+    }
+    for name in MODELS:
+        res, rss = run_isolated(
+            train_job, str(path), f"{args.work}/brats_{name.replace(' ', '_')}", name, budget, 0, extra, inline=args.smoke
         )
-        results["training"] = {}
-        for data_name, path, budget, fold, extra in datasets:
-            budget = {"train.iterations": 10**6, **budget}
-            minutes = budget.get("train.budget_minutes")
-            results["training"][data_name] = {"minutes": minutes, "iterations": budget["train.iterations"], "fold": fold, "models": {}}
-            for name in MODELS:
-                run = f"{args.work}/{data_name}_{name.replace(' ', '_')}"
-                res, rss = run_isolated(train_job, str(path), run, name, budget, fold, extra, inline=args.smoke)
-                res["train_peak_rss_mib"] = rss
-                results["training"][data_name]["models"][name] = res
-                print(data_name, name, res, flush=True)
-                results.write()
+        results["training"]["brats"]["models"][name] = {**res, "train_peak_rss_mib": rss}
+        print("brats", name, res, flush=True)
+        results.write()
     results.write(with_plot=True)
     print(results.markdown())
 
@@ -198,10 +265,11 @@ def measure_memory(results, cap_mib: float, sizes: dict, inline: bool) -> None:
     for data_name, in_ch, out_ch, patch in sizes["steps"]:
         results["steps"][data_name] = {"patch": patch, "models": {}}
         for name in MODELS:
-            res, rss = run_isolated(step_job, name, in_ch, out_ch, patch, 4, inline=inline)
-            res["process_peak_rss_mib"] = rss
-            results["steps"][data_name]["models"][name] = res
-            print(data_name, name, res, flush=True)
+            for vae in (False, True):  # the VAE branch's own cost, for the targets' memory and step time
+                res, rss = run_isolated(step_job, name, in_ch, out_ch, patch, 4, model_overrides(name, vae), inline=inline)
+                res["process_peak_rss_mib"] = rss
+                results["steps"][data_name]["models"][name + (" + VAE" if vae else "")] = res
+                print(data_name, name, "VAE" if vae else "", res, flush=True)
         results.write()
 
     print("2/4 memory as depth and patch size grow", flush=True)
@@ -271,6 +339,7 @@ def render(r: dict) -> str:
         for name, v in r["largest_patch"]["models"].items():
             lines.append(f"| {name} | {v['edge'] if v else '< 64'} | {v['process_peak_rss_mib']:.0f} |" if v else f"| {name} | < 64 | |")
         lines.append("")
+    lines += dice_markdown(r)
     for data_name, d in r.get("training", {}).items():
         lines += [
             f"## Validation Dice after {budget_text(d)} of training: {data_name} (fold {d['fold']})",
@@ -289,6 +358,75 @@ def render(r: dict) -> str:
         lines.append("")
     lines += ["![memory against depth and patch size](invertible.png)", ""]
     return "\n".join(lines)
+
+
+def dice_by_config(r: dict) -> dict[tuple[str, str], list[dict]]:
+    """The Dice cells grouped by (model with or without VAE, recipe), seeds in order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for key in sorted(r.get("dice", {})):
+        model, recipe, _ = key.split("/")
+        groups.setdefault((model, recipe), []).append(r["dice"][key])
+    return groups
+
+
+def dice_markdown(r: dict) -> list[str]:
+    """Part 4's tables: each configuration's seeds (mean, spread), then the VAE's effect on each model."""
+    import statistics
+
+    groups = dice_by_config(r)
+    if not groups:
+        return []
+    lines = [
+        f"## Hippocampus: Dice on the original grid of fold 0's held-out cases after {r.get('minutes')} min (float32)",
+        "",
+        "| model | recipe | seeds | mean Dice | spread (min-max) | per seed | HD95 (mm) | iterations | training peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (model, recipe), cells in groups.items():
+        d = [c["dice"]["dice_mean"] for c in cells]
+        lines.append(
+            f"| {model} | {recipe} | {len(d)} | {statistics.mean(d):.4f} | {min(d):.4f}-{max(d):.4f} | {', '.join(f'{x:.4f}' for x in d)} | "
+            f"{statistics.mean(c['dice']['hd95_mean'] for c in cells):.2f} | {statistics.mean(c['iterations'] for c in cells):.0f} | "
+            f"{max(c['train_peak_rss_mib'] for c in cells):.0f} |"
+        )
+    lines += [
+        "",
+        "The VAE's effect (mean Dice with it minus without; a difference inside either arm's spread over seeds is no effect):",
+        "",
+    ]
+    lines += ["| model | recipe | with VAE - without | larger spread | reading |", "|---|---|---|---|---|"]
+    for (model, recipe), cells in groups.items():
+        plain = groups.get((model.removesuffix(" + VAE"), recipe))
+        if not model.endswith(" + VAE") or not plain:
+            continue
+        a, b = ([c["dice"]["dice_mean"] for c in x] for x in (cells, plain))
+        delta, spread = statistics.mean(a) - statistics.mean(b), max(max(a) - min(a), max(b) - min(b))
+        reading = (
+            "one seed: not judged" if min(len(a), len(b)) < 2 else "no effect" if abs(delta) <= spread else "gain" if delta > 0 else "loss"
+        )
+        lines.append(f"| {model.removesuffix(' + VAE')} | {recipe} | {delta:+.4f} | {spread:.4f} | {reading} |")
+    return [*lines, "", *target_lines(r, groups)]
+
+
+def target_lines(r: dict, groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """The issue's target: Fully-InvRes (the better of with and without the VAE) at least the plain U-Net's mean Dice
+    over seeds (base recipe), at most 0.5x its peak training memory and 1.5x its step time (part 1, hippocampus)."""
+    import statistics
+
+    base = {m: statistics.mean(c["dice"]["dice_mean"] for c in cells) for (m, rec), cells in groups.items() if rec == "base recipe"}
+    steps = r.get("steps", {}).get("hippocampus", {}).get("models", {})
+    chosen = max((k for k in ("Fully-InvRes", "Fully-InvRes + VAE") if k in base), key=base.get, default=None)
+    if chosen is None or "plain U-Net" not in base or chosen not in steps or "plain U-Net" not in steps:
+        return []
+    mine, plain = steps[chosen], steps["plain U-Net"]
+    memory = mine["peak_rss_above_base_mib"] / plain["peak_rss_above_base_mib"]
+    step = mine["step_seconds"] / plain["step_seconds"]
+    met = base[chosen] >= base["plain U-Net"] and memory <= 0.5 and step <= 1.5
+    return [
+        f"Target ({'met' if met else 'missed'}): {chosen} {base[chosen]:.4f} against the plain U-Net's {base['plain U-Net']:.4f} mean Dice, "
+        f"{memory:.2f}x its peak step memory (at most 0.5x), {step:.2f}x its step time (at most 1.5x).",
+        "",
+    ]
 
 
 def budget_text(d: dict) -> str:

@@ -170,6 +170,33 @@ def results_folder(args: Any, committed: Path) -> Path:
     return Path(args.work) / "results" if args.smoke else committed
 
 
+def held_out_references(dataset: Any, case_ids: list[str], folder: Path) -> Path:
+    """Copy the label files of ``case_ids`` into a fresh ``folder``: the references a held-out fold is scored against."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for c in case_ids:
+        shutil.copy(dataset.case(c).label, folder / dataset.case(c).label.name)
+    return folder
+
+
+def predict_held_out(run: Path | list[Path], data: str, refs: Path, out: Path, settings: dict, threads: int) -> dict:
+    """Predict the original image files of the cases in ``refs`` with ``run`` (several runs: an ensemble) and
+    ``settings`` (InferenceConfig overrides) into ``out``; returns the seconds per case."""
+    import torch
+
+    from leanseg.data.datasets import load_dataset
+    from leanseg.inference import Predictor
+
+    torch.set_num_threads(threads)
+    ds = load_dataset(data)
+    ids = sorted(p.name.split(".")[0] for p in refs.iterdir())
+    predictor = Predictor.from_run(run, num_threads=threads, **settings)
+    results = predictor.predict_files([(c, list(ds.case(c).images)) for c in ids], out)
+    return {"predict_seconds_per_case": sum(r.seconds for r in results) / len(results)}
+
+
 def smoke_phantoms(work: Path, num_cases: int = 10) -> Path:
     """A small phantom dataset (MSD layout, two classes) for a benchmark's ``--smoke`` run; reused when present."""
     from leanseg.data.synthetic import generate_phantom_dataset
@@ -231,7 +258,7 @@ class Results:
 
     def stamp(self, source: dict[str, Any] | None = None) -> str:
         m = (source if source is not None else self.earlier).get("machine", {})
-        return f"commit {m.get('leanseg_commit', '?')}, {m.get('date', '?')}"
+        return f"commit {m.get('leanseg_commit', '?')}, {m.get('date', '?')}, {m.get('cpu', '?')}"
 
     def keep(self, key: str, sub: str | None = None) -> bool:
         """Take ``key`` (or ``key[sub]``) from the earlier file, recording its stamp in ``kept``; False where it has none."""
@@ -246,6 +273,21 @@ class Results:
             key if sub is None else f"{key}/{sub}", self.stamp()
         )
         return True
+
+    def keep_cells(self, section: str, same: tuple[str, ...] = ()) -> None:
+        """Keep each cell (``section[key]``) of the earlier file where its ``same`` settings equal this call's, so that
+        a long grid of training cells runs in parts. Cells trained on another CPU are refused with a sentence: what a
+        wall-clock budget buys depends on the machine (1.9x more iterations between two machines of this project)."""
+        here = self.data["machine"]["cpu"]
+        for key, cell in self.earlier.get(section, {}).items():
+            cpu = cell.get("cpu", self.earlier.get("machine", {}).get("cpu"))
+            if cpu != here:
+                raise SystemExit(
+                    f"{self.path} holds {section} {key} trained on {cpu}, and this machine is {here}: a cell's budget buys "
+                    "other iterations on another machine, so pass --name NEW to start this machine's table."
+                )
+            if all(self.earlier.get(k) == self.data.get(k) for k in same):
+                self.keep(section, key)
 
     def merge(self, keys: tuple[str, ...], same: tuple[str, ...]) -> None:
         """Re-read the file and take its ``keys`` sections when its ``same`` settings equal this call's."""
