@@ -154,6 +154,7 @@ class LowResNet(SegmentationModel):
     FACTOR = 8  # stage one predicts at 1/8 resolution
     whole_volume = True  # the predictor runs it on whole volumes: it crops its own regions
     has_own_loss = True  # one loss per stage (training_loss)
+    onnx_graphs = ("lowres_stage_one", "lowres_detail")  # one graph per network; the box loop runs in Python
 
     def __init__(
         self,
@@ -236,8 +237,6 @@ class LowResNet(SegmentationModel):
             "fraction": box_fraction(full_boxes, shape) if full_boxes else 0.0,
         }
         return torch.log(torch.cat([background, fg_maps]).clamp_min(1e-8))[None]
-
-    onnx_graphs = ("lowres_stage_one", "lowres_detail")
 
     def onnx_parts(self, example: torch.Tensor) -> dict[str, OnnxPart]:
         """Each network as its own graph; the box loop between them runs in Python (:meth:`onnx_forward`)."""
