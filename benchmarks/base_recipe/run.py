@@ -39,7 +39,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "monai_unet_b4": {"model.name": "monai_unet", "train.batch_size": 4},
     "fast": {"model.features": [8, 32, 64, 128], "model.extra": {"decoder_convs": 1}},
     "fast_b4": {"model.features": [8, 32, 64, 128], "model.extra": {"decoder_convs": 1}, "train.batch_size": 4},
-    "adam": {"train.optimizer": "adam", "train.lr": 1e-3},
+    "sgd": {"train.optimizer": "sgd", "train.lr": 0.01, "train.weight_decay": 3e-5},  # the default until issue 33
+    "adam": {"train.optimizer": "adam", "train.lr": 1e-3, "train.weight_decay": 3e-5},
     "adamw": {"train.optimizer": "adamw", "train.lr": 1e-3, "train.weight_decay": 1e-2},
     "monai_unet_adam": {"model.name": "monai_unet", "train.optimizer": "adam", "train.lr": 1e-3},
     "batch4": {"train.batch_size": 4},

@@ -73,10 +73,10 @@ DEFAULT_ITERATIONS = 2000  # training length with neither train.iterations nor a
 class TrainConfig:
     iterations: int | None = None  # None: DEFAULT_ITERATIONS, or no limit where budget_minutes is set (the clock ends training)
     batch_size: int = 2
-    optimizer: str = "sgd"  # sgd (Nesterov) | adam | adamw
-    lr: float = 0.01
-    momentum: float = 0.99
-    weight_decay: float = 3e-5
+    optimizer: str = "adamw"  # adamw | adam | sgd (Nesterov, nnU-Net's); AdamW won by 0.62 point on 4 folds (base_recipe)
+    lr: float = 1e-3
+    momentum: float = 0.99  # sgd only
+    weight_decay: float = 1e-2
     schedule: str = "poly"  # poly | cosine | constant
     budget_minutes: float | None = None  # wall-clock budget; the schedule follows it when set
     val_every: int = 200
