@@ -173,7 +173,9 @@ def test_two_runs_train_the_stages_and_predict_reports_them(chest: Path, tmp_pat
     onnx, timings = Predictor.from_run(tmp_path / "two", backend="onnx").predict_volume_probabilities(src)
     assert timings["fraction"] == pytest.approx(1.0) and timings["stage2"] > 0
     assert torch.allclose(eager, onnx, atol=1e-3) and eager[1:].std() > 1e-4
-    res = CliRunner().invoke(app, [*args[:-4], "-o", str(tmp_path / "pred_onnx"), "--backend", "onnx", "--threads", "1"])
+    res = CliRunner().invoke(
+        app, [*args[:-4], "-o", str(tmp_path / "pred_onnx"), "--backend", "onnx", "--threads", "1"], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0 and "to stage 2" in res.output, res.output
     assert (read_image(tmp_path / "pred_onnx" / "chest_000.nii.gz").array == out.array).mean() > 0.999  # ties aside
 
