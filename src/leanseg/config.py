@@ -73,7 +73,7 @@ DEFAULT_ITERATIONS = 2000  # training length with neither train.iterations nor a
 class TrainConfig:
     iterations: int | None = None  # None: DEFAULT_ITERATIONS, or no limit where budget_minutes is set (the clock ends training)
     batch_size: int = 2
-    optimizer: str = "adamw"  # adamw | adam | sgd (Nesterov, nnU-Net's); AdamW won by 0.62 point on 4 folds (base_recipe)
+    optimizer: str = "adamw"  # adamw | adam | sgd (Nesterov, nnU-Net's); see docs/benchmarks/base_recipe.md
     lr: float = 1e-3
     momentum: float = 0.99  # sgd only
     weight_decay: float = 1e-2
