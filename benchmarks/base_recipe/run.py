@@ -47,7 +47,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "small_patch_b4": {"data.patch_size": [32, 48, 32], "train.batch_size": 4},
     "no_deep_supervision": {"model.deep_supervision": False},
     "fp32": {"train.bf16": False},
-    "flips_only": NO_AUGMENT,
+    "flips_only": NO_AUGMENT,  # under the default optimiser of the run's time (SGD before issue 33's move)
+    "adamw_flips": {"train.optimizer": "adamw", "train.lr": 1e-3, "train.weight_decay": 1e-2, **NO_AUGMENT},
     "foreground_half": {"data.foreground_oversample": 0.5},
     "peer": {},  # monai_peer.py
 }
