@@ -151,10 +151,10 @@ def main() -> None:
         children_per_episode=st.children,
         child_iterations=st.child_iterations,
         search_space=SEARCH_SPACE,
-        shared_weights=f"SGD (Nesterov), lr {cfg.train.lr} constant, momentum {st.momentum}, batch {cfg.train.batch_size}, bf16 autocast",
+        shared_weights=f"{optimiser(cfg.train, st.momentum)}, lr {cfg.train.lr} constant, batch {cfg.train.batch_size}, bf16 autocast",
         final_iterations=st.final_iterations,
         final_training=f"the chosen child alone, from the shared weights: {st.final_iterations} iterations of the base "
-        f"trainer's schedule (SGD lr {cfg.train.lr}, momentum {final_momentum}, {cfg.train.schedule} schedule"
+        f"trainer's schedule ({optimiser(cfg.train, final_momentum)}, lr {cfg.train.lr}, {cfg.train.schedule} schedule"
         + (")" if st.final_schedule == "restart" else ", continued over the shared weights' iterations plus these)"),
         searches={},
     )
@@ -250,6 +250,13 @@ def base_unet(minutes: float, data: str, work: Path, cfg: Any, args: argparse.Na
 def resumed(s: dict[str, Any]) -> str:
     n = s.get("resumed_after_children", 0)
     return f" (its {n} children from an earlier call, counted by their own seconds)" if n else ""
+
+
+def optimiser(t: Any, momentum: float | None) -> str:
+    """The optimiser as the results state it: the NAS phases use ``cfg.train``'s, which is AdamW by default."""
+    if t.optimizer == "sgd":
+        return f"SGD (Nesterov), momentum {momentum}"
+    return f"{'AdamW' if t.optimizer == 'adamw' else 'Adam'}, weight decay {t.weight_decay}"
 
 
 def render(r: dict[str, Any]) -> str:

@@ -538,13 +538,16 @@ def data_chest(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     shape: Annotated[tuple[int, int, int], typer.Option(help="Voxels per volume (x y z).")] = (300, 300, 200),
     spacing: Annotated[tuple[float, float, float], typer.Option(help="Voxel spacing in mm (x y z).")] = (1.0, 1.0, 1.5),
+    nodules_per_scan: Annotated[float, typer.Option(help="Mean nodules per scan (Poisson); LUNA16 has 1.34.")] = 1186 / 888,
 ) -> None:
-    """Write seeded synthetic LUNA16-like chest CTs with 3-30 mm nodules as an MSD dataset folder."""
+    """Write seeded synthetic LUNA16-like chest CTs with 3-32 mm nodules as an MSD dataset folder."""
 
     def go() -> None:
         from leanseg.data.synthetic_chest import generate_chest_dataset
 
-        _console().print(f"wrote {generate_chest_dataset(out, cases, seed, shape, spacing, progress=True)}")
+        _console().print(
+            f"wrote {generate_chest_dataset(out, cases, seed, shape, spacing, progress=True, nodules_per_scan=nodules_per_scan)}"
+        )
 
     _run(go)
 

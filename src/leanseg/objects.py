@@ -44,10 +44,12 @@ class CaseObjects:
     tp_scores: list[float] = field(default_factory=list)  # per hit object: best score among its detections
     fp_scores: list[float] = field(default_factory=list)  # per false-positive component
     object_dice: list[float] = field(default_factory=list)  # per ground-truth object
+    sizes_mm: list[float] = field(default_factory=list)  # per ground-truth object: its equivalent-sphere diameter
 
 
-def match_objects(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None = None) -> CaseObjects:
-    """Match predicted components to ground-truth objects in one scan."""
+def match_objects(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None = None, spacing: Sequence[float] | None = None) -> CaseObjects:
+    """Match predicted components to ground-truth objects in one scan; ``spacing`` (mm) sizes the objects
+    (in voxels without it)."""
     pred, ref = np.asarray(pred).astype(bool), np.asarray(ref).astype(bool)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
@@ -59,9 +61,11 @@ def match_objects(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None = N
 
         scores[1:] = ndi.maximum(np.asarray(prob, dtype=np.float64), pred_lab, index=np.arange(1, n_pred + 1))
     out = CaseObjects(n_ref)
+    voxel = float(np.prod(spacing)) if spacing is not None else 1.0
     overlapping: set[int] = set()
     for k in range(1, n_ref + 1):
         obj = ref_lab == k
+        out.sizes_mm.append(float((6 * obj.sum() * voxel / math.pi) ** (1 / 3)))
         hit_ids = np.unique(pred_lab[obj])
         hit_ids = hit_ids[hit_ids > 0]
         overlapping.update(int(h) for h in hit_ids)
@@ -125,7 +129,19 @@ def object_metrics(cases: Sequence[CaseObjects]) -> dict[str, float]:
     return out
 
 
-def score_probabilities(probs: np.ndarray, ref: np.ndarray) -> tuple[CaseObjects, np.ndarray]:
+def recall_by_size(cases: Sequence[CaseObjects], bins: Sequence[tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """Object recall within each (low, high) band of equivalent-sphere diameter; the first band takes the objects
+    below it and the last those above it, so every object counts once."""
+    sizes = np.array([s for c in cases for s in c.sizes_mm])
+    hits = np.array([h for c in cases for h in c.hits], dtype=bool)
+    out = {}
+    for i, (lo, hi) in enumerate(bins):
+        inside = ((sizes >= lo) | (i == 0)) & ((sizes < hi) | (i == len(bins) - 1))
+        out[f"{lo:g}-{hi:g} mm"] = {"objects": int(inside.sum()), "recall": float(hits[inside].mean()) if inside.any() else math.nan}
+    return out
+
+
+def score_probabilities(probs: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> tuple[CaseObjects, np.ndarray]:
     """Objects of one scan's class probabilities (K, D, H, W) against its reference (D, H, W), and the predicted mask.
 
     The prediction is the most probable class per voxel, any foreground class counting as object; each predicted
@@ -134,4 +150,4 @@ def score_probabilities(probs: np.ndarray, ref: np.ndarray) -> tuple[CaseObjects
     """
     probs = np.asarray(probs)
     pred = np.argmax(probs, 0) > 0
-    return match_objects(pred, np.asarray(ref) > 0, prob=1 - probs[0]), pred
+    return match_objects(pred, np.asarray(ref) > 0, prob=1 - probs[0], spacing=spacing), pred

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from leanseg.objects import froc_curve, match_objects, object_metrics, score_probabilities
+from leanseg.objects import froc_curve, match_objects, object_metrics, recall_by_size, score_probabilities
 
 
 def cube(shape, corner, size) -> np.ndarray:
@@ -90,3 +90,17 @@ def test_no_objects_gives_nan_not_a_crash() -> None:
     z = np.zeros((5, 5, 5), bool)
     m = object_metrics([match_objects(z, z)])
     assert math.isnan(m["object_recall"]) and math.isnan(m["froc_luna16"])
+
+
+def test_recall_by_size_bins_objects_by_their_diameter_in_millimetres() -> None:
+    shape = (40, 40, 40)
+    # at 2 x 1 x 1 mm, cubes of 2, 4 and 8 voxels a side hold 16, 128 and 1024 mm^3: spheres of 3.1, 6.3, 12.5 mm
+    ref = cube(shape, (1, 1, 1), 2) | cube(shape, (10, 10, 10), 4) | cube(shape, (25, 25, 25), 8)
+    pred = cube(shape, (10, 10, 10), 4)  # only the middle one found
+    c = match_objects(pred, ref, spacing=(2.0, 1.0, 1.0))
+    assert c.sizes_mm == pytest.approx([(6 * v / math.pi) ** (1 / 3) for v in (16, 128, 1024)])
+    tiny = match_objects(cube(shape, (1, 1, 1), 1), cube(shape, (1, 1, 1), 1), spacing=(1.0, 1.0, 1.0))  # 1.2 mm
+    by = recall_by_size([c, tiny], ((3, 5), (5, 10), (10, 30)))
+    assert by["3-5 mm"] == {"objects": 2, "recall": 0.5}  # the 3.1 mm miss and the 1.2 mm hit (below the first band)
+    assert by["5-10 mm"] == {"objects": 1, "recall": 1.0} and by["10-30 mm"] == {"objects": 1, "recall": 0.0}
+    assert match_objects(pred, ref).sizes_mm[1] == pytest.approx((6 * 64 / math.pi) ** (1 / 3))  # voxels without spacing
