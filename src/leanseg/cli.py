@@ -552,5 +552,23 @@ def data_chest(
     _run(go)
 
 
+@data_app.command("degrade")
+def data_degrade(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder to copy (MSD or nnU-Net v2).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the degraded MSD copy.")],
+    seed: Annotated[int, typer.Option(help="Seed of the severities and artefacts.")] = 0,
+    max_severity: Annotated[float, typer.Option(help="Severities are drawn from 0 (clean) to this (at most 1).")] = 1.0,
+) -> None:
+    """Write a mixed-quality copy: each case degraded by MRI artefacts (bias field, Gibbs ringing, a k-space spike,
+    Rician noise) at its own seeded severity; degradation.json records them."""
+
+    def go() -> None:
+        from leanseg.data.degrade import degrade_dataset
+
+        _console().print(f"wrote {degrade_dataset(data, out, seed, max_severity, progress=True)}")
+
+    _run(go)
+
+
 if __name__ == "__main__":
     app()

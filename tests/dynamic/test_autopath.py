@@ -20,7 +20,7 @@ from leanseg.dynamic.reinforce import (
     train_policy,
     voxel_reward,
 )
-from leanseg.dynamic.strategies import drop_first, drop_last, drop_n, drop_random, sweep_masks
+from leanseg.dynamic.strategies import drop_first, drop_last, drop_n, drop_random, every_mask, sweep_masks
 from leanseg.errors import LeansegError
 from leanseg.models.deeplab3d import DeepLab3D
 
@@ -132,6 +132,12 @@ def test_heuristic_strategies() -> None:
     masks = sweep_masks(8, repeats=3)
     assert len(masks) == 8 + 7 * (2 + 3)
     assert all(int((~k).sum()) == dropped for _, _, dropped, k in masks)
+    every = every_mask(4)
+    assert len({tuple(k.tolist()) for _, _, _, k in every}) == 16  # each mask once
+    assert all(int((~k).sum()) == dropped for _, _, dropped, k in every)
+    assert every[5][3].tolist() == [True, False, True, False]  # mask 5 = 0b0101: blocks 1 and 3 kept
+    with pytest.raises(ValueError, match="2\\^13"):
+        every_mask(13)
 
 
 def test_matched_heuristics_drop_on_each_image_what_the_policy_dropped_there() -> None:

@@ -59,13 +59,16 @@ def make_phantom(shape: tuple[int, int, int], rng: np.random.Generator, num_lesi
     return image.astype(np.float32), label
 
 
-def write_msd_json(out: Path, name: str, description: str, modality: str, labels: dict[int, str], training: list[dict[str, str]]) -> None:
-    """The ``dataset.json`` of an MSD folder whose ``training`` entries are already written."""
+def write_msd_json(
+    out: Path, name: str, description: str, modality: str | list[str], labels: dict[int, str], training: list[dict[str, str]]
+) -> None:
+    """The ``dataset.json`` of an MSD folder whose ``training`` entries are already written; ``modality``: one name,
+    or one per channel."""
     meta = {
         "name": name,
         "description": description,
         "tensorImageSize": "3D",
-        "modality": {"0": modality},
+        "modality": {str(i): m for i, m in enumerate([modality] if isinstance(modality, str) else modality)},
         "labels": {str(k): v for k, v in labels.items()},
         "numTraining": len(training),
         "numTest": 0,

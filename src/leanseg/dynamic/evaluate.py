@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from leanseg.dynamic.reinforce import segment
-from leanseg.dynamic.strategies import sweep_masks
+from leanseg.dynamic.strategies import every_mask, sweep_masks
 from leanseg.errors import LeansegError
 from leanseg.metrics import dice_per_class
 
@@ -82,10 +82,12 @@ def sweep_strategies(
     seed: int,
     bf16: bool,
     progress: Callable[[Iterable], Iterable] | None = None,
+    exhaustive: bool = False,
 ) -> list[dict[str, Any]]:
-    """Mean Dice for every heuristic mask of :func:`sweep_masks`, plus the full network."""
+    """Mean Dice for every heuristic mask of :func:`sweep_masks`, plus the full network, with each case's Dice;
+    with ``exhaustive``, every mask as well (:func:`every_mask`), for the best fixed path at each cost."""
     n = model.num_gated_blocks
-    masks = [("Full", 0, 0, torch.ones(n, dtype=torch.bool)), *sweep_masks(n, repeats, seed)]
+    masks = [("Full", 0, 0, torch.ones(n, dtype=torch.bool)), *sweep_masks(n, repeats, seed), *(every_mask(n) if exhaustive else [])]
     rows = []
     for strategy, param, dropped, keep in progress(masks) if progress else masks:
         per_case = evaluate_paths(model, cases, lambda _cid, _img, k=keep: k, classes, bf16)
@@ -96,6 +98,7 @@ def sweep_strategies(
                 "blocks_dropped": dropped,
                 "keep": keep.int().tolist(),
                 "dice": float(np.mean([r["dice"] for r in per_case])),
+                "per_case": {r["case"]: r["dice"] for r in per_case},  # the oracle's table (leanseg.dynamic.headroom)
             }
         )
     return rows

@@ -39,6 +39,15 @@ def drop_random(num_blocks: int, n: int, rng: np.random.Generator) -> torch.Tens
     return keep
 
 
+def every_mask(num_blocks: int, limit: int = 12) -> list[tuple[str, int, int, torch.Tensor]]:
+    """All 2^N keep masks as (``"Mask"``, its number, blocks dropped, keep mask): the search behind the best fixed
+    path at each cost (:mod:`leanseg.dynamic.headroom`). Refused above ``limit`` blocks (4096 masks)."""
+    if num_blocks > limit:
+        raise ValueError(f"{num_blocks} gated blocks give 2^{num_blocks} masks; search every mask only up to {limit} blocks")
+    bits = torch.arange(2**num_blocks)[:, None].bitwise_right_shift(torch.arange(num_blocks)).bitwise_and(1).bool()
+    return [("Mask", i, int((~keep).sum()), keep) for i, keep in enumerate(bits)]
+
+
 def sweep_masks(num_blocks: int, repeats: int, seed: int = 0) -> list[tuple[str, int, int, torch.Tensor]]:
     """Every (strategy, parameter n, blocks dropped, keep mask) the sweep evaluates.
 

@@ -1,0 +1,50 @@
+"""The per-image oracle against the best fixed path, on tables worked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from leanseg.dynamic.headroom import best_fixed, oracle_by_level, oracle_frontier, sweep_table
+
+# masks x cases: two half-cost masks that suit different cases, and the full network
+DICE = np.array([[0.9, 0.5], [0.5, 0.9], [0.95, 0.95]])
+COST = np.array([1.0, 1.0, 2.0])
+
+
+def test_oracle_picks_each_cases_best_mask_at_one_level() -> None:
+    level = oracle_by_level(DICE, COST)
+    assert level[1.0] == {"masks": 2, "fixed": pytest.approx(0.7), "oracle": pytest.approx(0.9), "headroom": pytest.approx(0.2)}
+    assert level[2.0]["headroom"] == pytest.approx(0.0)  # one mask: nothing to choose
+
+
+def test_alike_cases_leave_no_headroom() -> None:
+    alike = np.array([[0.8, 0.8], [0.6, 0.6]])  # one mask best on every case
+    assert oracle_by_level(alike, np.array([1.0, 1.0]))[1.0]["headroom"] == pytest.approx(0.0)
+
+
+def test_best_fixed_respects_the_budget() -> None:
+    assert best_fixed(DICE, COST, 1.5) == (0, pytest.approx(0.7))
+    assert best_fixed(DICE, COST, 2.0) == (2, pytest.approx(0.95))
+    row, value = best_fixed(DICE, COST, 0.5)
+    assert row == -1 and math.isnan(value)
+
+
+def test_frontier_compares_at_equal_mean_cost() -> None:
+    # a price of 0 takes the full network everywhere; a high price the cheap mask that suits each case
+    points = {p["price"]: p for p in oracle_frontier(DICE, COST, prices=[0.0, 1.0])}
+    assert points[0.0]["mean_cost"] == 2.0 and points[0.0]["headroom"] == pytest.approx(0.0)
+    cheap = points[1.0]
+    assert cheap["mean_cost"] == 1.0 and cheap["oracle"] == pytest.approx(0.9) and cheap["fixed"] == pytest.approx(0.7)
+    assert cheap["distinct_costs"] == 1 and cheap["fixed_mask"] == 0
+    mixed = oracle_frontier(np.array([[0.9, 0.5], [0.95, 0.95]]), np.array([1.0, 2.0]), prices=[0.1])[0]
+    assert mixed["mean_cost"] == 1.5 and mixed["distinct_costs"] == 2
+    assert mixed["oracle"] == pytest.approx((0.9 + 0.95) / 2) and mixed["fixed"] == pytest.approx(0.7)
+
+
+def test_sweep_table_reads_the_sweeps_rows() -> None:
+    rows = [{"per_case": {"a": 0.9, "b": 0.5}}, {"per_case": {"b": 0.9, "a": 0.5}}]
+    table, cases = sweep_table(rows)
+    assert cases == ["a", "b"] and table.tolist() == [[0.9, 0.5], [0.5, 0.9]]
