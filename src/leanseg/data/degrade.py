@@ -6,7 +6,7 @@ MSD folder in which each case (training and test alike) is degraded at a severit
 
 * a smooth multiplicative bias field (``RandBiasField``, degree 3, coefficients up to 0.5 x severity);
 * Gibbs ringing (``GibbsNoise``, alpha 0.7 x severity: the share of k-space cut away);
-* a k-space spike (``KSpaceSpikeNoise`` at MONAI's default intensity), with probability equal to the severity;
+* a k-space spike (``KSpaceSpikeNoise``, log-intensity 2.5x the mean log magnitude), with probability equal to the severity;
 * Rician noise (``RandRicianNoise``, standard deviation 0.2 x severity of the image's, relative).
 
 Labels are written unchanged (as NIfTI). ``degradation.json`` records each case's severity and what was applied, so a
@@ -44,7 +44,8 @@ def degrade(image: np.ndarray, severity: float, rng: np.random.Generator) -> tup
     applied.update(bias_coefficient=BIAS * severity, gibbs_alpha=GIBBS * severity)
     if rng.random() < severity:
         loc = tuple(int(rng.integers(s // 4, s - s // 4)) for s in out.shape[1:])
-        out = np.asarray(KSpaceSpikeNoise(loc=loc)(out))
+        k = 2.5 * float(np.log1p(np.abs(np.fft.fftn(out, axes=(1, 2, 3))).mean()))  # MONAI's documented default
+        out = np.asarray(KSpaceSpikeNoise(loc=loc, k_intensity=k)(out))
         applied["spike_at"] = list(loc)
     noise = RandRicianNoise(prob=1.0, std=RICIAN * severity, relative=True, sample_std=False)
     noise.set_random_state(int(rng.integers(2**31)))
