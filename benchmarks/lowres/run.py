@@ -407,16 +407,16 @@ def _diameters(s: dict[str, Any]) -> str:
 def stage_one_table(s: dict[str, Any]) -> list[str]:
     """Stage one's probability at the held-out objects by size: which threshold would pass them, at what cost."""
     from leanseg.data.synthetic_chest import SIZE_BINS_MM
+    from leanseg.objects import size_bands
 
     ts = STAGE_ONE_THRESHOLDS
     lines = ["", "Stage one at the held-out objects (its highest probability over each; share of objects at or above each threshold):", ""]
     lines += ["| size | objects | median probability | " + " | ".join(f">= {t:g}" for t in ts) + " |", "|---|---|---|" + "---|" * len(ts)]
-    for i, (lo, hi) in enumerate(SIZE_BINS_MM):
-        sel = [
-            o["probability"] for o in s["objects"] if (o["size_mm"] >= lo or i == 0) and (o["size_mm"] < hi or i == len(SIZE_BINS_MM) - 1)
-        ]
-        shares = " | ".join(f"{np.mean([p >= t for p in sel]):.2f}" if sel else "-" for t in ts)
-        lines.append(f"| {lo:g}-{hi:g} mm | {len(sel)} | {np.median(sel) if sel else float('nan'):.3f} | {shares} |")
+    probability = np.array([o["probability"] for o in s["objects"]])
+    for band, inside in size_bands([o["size_mm"] for o in s["objects"]], SIZE_BINS_MM).items():
+        sel = probability[inside]
+        shares = " | ".join(f"{np.mean(sel >= t):.2f}" if len(sel) else "-" for t in ts)
+        lines.append(f"| {band} | {len(sel)} | {np.median(sel) if len(sel) else float('nan'):.3f} | {shares} |")
     lines.append("| volume above it | | | " + " | ".join(f"{100 * s['volume_above'][str(t)]:.2f} %" for t in ts) + " |")
     return lines
 

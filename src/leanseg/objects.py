@@ -132,13 +132,16 @@ def object_metrics(cases: Sequence[CaseObjects]) -> dict[str, float]:
 def recall_by_size(cases: Sequence[CaseObjects], bins: Sequence[tuple[float, float]]) -> dict[str, dict[str, float]]:
     """Object recall within each (low, high) band of equivalent-sphere diameter; the first band takes the objects
     below it and the last those above it, so every object counts once."""
-    sizes = np.array([s for c in cases for s in c.sizes_mm])
     hits = np.array([h for c in cases for h in c.hits], dtype=bool)
-    out = {}
-    for i, (lo, hi) in enumerate(bins):
-        inside = ((sizes >= lo) | (i == 0)) & ((sizes < hi) | (i == len(bins) - 1))
-        out[f"{lo:g}-{hi:g} mm"] = {"objects": int(inside.sum()), "recall": float(hits[inside].mean()) if inside.any() else math.nan}
-    return out
+    bands = size_bands([s for c in cases for s in c.sizes_mm], bins)
+    return {k: {"objects": int(m.sum()), "recall": float(hits[m].mean()) if m.any() else math.nan} for k, m in bands.items()}
+
+
+def size_bands(sizes_mm: Sequence[float], bins: Sequence[tuple[float, float]]) -> dict[str, np.ndarray]:
+    """One mask over ``sizes_mm`` per (low, high) band, named "low-high mm"; the first band takes the sizes below
+    it and the last those above it, so every size falls in exactly one."""
+    sizes = np.asarray(sizes_mm, dtype=float)
+    return {f"{lo:g}-{hi:g} mm": ((sizes >= lo) | (i == 0)) & ((sizes < hi) | (i == len(bins) - 1)) for i, (lo, hi) in enumerate(bins)}
 
 
 def score_probabilities(probs: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> tuple[CaseObjects, np.ndarray]:

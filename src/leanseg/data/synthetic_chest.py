@@ -157,9 +157,11 @@ def _place(
 def chest_statistics(nodules: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What a ``nodules.json`` holds, in the terms LUNA16 publishes: scans, nodules, nodules per scan, diameters
     (quantiles, shares by ``SIZE_BINS_MM``), and the shares of each attachment and texture."""
+    from leanseg.objects import size_bands
+
     found = [n for scan in nodules.values() for n in scan]
     d = np.asarray([n["diameter_mm"] for n in found], dtype=float)
-    bins = {f"{a:g}-{b:g} mm": float(np.mean((d >= a) & (d < b if b < 30 else d <= 32.5))) if len(d) else 0.0 for a, b in SIZE_BINS_MM}
+    bins = {band: float(inside.mean()) if len(d) else 0.0 for band, inside in size_bands(d, SIZE_BINS_MM).items()}
     q = np.quantile(d, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist() if len(d) else [float("nan")] * 5
     share = {
         key: {v: float(np.mean([n.get(key) == v for n in found])) if found else 0.0 for v in names}
