@@ -38,8 +38,6 @@ CONFIG = ROOT / "configs" / "autopath_hippocampus.yaml"
 def main() -> None:
     args = arguments().parse_args()
 
-    import torch
-
     from leanseg.bench import Results, results_folder, smoke_phantoms
     from leanseg.config import ExperimentConfig
     from leanseg.runfolder import RunFolder
@@ -84,9 +82,7 @@ def main() -> None:
 
     if not args.skip_timing:
         print("4/4 wall time per case", flush=True)
-        results["timing"] = time_cases(
-            run, Path(data), [p["path"] for p in results["policies"]], args.threads, torch, 1 if args.smoke else 3
-        )
+        results["timing"] = time_cases(run, Path(data), [p["path"] for p in results["policies"]], args.threads, 1 if args.smoke else 3)
     results.write(with_plot=True)
     print(results.markdown())
 
@@ -182,8 +178,10 @@ def evaluate_policies(results, run: Path, data: Path, args: argparse.Namespace) 
         results.write()
 
 
-def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch, repeats: int = 3) -> dict:
+def time_cases(run: Path, data: Path, policies: list[str], threads: int, repeats: int = 3, backends=("bf16", "eager")) -> dict:
     """Median of ``repeats`` whole-case predictions (no file I/O), full network and each policy interleaved per case."""
+    import torch
+
     from leanseg.data.datasets import load_dataset
     from leanseg.data.io import read_image
     from leanseg.inference import Predictor
@@ -194,7 +192,7 @@ def time_cases(run: Path, data: Path, policies: list[str], threads: int, torch, 
     val = RunFolder(run).split(0)["val"]
     vols = [read_image(list(ds.case(c).images)) for c in val]
     out = {}
-    for backend in ("bf16", "eager"):
+    for backend in backends:
         preds = {"full": Predictor.from_run(run, backend=backend, num_threads=threads)}
         preds.update({Path(p).stem: Predictor.from_run(run, policy=p, backend=backend, num_threads=threads) for p in policies})
         for p in preds.values():  # warm-up: first calls allocate and pick kernels

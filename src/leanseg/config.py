@@ -116,10 +116,13 @@ class AutoPathConfig:
     """Per-image block dropping (AutoPath): the policy network, its REINFORCE training, the heuristic sweep."""
 
     tau: float = 50.0  # penalty of a wrongly predicted voxel: the accuracy-versus-compute dial
-    policy_size: tuple[int, int, int] = (32, 32, 32)  # the policy sees the image resized to this
+    policy_input: str = "image"  # what the policy sees: "image" or "stem" (the segmentation network's stem features)
+    policy_size: tuple[int, int, int] = (32, 32, 32)  # the policy sees its input resized to this
     policy_features: tuple[int, ...] = (8, 16, 32)
     bound: float = 0.05  # drop probabilities are kept in [bound, 1 - bound]
     cost: str = "blocks"  # what the reward counts as compute: "blocks" (the paper) or "macs" (each block's multiply-accumulates)
+    reward: str = "voxel"  # accuracy term: "voxel" (share of voxels right, background included) or "dice" (mean foreground Dice)
+    normalise: bool = False  # divide each image's advantages by the spread of its sampled rewards
     entropy_weight: float = 0.01
     lr: float = 1e-3
     images_per_step: int = 4

@@ -293,7 +293,7 @@ class Predictor:
         extra: dict[str, float] = {}
         keep = None
         if self.policy is not None:
-            keep = self.policy.keep_mask(x[None].float())[0]
+            keep = self.policy.choose(self.model, x[None].float())[0]
             extra = {"policy": time.perf_counter() - t1, "blocks_used": float(keep.sum())}
         probs = self.predict_preprocessed(x, keep)
         t2 = time.perf_counter()

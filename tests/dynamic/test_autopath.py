@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from leanseg.dynamic.evaluate import blocks_used_histogram, evaluate_paths, macs_share, matched_heuristics
-from leanseg.dynamic.policy import PolicyNet, load_policy, save_policy, weights_fingerprint
+from leanseg.dynamic.evaluate import blocks_used_histogram, evaluate_paths, macs_share, mask_table, matched_heuristics
+from leanseg.dynamic.policy import PolicyNet, build_policy, load_policy, save_policy, weights_fingerprint
 from leanseg.dynamic.reinforce import (
+    advantages,
     block_costs,
     curriculum_decided,
+    dice_reward,
     greedy_actions,
+    path_reward,
     policy_loss,
     sample_actions,
     train_policy,
@@ -169,6 +172,32 @@ def test_voxel_reward_worked_by_hand() -> None:
     assert torch.allclose(r, torch.tensor([0.0625, 0.0]))
 
 
+def test_dice_reward_counts_the_foreground_only() -> None:
+    target = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    target[0, :2, :2, :2] = 1  # 8 foreground voxels of 64
+    miss = target.clone()
+    miss[0, 0, 0, :2] = 0  # 2 of them missed: Dice 12/14
+    pred = torch.stack([miss[0], target[0]])
+    r = dice_reward(pred, target, torch.tensor([2, 4]), total=4, tau=2.0, classes=[1, 2])  # class 2: empty in both, counts 1
+    acc = (12 / 14 + 1) / 2
+    assert torch.allclose(r, torch.tensor([acc * 0.75 - 2 * (1 - acc), 0.0]))
+    # the voxel reward sees the same miss as 2/64 wrong
+    assert voxel_reward(pred, target, torch.tensor([2, 4]), 4, 2.0)[0] == pytest.approx(62 / 64 * 0.75 - 2 * 2 / 64)
+    from leanseg.config import AutoPathConfig
+
+    assert torch.equal(path_reward(AutoPathConfig(tau=2.0, reward="dice"), pred, target, torch.tensor([2, 4]), 4, [1, 2]), r)
+    with pytest.raises(LeansegError, match="autopath.reward"):
+        path_reward(AutoPathConfig(reward="vdc"), pred, target, torch.tensor([2, 4]), 4, [1])
+
+
+def test_advantages_subtract_the_greedy_reward_and_normalise_per_image() -> None:
+    r = torch.tensor([1.0, 3.0, 2.0])  # two samples, then the greedy path
+    assert advantages(r, 2, False).tolist() == [-1.0, 1.0]
+    assert torch.allclose(advantages(r, 2, True), torch.tensor([-1.0, 1.0]) / r.std(unbiased=False))
+    assert torch.allclose(advantages(100 * r, 2, True), advantages(r, 2, True))  # the image's reward scale is gone
+    assert advantages(torch.ones(3), 2, True).tolist() == [0.0, 0.0]
+
+
 def test_block_costs_are_the_residual_branches_multiply_accumulates_counted_by_hand() -> None:
     net = tiny()  # base width 4; the stem halves 16^3 to 8^3; stage 2 halves again
     macs = net.block_macs((16, 16, 16))
@@ -227,6 +256,52 @@ def test_policy_probabilities_are_bounded() -> None:
     assert not pol.keep_mask(torch.randn(1, 1, 8, 8, 8)).any()
     with pytest.raises(LeansegError, match="too small"):
         PolicyNet(1, 5, size=(8, 8, 8), features=(4, 8, 16))
+
+
+def test_a_stem_policy_sees_the_segmentation_networks_stem_features(tmp_path: Path) -> None:
+    from leanseg.config import AutoPathConfig
+
+    model = tiny()
+    image = torch.randn(1, 1, 16, 16, 16)
+    stem = model.stem(image)
+    cfg = AutoPathConfig(policy_input="stem", policy_size=(8, 8, 8), policy_features=(4,))
+    pol = build_policy(stem.shape[1], 8, cfg)
+    assert torch.equal(pol.observe(model, image), stem.detach()) and torch.equal(pol.choose(model, image), pol.keep_mask(stem))
+    loaded, _ = load_policy(save_policy(tmp_path / "p.pt", pol, model, cfg), model)
+    assert loaded.source == "stem" and torch.equal(loaded.choose(model, image), pol.choose(model, image))
+    image_pol = build_policy(1, 8, AutoPathConfig(policy_size=(8, 8, 8), policy_features=(4,)))
+    assert torch.equal(image_pol.observe(model, image), image)
+    with pytest.raises(LeansegError, match="policy_input"):
+        PolicyNet(1, 8, size=(8, 8, 8), features=(4,), source="logits")
+
+
+def test_stem_policy_with_the_dice_reward_trains() -> None:
+    from leanseg.config import AutoPathConfig
+
+    model = tiny()
+    gen = torch.Generator().manual_seed(0)
+    cases = [(f"c{i}", torch.randn(1, 16, 16, 16, generator=gen), torch.randint(0, 3, (16, 16, 16), generator=gen)) for i in range(2)]
+    cfg = AutoPathConfig(
+        tau=0.0, reward="dice", policy_input="stem", normalise=True, policy_size=(8, 8, 8), policy_features=(4,),
+        steps=30, stage_steps=0, images_per_step=2, lr=0.05, num_threads=1,
+    )  # fmt: skip
+    res = train_policy(model, cases, cfg)
+    assert res.policy.source == "stem" and res.policy.features[0][0].in_channels == model.stem(cases[0][1][None]).shape[1]
+    with torch.no_grad():
+        p = res.policy(res.policy.observe(model, cases[0][1][None]))[0]
+    assert p.mean() > 0.5  # tau 0: every dropped block is rewarded, and with no curriculum all of them are decided
+
+
+def test_mask_table_scores_every_mask_on_every_case_as_evaluate_paths_does() -> None:
+    model = tiny()
+    gen = torch.Generator().manual_seed(0)
+    cases = [(f"c{i}", torch.randn(1, 16, 16, 16, generator=gen), torch.randint(0, 3, (16, 16, 16), generator=gen)) for i in range(2)]
+    keeps = torch.stack([m[3] for m in every_mask(8)])[::37]  # 7 masks, in batches of 3
+    table = mask_table(model, cases, keeps, [1, 2], False, batch=3)
+    assert table.shape == (len(keeps), 2)
+    for i, keep in enumerate(keeps):
+        rows = evaluate_paths(model, cases, lambda _c, _i, k=keep: k, [1, 2], False)
+        assert table[i].tolist() == pytest.approx([r["dice"] for r in rows], abs=1e-6)
 
 
 def test_policy_refuses_another_model(tmp_path: Path) -> None:
@@ -352,6 +427,6 @@ def test_restarts_keep_the_policy_with_the_best_training_reward() -> None:
     assert [r["restart"] for r in res.history] == [0] * 16 + [1] * 16 + [2] * 16
     assert len(res.restart_rewards) == 3 and len(set(res.restart_rewards)) > 1  # the seeds led to different policies
     assert res.chosen_restart == int(np.argmax(res.restart_rewards)) != 0  # here a later seed does better
-    assert greedy_reward(model, res.policy, cases, cfg.tau, False) == pytest.approx(max(res.restart_rewards))
+    assert greedy_reward(model, res.policy, cases, cfg, False) == pytest.approx(max(res.restart_rewards))
     one = train_policy(model, cases, AutoPathConfig(**{**cfg.__dict__, "restarts": 1}))
     assert one.restart_rewards == res.restart_rewards[:1]  # restart 0 is the single run: same seed, same result

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from leanseg.dynamic.headroom import best_fixed, oracle_by_level, oracle_frontier, sweep_table
+from leanseg.dynamic.headroom import best_fixed, mixed_fixed, oracle_at, oracle_by_level, oracle_frontier, sweep_table, upper_hull
 
 # masks x cases: two half-cost masks that suit different cases, and the full network
 DICE = np.array([[0.9, 0.5], [0.5, 0.9], [0.95, 0.95]])
@@ -48,3 +48,27 @@ def test_sweep_table_reads_the_sweeps_rows() -> None:
     rows = [{"per_case": {"a": 0.9, "b": 0.5}}, {"per_case": {"b": 0.9, "a": 0.5}}]
     table, cases = sweep_table(rows)
     assert cases == ["a", "b"] and table.tolist() == [[0.9, 0.5], [0.5, 0.9]]
+
+
+def test_upper_hull_keeps_only_the_concave_envelope() -> None:
+    xs, ys = upper_hull([0, 1, 1, 2, 3], [0.0, 0.2, 0.6, 0.7, 1.2])
+    assert xs.tolist() == [0, 1, 3] and ys.tolist() == pytest.approx([0.0, 0.6, 1.2])  # (2, 0.7) lies under the chord
+
+
+def test_mixed_fixed_paths_interpolate_between_levels_and_never_fall_with_cost() -> None:
+    # at a mean cost of 1.5, half the images on the best cost-1 mask and half on the full network
+    assert mixed_fixed(DICE, COST, 1.5) == pytest.approx((0.7 + 0.95) / 2)
+    assert mixed_fixed(DICE, COST, 1.0) == pytest.approx(0.7) and math.isnan(mixed_fixed(DICE, COST, 0.5))
+    worse_full = np.array([[0.9, 0.9], [0.5, 0.5]])
+    assert mixed_fixed(worse_full, COST[1:], 2.0) == pytest.approx(0.9)  # a costlier, worse mask is not forced on anyone
+
+
+def test_oracle_at_a_mean_cost_bounds_every_choice_of_that_cost() -> None:
+    assert oracle_at(DICE, COST, 1.0) == pytest.approx(0.9)
+    assert oracle_at(DICE, COST, 2.0) == pytest.approx(0.95)
+    rng = np.random.default_rng(0)
+    dice, cost = rng.random((6, 5)), np.array([0.0, 1, 1, 2, 2, 3])
+    for _ in range(20):  # any per-case choice of mean cost c scores at most the oracle at c
+        pick = rng.integers(0, 6, size=5)
+        assert dice[pick, np.arange(5)].mean() <= oracle_at(dice, cost, cost[pick].mean()) + 1e-9
+        assert mixed_fixed(dice, cost, cost[pick].mean()) <= oracle_at(dice, cost, cost[pick].mean()) + 1e-9

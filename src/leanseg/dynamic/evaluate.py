@@ -68,6 +68,17 @@ def evaluate_paths(
     return rows
 
 
+def mask_table(model: Any, cases: list[Case], keeps: torch.Tensor, classes: list[int], bf16: bool, batch: int = 16) -> np.ndarray:
+    """(masks x cases) Dice of every keep mask in ``keeps`` (M, N) on every case, ``batch`` masks per forward pass:
+    the table behind the per-image oracle (:mod:`leanseg.dynamic.headroom`)."""
+    table = np.zeros((len(keeps), len(cases)))
+    for j, (_, image, label) in enumerate(cases):
+        for s in range(0, len(keeps), batch):
+            preds = segment(model, image, keeps[s : s + batch], bf16)
+            table[s : s + len(preds), j] = [case_dice(p, label, classes) for p in preds]
+    return table
+
+
 def macs_share(macs: Sequence[float], path: str) -> float:
     """Share of the blocks' multiply-accumulates (:meth:`DeepLab3D.block_macs`) a path from
     :func:`evaluate_paths` ("1" kept, "0" dropped) runs."""

@@ -66,3 +66,37 @@ def sweep_table(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, list[str]]:
     """The (masks x cases) Dice table of :func:`leanseg.dynamic.evaluate.sweep_strategies` rows, and the case ids."""
     cases = list(rows[0]["per_case"])
     return np.asarray([[r["per_case"][c] for c in cases] for r in rows], dtype=float), cases
+
+
+def upper_hull(cost: Sequence[float], value: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The upper concave envelope of the points (cost, value), as its vertices (costs increasing, values)."""
+    cost, value = np.asarray(cost, dtype=float), np.asarray(value, dtype=float)
+    hull: list[tuple[float, float]] = []
+    for i in np.lexsort((-value, cost)):  # by cost; at equal cost the best value first
+        x, y = cost[i], value[i]
+        if hull and x == hull[-1][0]:
+            continue
+        # drop the last vertex while it lies on or under the chord from the one before it to (x, y)
+        while len(hull) >= 2 and (hull[-1][1] - hull[-2][1]) * (x - hull[-2][0]) <= (y - hull[-2][1]) * (hull[-1][0] - hull[-2][0]):
+            hull.pop()
+        hull.append((x, y))
+    return np.array([h[0] for h in hull]), np.array([h[1] for h in hull])
+
+
+def mixed_fixed(dice: np.ndarray, cost: np.ndarray, mean_cost: float) -> float:
+    """The best mean Dice that fixed paths reach at a mean cost of at most ``mean_cost``: images given one of two
+    fixed masks in set shares, without looking at them (the concave envelope of the masks' (cost, mean Dice),
+    never decreasing in cost). The fair match for a policy whose mean cost falls between two levels."""
+    xs, ys = upper_hull(np.asarray(cost, dtype=float), np.asarray(dice, dtype=float).mean(1))
+    ys = np.maximum.accumulate(ys)
+    return float(np.interp(mean_cost, xs, ys)) if mean_cost >= xs[0] else float("nan")
+
+
+def oracle_at(dice: np.ndarray, cost: np.ndarray, mean_cost: float) -> float:
+    """The per-image oracle's mean Dice at a mean cost of at most ``mean_cost``, read off the envelope of
+    :func:`oracle_frontier`'s points (a dense price sweep)."""
+    dice, cost = np.asarray(dice, dtype=float), np.asarray(cost, dtype=float)
+    span = max(float(np.ptp(cost)), 1e-9)
+    pts = oracle_frontier(dice, cost, np.linspace(0.0, 4 * float(np.ptp(dice)) / span, 401))
+    xs, ys = upper_hull([p["mean_cost"] for p in pts], [p["oracle"] for p in pts])
+    return float(np.interp(mean_cost, xs, np.maximum.accumulate(ys))) if mean_cost >= xs[0] else float("nan")

@@ -1,8 +1,10 @@
 """The AutoPath policy network, and policy files bound to the segmentation model they were trained for.
 
 After Sun et al. 2020 (AutoPath) and Wu et al. 2018 (BlockDrop): a small 3D CNN sees a downsampled
-copy of the image and outputs one drop probability per gated block. It only produces masks; it never
-imports the segmentation model, and a model never imports it.
+copy of the image, or of the segmentation network's stem features (``autopath.policy_input=stem``,
+shared with the network, so almost free), and outputs one drop probability per gated block. It only
+produces masks; it never imports the segmentation model (the stem is reached as ``model.stem``), and a
+model never imports it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from leanseg.nn.blocks import ConvNormAct
 from leanseg.utils import atomic_path
 
 FORMAT = "leanseg-policy"
+SOURCES = ("image", "stem")  # what the policy sees: the preprocessed image, or the segmentation network's stem output
 
 
 class PolicyNet(nn.Module):
@@ -34,10 +37,14 @@ class PolicyNet(nn.Module):
         size: Sequence[int] = (32, 32, 32),
         features: Sequence[int] = (8, 16, 32),
         bound: float = 0.05,
+        source: str = "image",
     ) -> None:
         super().__init__()
         if not 0 <= bound < 0.5:
             raise ValueError("bound must lie in [0, 0.5)")
+        if source not in SOURCES:
+            raise LeansegError(f"autopath.policy_input must be one of {', '.join(SOURCES)}, got {source!r}.")
+        self.source = source
         self.size = tuple(int(s) for s in size)
         if min(self.size) < 2 ** (len(features) + 1):
             raise LeansegError(
@@ -61,9 +68,19 @@ class PolicyNet(nn.Module):
         return self.bound + (1 - 2 * self.bound) * p
 
     @torch.no_grad()
-    def keep_mask(self, image: torch.Tensor) -> torch.Tensor:
-        """The greedy path: keep a block where its drop probability is at most 0.5. (B, N) bool."""
-        return self(image) <= 0.5
+    def keep_mask(self, seen: torch.Tensor) -> torch.Tensor:
+        """The greedy path for what the policy sees (:meth:`observe`): keep a block where its drop probability is
+        at most 0.5. (B, N) bool."""
+        return self(seen) <= 0.5
+
+    @torch.no_grad()
+    def observe(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """What the policy sees of a preprocessed (B, C, D, H, W) image: the image, or ``model.stem`` of it."""
+        return model.stem(image.float()) if self.source == "stem" else image
+
+    def choose(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """The greedy keep mask (B, N) for a preprocessed (B, C, D, H, W) image run by ``model``."""
+        return self.keep_mask(self.observe(model, image))
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -77,7 +94,8 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def build_policy(in_channels: int, num_blocks: int, cfg: AutoPathConfig) -> PolicyNet:
-    return PolicyNet(in_channels, num_blocks, cfg.policy_size, cfg.policy_features, cfg.bound)
+    """``in_channels``: of what the policy sees (the image's, or the stem's output with ``policy_input=stem``)."""
+    return PolicyNet(in_channels, num_blocks, cfg.policy_size, cfg.policy_features, cfg.bound, cfg.policy_input)
 
 
 def save_policy(path: Path, policy: PolicyNet, model: nn.Module, cfg: AutoPathConfig, **info: Any) -> Path:

@@ -4,11 +4,16 @@ Sun et al. 2020 (AutoPath), after BlockDrop (Wu et al. 2018):
 
 * voxel-level reward: a correctly predicted voxel earns ``1 - (blocks used / N)^2``, a wrong one
   ``-tau``; an image's reward is the mean over its voxels. ``tau`` trades accuracy for compute.
+  Background counts as correct there, so on small targets tau must be large; with
+  ``autopath.reward = "dice"`` (ours, after the paper's VDC-based accuracy) the accuracy term is the
+  image's mean foreground Dice instead, so tau keeps the paper's scale;
   With ``autopath.cost = "macs"`` (ours, not the paper's) "blocks used / N" becomes the share of the
   blocks' multiply-accumulates the path runs, so the policy learns what dropping each block saves
   (in the 3D ResNet-18 the last two blocks hold about 70% of them);
 * self-critical baseline: the advantage of a sampled path is its reward minus the reward of the
-  greedy path (drop where the probability exceeds 0.5) on the same image;
+  greedy path (drop where the probability exceeds 0.5) on the same image; with
+  ``autopath.normalise`` it is divided by the spread of that image's rewards, so that images whose
+  paths differ little still steer the policy;
 * entropy bonus, drop probabilities bounded away from 0 and 1 (see :class:`PolicyNet`);
 * curriculum: at stage c only the last c blocks are decided by the policy, the others are kept,
   until every block is decided.
@@ -17,7 +22,7 @@ Sun et al. 2020 (AutoPath), after BlockDrop (Wu et al. 2018):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,7 @@ import torch
 from leanseg.config import AutoPathConfig
 from leanseg.dynamic.policy import PolicyNet, build_policy
 from leanseg.errors import LeansegError
+from leanseg.metrics import dice_per_class
 
 
 def voxel_reward(pred: torch.Tensor, target: torch.Tensor, used: torch.Tensor, total: float, tau: float) -> torch.Tensor:
@@ -44,6 +50,37 @@ def voxel_reward(pred: torch.Tensor, target: torch.Tensor, used: torch.Tensor, t
     correct = (pred == target).flatten(1).float().mean(1)
     gain = 1.0 - (used.float() / total) ** 2
     return correct * gain - tau * (1.0 - correct)
+
+
+def dice_reward(
+    pred: torch.Tensor, target: torch.Tensor, used: torch.Tensor, total: float, tau: float, classes: Sequence[int]
+) -> torch.Tensor:
+    """(B,) rewards as :func:`voxel_reward`, with the image's mean foreground Dice over ``classes`` (a class empty in
+    both counts as 1) as the accuracy: Dice * (1 - (used/total)^2) - tau * (1 - Dice)."""
+    target = target.expand_as(pred).numpy()
+    acc = torch.tensor(
+        [float(np.mean([1.0 if np.isnan(d) else d for d in dice_per_class(p, target[i], classes)])) for i, p in enumerate(pred.numpy())]
+    )
+    gain = 1.0 - (used.float() / total) ** 2
+    return acc * gain - tau * (1.0 - acc)
+
+
+def path_reward(
+    cfg: AutoPathConfig, pred: torch.Tensor, target: torch.Tensor, used: torch.Tensor, total: float, classes: Sequence[int]
+) -> torch.Tensor:
+    """(B,) rewards of ``autopath.reward``'s kind ("voxel" or "dice") at ``autopath.tau``."""
+    if cfg.reward == "voxel":
+        return voxel_reward(pred, target, used, total, cfg.tau)
+    if cfg.reward == "dice":
+        return dice_reward(pred, target, used, total, cfg.tau, classes)
+    raise LeansegError(f"autopath.reward must be 'voxel' or 'dice', got {cfg.reward!r}; set autopath.reward=voxel or autopath.reward=dice.")
+
+
+def advantages(rewards: torch.Tensor, k: int, normalise: bool) -> torch.Tensor:
+    """(k,) advantages of one image's ``k`` sampled paths: reward minus the greedy path's (row ``k``); with
+    ``normalise``, divided by the standard deviation of all k + 1 rewards."""
+    adv = rewards[:k] - rewards[k]
+    return adv / rewards.std(unbiased=False).clamp(min=1e-6) if normalise else adv
 
 
 def block_costs(model: Any, cost: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -121,20 +158,26 @@ def greedy_reward(
     model: Any,
     policy: PolicyNet,
     cases: list[tuple[str, torch.Tensor, torch.Tensor]],
-    tau: float,
+    cfg: AutoPathConfig,
     bf16: bool,
     costs: torch.Tensor | None = None,
 ) -> float:
-    """Mean reward of the policy's greedy paths over ``cases`` (every block decided); ``costs`` per block
-    as :func:`block_costs` (default 1 each)."""
+    """Mean reward (``cfg``'s kind and tau) of the policy's greedy paths over ``cases`` (every block decided);
+    ``costs`` per block as :func:`block_costs` (default 1 each)."""
     costs = torch.ones(model.num_gated_blocks) if costs is None else costs
+    classes = foreground_classes(cases)
     rewards = []
     with torch.no_grad():
         for _, image, label in cases:
-            keep = policy.keep_mask(image[None])
+            keep = policy.choose(model, image[None])
             used = keep.float() @ costs
-            rewards.append(float(voxel_reward(segment(model, image, keep, bf16), label, used, float(costs.sum()), tau)[0]))
+            rewards.append(float(path_reward(cfg, segment(model, image, keep, bf16), label, used, float(costs.sum()), classes)[0]))
     return float(np.mean(rewards))
+
+
+def foreground_classes(cases: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[int]:
+    """The labels other than 0 present in the cases' label maps."""
+    return sorted({int(v) for _, _, label in cases for v in torch.unique(label).tolist()} - {0})
 
 
 def train_policy(
@@ -167,7 +210,7 @@ def train_policy(
         policy, rows = _train_once(model, cases, cfg, costs, cfg.seed + r, budget_s, bf16, r, len(history), progress)
         policies.append(policy)
         history += rows
-        rewards.append(greedy_reward(model, policy, cases, cfg.tau, bf16, costs))
+        rewards.append(greedy_reward(model, policy, cases, cfg, bf16, costs))
     best = int(np.argmax(rewards))
     return PolicyTraining(policies[best], history, time.perf_counter() - t0, rewards, best, costs.tolist())
 
@@ -189,7 +232,10 @@ def _train_once(
     gen = torch.Generator().manual_seed(seed)
     n_blocks = model.num_gated_blocks
     k = max(1, cfg.samples_per_image)
-    policy = build_policy(cases[0][1].shape[0], n_blocks, cfg)
+    image0 = cases[0][1]
+    seen = model.stem(image0[None].float()).shape[1] if cfg.policy_input == "stem" else image0.shape[0]
+    policy = build_policy(seen, n_blocks, cfg)
+    classes = foreground_classes(cases)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -200,11 +246,11 @@ def _train_once(
         losses, rewards, greedy_rewards, used, ents = [], [], [], [], []
         for i in rng.choice(len(cases), size=cfg.images_per_step, replace=len(cases) < cfg.images_per_step):
             _, image, label = cases[int(i)]
-            probs = policy(image[None]).expand(k, -1)
+            probs = policy(policy.observe(model, image[None])).expand(k, -1)
             a, g = sample_actions(probs, decided, gen), greedy_actions(probs[:1], decided)
             keep = torch.cat([a, g]) < 0.5  # rows 0..k-1: sampled paths, row k: the greedy path
-            r = voxel_reward(segment(model, image, keep, bf16), label, keep.float() @ costs, float(costs.sum()), cfg.tau)
-            loss, ent = policy_loss(probs, a, decided, r[:k] - r[k], cfg.entropy_weight)
+            r = path_reward(cfg, segment(model, image, keep, bf16), label, keep.float() @ costs, float(costs.sum()), classes)
+            loss, ent = policy_loss(probs, a, decided, advantages(r, k, cfg.normalise), cfg.entropy_weight)
             losses.append(loss)
             rewards.append(float(r[:k].mean()))
             greedy_rewards.append(float(r[k]))

@@ -44,7 +44,7 @@ def train_policy_for_run(
     bf16 = _bf16(backend)
     result = train_policy(model, cases["train"], acfg, bf16=bf16, progress=progress)
     classes = [k for k in plan.labels if k != 0]
-    rows = evaluate_paths(model, cases["val"], lambda _cid, img: result.policy.keep_mask(img[None])[0], classes, bf16)
+    rows = evaluate_paths(model, cases["val"], lambda _cid, img: result.policy.choose(model, img[None])[0], classes, bf16)
     n = model.num_gated_blocks
     macs = model.block_macs(tuple(cases["val"][0][1].shape[1:])).tolist()
     summary = {
@@ -59,6 +59,9 @@ def train_policy_for_run(
         "samples_per_image": acfg.samples_per_image,
         "stage_steps": acfg.stage_steps,
         "cost": acfg.cost,
+        "reward": acfg.reward,
+        "policy_input": acfg.policy_input,
+        "normalise": acfg.normalise,
         "block_costs": result.block_costs,
         # share of the blocks' multiply-accumulates the greedy paths ran (what dropping saved, whatever the reward counted)
         "mean_macs_used": float(np.mean([macs_share(macs, r["path"]) for r in rows])),

@@ -1,0 +1,445 @@
+"""AutoPath where images differ: the per-image oracle's headroom, and policies against the best fixed path (issue 26).
+
+Per dataset (``--datasets``; ``hippocampus_mixed`` is written by ``leanseg data degrade`` when missing):
+
+1. trains a 3D DeepLabV3+ (configs/autopath_hippocampus.yaml: ResNet-18, linear stochastic depth 0.3, bf16,
+   ``--minutes``) on folds 1-4 of the seeded 5-fold split, fold 0 held out, 2 threads;
+2. evaluates **every** keep mask (2^8 = 256) on every held-out case, and on ``--train-cases`` training cases:
+   the (masks x cases) Dice table. From it, per number of blocks used: the full network, DropFirstN, DropLastN,
+   DropRandomN (its exact expectation: the mean over all masks of that level), the best fixed mask, and the
+   per-image oracle (each image's best mask of that level). The best fixed mask is chosen twice: on the
+   held-out cases themselves (the hardest bar) and on the training cases (what a user could deploy);
+3. trains one policy per ``--policies`` entry (``variant:tau``, variants below) on the training folds and scores
+   its greedy paths on the held-out fold against, at the same mean blocks used: the best fixed paths (two
+   fixed masks in set shares where the mean falls between levels), DropLastN and DropRandomN on each image's
+   own count, and the oracle;
+4. times whole cases with the bf16 back-end (full network and each policy, interleaved, median of 3).
+
+Dice: pseudo-Dice on the preprocessed grid, mean of the foreground classes per case, as benchmarks/autopath/run.py.
+
+    python benchmarks/autopath/mixed.py [--datasets hippocampus_mixed hippocampus] [--policies dice_stem:20 ...] [--reuse]
+
+Writes benchmarks/results/autopath_mixed.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leanseg.bench import benchmark_arguments, header_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIG = ROOT / "configs" / "autopath_hippocampus.yaml"
+SHARED = ROOT.parent / "shared" / "data"
+BRATS_FLAIR = SHARED / "BraTS2013_subset" / "imagesTr" / "brats2013_pat0001_0000.nii.gz"
+DATASETS = {"hippocampus_mixed": None, "hippocampus": SHARED / "Task04_Hippocampus"}  # None: degraded from hippocampus
+VARIANTS = {  # policy variants: autopath overrides on top of the config's (tau comes with each --policies entry)
+    "voxel": {},  # the paper's voxel reward on the 32^3 image, the curriculum from the last block
+    "dice": {"autopath.reward": "dice"},
+    "dice_stem": {"autopath.reward": "dice", "autopath.policy_input": "stem"},
+    "dice_stem_norm": {"autopath.reward": "dice", "autopath.policy_input": "stem", "autopath.normalise": True},
+    "dice_stem_norm_flat": {
+        "autopath.reward": "dice",
+        "autopath.policy_input": "stem",
+        "autopath.normalise": True,
+        "autopath.stage_steps": 0,  # no curriculum: every block decided from the first update
+    },
+}
+
+
+def main() -> None:
+    args = arguments().parse_args()
+    from leanseg.bench import Results, results_folder
+    from leanseg.utils import set_threads
+
+    set_threads(args.threads)
+    results = Results(
+        results_folder(args, RESULTS),
+        args.name,
+        "autopath_mixed",
+        render,
+        plot,
+        threads=args.threads,
+        seed=0,
+        split="fold 0 of a 5-fold split (split seed 0) held out; policies and the deployable fixed path chosen on folds 1-4",
+        data="MSD hippocampus, 208 cases: a mixed-quality copy (leanseg data degrade, seed 0) and the original",
+        smoke=args.smoke,
+        precision="bf16 autocast (training, mask table, policies and timing)",
+    )
+    results["datasets"] = {}
+    for key in ["smoke"] if args.smoke else args.datasets:
+        print(f"== {key}", flush=True)
+        results["datasets"][key] = run_dataset(key, args)
+        results.write()
+    results.write(with_plot=True)
+    print(results.markdown())
+
+
+def arguments() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--minutes", type=float, default=15.0, help="segmentation model's training budget")
+    ap.add_argument(
+        "--policies",
+        nargs="+",
+        default=["voxel:500", "dice:20", "dice_stem:20", "dice_stem_norm:20", "dice_stem_norm_flat:20"],
+        help="variant:tau entries; variants: " + ", ".join(VARIANTS),
+    )
+    ap.add_argument("--policy-minutes", type=float, default=4.0)
+    ap.add_argument("--train-cases", type=int, default=42, help="training cases in the table that picks the deployable fixed path")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true", help="keep the models, tables and policies found in --work")
+    ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--volume-repeats", type=int, default=2, help="timed runs per path on the BraTS-sized volume")
+    benchmark_arguments(ap, "autopath_mixed", "/tmp/leanseg_bench/autopath_mixed")
+    return ap
+
+
+def dataset_folder(key: str, args: argparse.Namespace) -> Path:
+    from leanseg.bench import smoke_phantoms
+    from leanseg.data.degrade import degrade_dataset
+
+    work = Path(args.work)
+    if DATASETS.get(key) is not None:
+        return Path(DATASETS[key])
+    out = work / "data" / key
+    if not (out / "dataset.json").is_file():  # the smoke run degrades phantoms
+        degrade_dataset(smoke_phantoms(work) if key == "smoke" else DATASETS["hippocampus"], out, seed=0, progress=key != "smoke")
+    return out
+
+
+def run_dataset(key: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or reuse) the model, build the mask tables, and score the policies on one dataset."""
+    from leanseg.config import ExperimentConfig
+    from leanseg.runfolder import RunFolder
+    from leanseg.training import train
+
+    data = dataset_folder(key, args)
+    run = Path(args.work) / key / "deeplab_r18"
+    budget = {"train.iterations": 5, "train.budget_minutes": None} if args.smoke else {"train.budget_minutes": args.minutes}
+    cfg = ExperimentConfig.load(CONFIG).with_overrides({"train.num_threads": args.threads, **budget})
+    if not (args.reuse and (run / "checkpoint_final.pt").is_file()):
+        train(str(data), run, cfg, fold=0, show_progress=not args.smoke, resume=False)
+    out: dict[str, Any] = {"data": str(data), "model": RunFolder(run).summary()}
+    tables = mask_tables(run, data, args)
+    out["severity"] = severities(data, tables["val_cases"])
+    out["levels"] = level_rows(tables)
+    if out["severity"]:
+        by_severity(out["levels"], tables, severities(data, tables["train_cases"]), out["severity"])
+    out["policies"] = [score_policy(spec, run, data, tables, args) for spec in (args.policies[-1:] if args.smoke else args.policies)]
+    if not (args.skip_timing or args.smoke):
+        sys.path.insert(0, str(ROOT))
+        from benchmarks.autopath.run import time_cases
+
+        out["timing"] = time_cases(run, data, [p["path"] for p in out["policies"]], args.threads, backends=("bf16",))
+        out["volume_timing"] = time_paths_on_volume(run, out["policies"], args.threads, args.volume_repeats)
+    return out
+
+
+def time_paths_on_volume(run: Path, policies: list[dict[str, Any]], threads: int, repeats: int) -> dict[str, Any]:
+    """bf16 network time (sliding windows over a BraTS FLAIR volume, preprocessed by the run's plan) of every path the
+    policies chose, median of ``repeats``; per policy, the mean over held-out images of its images' path times.
+    Where the network dominates a case's time: what dropping blocks saves on large inputs."""
+    import statistics
+    import time
+
+    import torch
+
+    from leanseg.data.io import read_image
+    from leanseg.inference import Predictor
+
+    pred = Predictor.from_run(run, backend="bf16", num_threads=threads)
+    x = pred.preprocessor(read_image([BRATS_FLAIR]))["image"].as_tensor()
+    n = pred.model.num_gated_blocks
+    paths = sorted({"1" * n, *(k for p in policies for k in p["paths"])}, reverse=True)
+    seconds = {}
+    for path in paths:
+        keep = torch.tensor([c == "1" for c in path])
+        runs = []
+        for _ in range(repeats + 1):  # the first run warms up
+            t0 = time.perf_counter()
+            pred.predict_preprocessed(x, keep)
+            runs.append(time.perf_counter() - t0)
+        seconds[path] = statistics.median(runs[1:])
+        print(f"{path}: {seconds[path]:.2f} s", flush=True)
+    per_policy = {p["spec"]: sum(c * seconds[k] for k, c in p["paths"].items()) / sum(p["paths"].values()) for p in policies}
+    return {
+        "volume": BRATS_FLAIR.name,
+        "shape": list(x.shape[1:]),
+        "repeats": repeats,
+        "path_seconds": seconds,
+        "policy_seconds": per_policy,
+    }
+
+
+def mask_tables(run: Path, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every keep mask's Dice on every held-out case and on ``--train-cases`` training cases (kept with ``--reuse``)."""
+    import torch
+
+    from leanseg.dynamic.evaluate import load_split_cases, mask_table
+    from leanseg.dynamic.strategies import every_mask
+
+    path = run / "mask_tables.npz"
+    if args.reuse and path.is_file():
+        z = np.load(path)
+        return {k: z[k].tolist() if k.endswith("_cases") else z[k] for k in z.files}
+    model, plan, _, cases = load_split_cases(run, data, "train", "val")
+    classes = [k for k in plan.labels if k != 0]
+    keeps = torch.stack([m[3] for m in every_mask(model.num_gated_blocks)])
+    train_cases = cases["train"][: 4 if args.smoke else args.train_cases]
+    out = {
+        "keeps": keeps.int().numpy(),
+        "val": mask_table(model, cases["val"], keeps, classes, True),
+        "train": mask_table(model, train_cases, keeps, classes, True),
+        "val_cases": [c[0] for c in cases["val"]],
+        "train_cases": [c[0] for c in train_cases],
+    }
+    np.savez(path, **out)
+    return out
+
+
+def severities(data: Path, case_ids: list[str]) -> dict[str, float] | None:
+    """Each held-out case's degradation severity, where the dataset records them (``degradation.json``)."""
+    f = data / "degradation.json"
+    if not f.is_file():
+        return None
+    rec = json.loads(f.read_text())
+    return {c: rec[c]["severity"] for c in case_ids if c in rec}
+
+
+def level_rows(tables: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per number of blocks used: the heuristics, the best fixed mask (chosen on held-out and on training cases), the oracle."""
+    from leanseg.dynamic.headroom import oracle_by_level
+
+    keeps, val = tables["keeps"], tables["val"]
+    used = keeps.sum(1)
+    n = keeps.shape[1]
+    oracle = oracle_by_level(val, used)
+    picked = chosen_on_train(tables)
+    rows = []
+    for k in range(n + 1):
+        at = np.flatnonzero(used == k)
+        first, last = mask_row(keeps, [0] * (n - k) + [1] * k), mask_row(keeps, [1] * k + [0] * (n - k))
+        rows.append(
+            {
+                "blocks_used": k,
+                "masks": len(at),
+                "DropFirstN": float(val[first].mean()),
+                "DropLastN": float(val[last].mean()),
+                "DropRandomN": float(val[at].mean()),
+                "fixed": oracle[float(k)]["fixed"],
+                "fixed_mask": path_of(keeps[at[int(np.argmax(val[at].mean(1)))]]),
+                "fixed_train": float(val[picked[k]].mean()),
+                "fixed_train_mask": path_of(keeps[picked[k]]),
+                "oracle": oracle[float(k)]["oracle"],
+                "headroom": oracle[float(k)]["headroom"],
+            }
+        )
+    return rows
+
+
+def chosen_on_train(tables: dict[str, Any]) -> np.ndarray:
+    """Per number of blocks used (0..N), the row of the mask with the best mean Dice on the training cases."""
+    used, tr = tables["keeps"].sum(1), tables["train"]
+    return np.array([np.flatnonzero(used == k)[int(np.argmax(tr[used == k].mean(1)))] for k in range(tables["keeps"].shape[1] + 1)])
+
+
+def by_severity(levels: list[dict[str, Any]], tables: dict[str, Any], train_sev: dict[str, float], val_sev: dict[str, float]) -> None:
+    """A per-image choice that needs no learning, where the degradation is known: at each level, the best mask for each
+    third of the training cases' severities (chosen on training cases), applied to the held-out cases by their
+    severity. What of the oracle's headroom image quality alone explains; added to ``levels`` as ``by_severity``."""
+    keeps, val, tr = tables["keeps"], tables["val"], tables["train"]
+    used = keeps.sum(1)
+    edges = np.quantile([train_sev[c] for c in tables["train_cases"]], [1 / 3, 2 / 3])
+    tbin = np.digitize([train_sev[c] for c in tables["train_cases"]], edges)
+    vbin = np.digitize([val_sev[c] for c in tables["val_cases"]], edges)
+    for row in levels:
+        at = np.flatnonzero(used == row["blocks_used"])
+        # a third with no training case (a handful of cases) falls back to all of them
+        best = {b: at[int(np.argmax(tr[np.ix_(at, tbin == b if (tbin == b).any() else tbin >= 0)].mean(1)))] for b in range(3)}
+        row["by_severity"] = float(np.mean([val[best[b], j] for j, b in enumerate(vbin)]))
+
+
+def mask_row(keeps: np.ndarray, keep: list[int]) -> int:
+    return int(np.flatnonzero((keeps == np.asarray(keep)).all(1))[0])
+
+
+def path_of(keep: np.ndarray) -> str:
+    return "".join(str(int(v)) for v in keep)
+
+
+def score_policy(spec: str, run: Path, data: Path, tables: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or read) one policy and set its held-out paths beside every baseline at its own blocks."""
+    from leanseg.dynamic.evaluate import blocks_used_histogram
+    from leanseg.dynamic.headroom import mixed_fixed, oracle_at
+    from leanseg.dynamic.run import train_policy_for_run
+
+    variant, tau = spec.split(":")
+    pfile = run / "policies" / f"{variant}_tau{float(tau):g}.json"
+    if args.reuse and pfile.is_file():
+        s = json.loads(pfile.read_text())
+    else:
+        smoke = {"autopath.steps": 3, "autopath.stage_steps": 1, "autopath.budget_minutes": None} if args.smoke else {}
+        ov = {**VARIANTS[variant], "autopath.tau": float(tau), "autopath.budget_minutes": args.policy_minutes, **smoke}
+        s = train_policy_for_run(run, data, ov, out=pfile.with_suffix(".pt"), backend="bf16")
+    keeps, val = tables["keeps"], tables["val"]
+    used = keeps.sum(1)
+    n = keeps.shape[1]
+    picked = chosen_on_train(tables)
+    cases = tables["val_cases"]
+    by_case = {r["case"]: r for r in s["per_case"]}
+    rows = [mask_row(keeps, [int(c) for c in by_case[c]["path"]]) for c in cases]
+    counts = np.array([by_case[c]["blocks_used"] for c in cases])
+    last = [mask_row(keeps, [1] * k + [0] * (n - k)) for k in counts]
+    mean_used = float(counts.mean())
+    dice = float(val[rows, np.arange(len(cases))].mean())
+    fixed = mixed_fixed(val, used, mean_used)
+    oracle = oracle_at(val, used, mean_used)
+    return {
+        "spec": spec,
+        "variant": variant,
+        "tau": float(tau),
+        "steps": s["steps"],
+        "train_seconds": s["train_seconds"],
+        "path": str(pfile.with_suffix(".pt")),
+        "dice": dice,
+        "mean_blocks_used": mean_used,
+        "fixed": fixed,
+        "fixed_train": mixed_fixed(val[picked], used[picked], mean_used),
+        "DropLastN": float(val[last, np.arange(len(cases))].mean()),
+        "DropRandomN": float(np.mean([val[used == k, j].mean() for j, k in enumerate(counts)])),
+        "oracle": oracle,
+        "headroom_reached": (dice - fixed) / (oracle - fixed) if oracle - fixed > 1e-9 else float("nan"),
+        "blocks_used_histogram": blocks_used_histogram(s["per_case"], n),
+        "paths": dict(Counter(by_case[c]["path"] for c in cases).most_common()),
+        "blocks_used": {c: int(k) for c, k in zip(cases, counts)},
+    }
+
+
+def render(r: dict) -> str:
+    lines = [
+        "# AutoPath where images differ: per-image oracle, best fixed path, policies (ResNet-18 DeepLabV3+, 8 gated blocks)",
+        "",
+        *header_markdown(r),
+        f"Precision: {r['precision']}.",
+        "Dice: mean over held-out cases of the mean over foreground classes, preprocessed grid. 'fixed (held-out)': the best "
+        "single mask chosen on the held-out cases themselves (the hardest bar); 'fixed (train)': chosen on training cases.",
+        "",
+    ]
+    for key, d in r["datasets"].items():
+        lines += dataset_markdown(key, d)
+    lines += [f"![headroom, policies against the fixed paths, blocks used per image]({r.get('name', 'autopath_mixed')}.png)", ""]
+    return "\n".join(lines)
+
+
+def dataset_markdown(key: str, d: dict) -> list[str]:
+    m = d["model"]
+    full = d["levels"][-1]["fixed"]
+    lines = [
+        f"## {key}",
+        "",
+        f"Model: {m['iterations']} iterations in {m['train_seconds'] / 60:.1f} min on {m['train_cases']} cases; full network "
+        f"{full:.4f} on {m['val_cases']} held-out cases.",
+        "",
+        "### Headroom: every mask on every held-out image, by blocks used",
+        "",
+        "| blocks used | masks | DropFirstN | DropLastN | DropRandomN (expected) | fixed (train) | fixed (held-out) | by severity | oracle | headroom |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in d["levels"]:
+        sev = f"{v['by_severity']:.4f}" if "by_severity" in v else "-"
+        lines.append(
+            f"| {v['blocks_used']} | {v['masks']} | {v['DropFirstN']:.4f} | {v['DropLastN']:.4f} | {v['DropRandomN']:.4f} | "
+            f"{v['fixed_train']:.4f} `{v['fixed_train_mask']}` | {v['fixed']:.4f} `{v['fixed_mask']}` | {sev} | {v['oracle']:.4f} | "
+            f"{100 * v['headroom']:+.2f} pt |"
+        )
+    if "by_severity" in d["levels"][0]:
+        lines += [
+            "",
+            "'by severity': the best mask of the level for each third of the training cases' degradation severity, chosen on "
+            "training cases and applied to each held-out case by its (known) severity: a per-image rule needing no learning.",
+        ]
+    lines += [
+        "",
+        "### Policies at their own mean blocks used",
+        "",
+        "| policy (variant:tau) | blocks used (mean) | distinct lengths | AutoPath | fixed (train) | fixed (held-out) | DropLastN | "
+        "DropRandomN | oracle | vs fixed (held-out) | share of headroom | vs full |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in d["policies"]:
+        lengths = sum(1 for c in p["blocks_used_histogram"] if c)
+        lines.append(
+            f"| {p['spec']} | {p['mean_blocks_used']:.2f} | {lengths} | **{p['dice']:.4f}** | {p['fixed_train']:.4f} | {p['fixed']:.4f} | "
+            f"{p['DropLastN']:.4f} | {p['DropRandomN']:.4f} | {p['oracle']:.4f} | {100 * (p['dice'] - p['fixed']):+.2f} pt | "
+            f"{p['headroom_reached']:.0%} | {100 * (p['dice'] - full):+.2f} pt |"
+        )
+    lines += ["", "Paths (1 = kept, block 1 first: images) and training:", ""]
+    for p in d["policies"]:
+        lines.append(
+            f"- {p['spec']}: {', '.join(f'`{k}`: {v}' for k, v in p['paths'].items())}; {p['steps']} updates in {p['train_seconds'] / 60:.1f} min."
+        )
+    if d.get("severity"):
+        lines += ["", severity_line(d)]
+    if d.get("timing"):
+        t = d["timing"]["bf16"]
+        lines += ["", f"Wall time per case, bf16, {d['timing']['cases']} cases (median of 3): full {t['full']['mean_s']:.4f} s"]
+        lines[-1] += (
+            "".join(f"; {k} {v['mean_s']:.4f} s ({v['mean_s'] / t['full']['mean_s']:.2f}x)" for k, v in t.items() if k != "full") + "."
+        )
+    return lines + [""]
+
+
+def severity_line(d: dict) -> str:
+    """How each policy's blocks used follow the images' degradation severity (Spearman's rho)."""
+    from scipy.stats import spearmanr
+
+    sev = d["severity"]
+    parts = []
+    for p in d["policies"]:
+        cases = [c for c in p["blocks_used"] if c in sev]
+        x, y = [sev[c] for c in cases], [p["blocks_used"][c] for c in cases]
+        rho = spearmanr(x, y).statistic if len(set(y)) > 1 else float("nan")
+        parts.append(f"{p['spec']} rho {rho:+.2f}")
+    return "Blocks used against the held-out images' severity (Spearman): " + "; ".join(parts) + "."
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(r["datasets"].items())
+    fig, axes = plt.subplots(len(sets), 2, figsize=(12, 4 * len(sets)), squeeze=False)
+    for (key, d), (a, b) in zip(sets, axes):
+        ks = [v["blocks_used"] for v in d["levels"]]
+        for name, style in (("oracle", "k-"), ("fixed", "b-"), ("fixed_train", "b:"), ("DropLastN", "g^-"), ("DropRandomN", "o--")):
+            a.plot(ks, [v[name] for v in d["levels"]], style, label=name)
+        for p in d["policies"]:
+            a.plot(p["mean_blocks_used"], p["dice"], "*", ms=12, label=p["spec"])
+        a.set(xlabel="blocks used (mean)", ylabel="mean Dice", title=f"{key}: oracle, fixed paths, policies")
+        a.set_ylim(max(0.0, min(v["DropLastN"] for v in d["levels"][2:]) - 0.05), None)
+        a.legend(fontsize=7)
+        w = 0.8 / max(len(d["policies"]), 1)
+        for i, p in enumerate(d["policies"]):
+            b.bar(np.arange(len(p["blocks_used_histogram"])) + i * w, p["blocks_used_histogram"], width=w, label=p["spec"])
+        b.set(xlabel="blocks used", ylabel="held-out images", title=f"{key}: blocks used per image")
+        b.legend(fontsize=7)
+        for ax in (a, b):
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
