@@ -41,6 +41,7 @@ CONFIG = ROOT / "configs" / "autopath_hippocampus.yaml"
 SHARED = ROOT.parent / "shared" / "data"
 BRATS_FLAIR = SHARED / "BraTS2013_subset" / "imagesTr" / "brats2013_pat0001_0000.nii.gz"
 DATASETS = {"hippocampus_mixed": None, "hippocampus": SHARED / "Task04_Hippocampus"}  # None: degraded from hippocampus
+DATA_TEXT = {"hippocampus_mixed": "a mixed-quality copy (leanseg data degrade, seed 0)", "hippocampus": "the original"}
 VARIANTS = {  # policy variants: autopath overrides on top of the config's (tau comes with each --policies entry)
     "voxel": {},  # the paper's voxel reward on the 32^3 image, the curriculum from the last block
     "dice": {"autopath.reward": "dice"},
@@ -70,7 +71,7 @@ def main() -> None:
         threads=args.threads,
         seed=0,
         split="fold 0 of a 5-fold split (split seed 0) held out; policies and the deployable fixed path chosen on folds 1-4",
-        data="MSD hippocampus, 208 cases: a mixed-quality copy (leanseg data degrade, seed 0) and the original",
+        data="MSD hippocampus, 208 cases: " + ", ".join(DATA_TEXT[k] for k in args.datasets),
         smoke=args.smoke,
         precision="bf16 autocast (training, mask table, policies and timing)",
     )

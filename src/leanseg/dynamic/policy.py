@@ -1,8 +1,8 @@
 """The AutoPath policy network, and policy files bound to the segmentation model they were trained for.
 
 After Sun et al. 2020 (AutoPath) and Wu et al. 2018 (BlockDrop): a small 3D CNN sees a downsampled
-copy of the image, or of the segmentation network's stem features (``autopath.policy_input=stem``,
-shared with the network, so almost free), and outputs one drop probability per gated block. It only
+copy of the image, or of the segmentation network's stem features (``autopath.policy_input=stem``:
+the stem, one convolution, runs once more for the policy), and outputs one drop probability per gated block. It only
 produces masks; it never imports the segmentation model (the stem is reached as ``model.stem``), and a
 model never imports it.
 """

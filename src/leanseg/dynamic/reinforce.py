@@ -6,7 +6,7 @@ Sun et al. 2020 (AutoPath), after BlockDrop (Wu et al. 2018):
   ``-tau``; an image's reward is the mean over its voxels. ``tau`` trades accuracy for compute.
   Background counts as correct there, so on small targets tau must be large; with
   ``autopath.reward = "dice"`` (ours, after the paper's VDC-based accuracy) the accuracy term is the
-  image's mean foreground Dice instead, so tau keeps the paper's scale;
+  image's mean foreground Dice instead, so tau need not grow with the background's share;
   With ``autopath.cost = "macs"`` (ours, not the paper's) "blocks used / N" becomes the share of the
   blocks' multiply-accumulates the path runs, so the policy learns what dropping each block saves
   (in the 3D ResNet-18 the last two blocks hold about 70% of them);
