@@ -302,6 +302,9 @@ def test_mask_table_scores_every_mask_on_every_case_as_evaluate_paths_does() -> 
     for i, keep in enumerate(keeps):
         rows = evaluate_paths(model, cases, lambda _c, _i, k=keep: k, [1, 2], False)
         assert table[i].tolist() == pytest.approx([r["dice"] for r in rows], abs=1e-6)
+    by_class = mask_table(model, cases, keeps, [1, 2], False, batch=3, per_class=True)
+    assert by_class.shape == (len(keeps), 2, 2)
+    assert np.nanmean(by_class, axis=2) == pytest.approx(table, abs=1e-6)  # the case Dice is the mean of the classes'
 
 
 def test_policy_refuses_another_model(tmp_path: Path) -> None:

@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from leanseg.dynamic.headroom import best_fixed, mixed_fixed, oracle_at, oracle_by_level, oracle_frontier, sweep_table, upper_hull
+from leanseg.dynamic.headroom import (
+    best_fixed,
+    crossfit_by_level,
+    mixed_fixed,
+    oracle_at,
+    oracle_by_level,
+    oracle_frontier,
+    sweep_table,
+    upper_hull,
+)
 
 # masks x cases: two half-cost masks that suit different cases, and the full network
 DICE = np.array([[0.9, 0.5], [0.5, 0.9], [0.95, 0.95]])
@@ -72,3 +81,21 @@ def test_oracle_at_a_mean_cost_bounds_every_choice_of_that_cost() -> None:
         pick = rng.integers(0, 6, size=5)
         assert dice[pick, np.arange(5)].mean() <= oracle_at(dice, cost, cost[pick].mean()) + 1e-9
         assert mixed_fixed(dice, cost, cost[pick].mean()) <= oracle_at(dice, cost, cost[pick].mean()) + 1e-9
+
+
+def test_crossfit_keeps_an_image_property_and_drops_selection_noise() -> None:
+    # masks x cases x classes at one level. Case 0 wants mask 0 and case 1 mask 1 in both classes: an image property.
+    real = np.array([[[0.9, 0.9], [0.5, 0.5]], [[0.5, 0.5], [0.9, 0.9]]])
+    level = crossfit_by_level(real, np.array([1.0, 1.0]))[1.0]
+    assert level["gain"] == pytest.approx(0.2) and level["fixed"] == pytest.approx(0.7)
+    # The best mask of one class is the worst of the other: the in-sample oracle gains, the cross-fitted one loses.
+    noise = np.array([[[0.9, 0.5], [0.5, 0.9]], [[0.5, 0.9], [0.9, 0.5]]])
+    assert oracle_by_level(noise[..., 0], np.array([1.0, 1.0]))[1.0]["headroom"] == pytest.approx(0.2)
+    assert crossfit_by_level(noise, np.array([1.0, 1.0]))[1.0]["gain"] == pytest.approx(-0.2)
+
+
+def test_crossfit_skips_a_class_empty_in_both_and_needs_two_classes() -> None:
+    d = np.array([[[0.9, np.nan], [0.5, 0.6]], [[0.5, np.nan], [0.9, 0.8]]])  # class 1 empty on case 0
+    level = crossfit_by_level(d, np.array([1.0, 1.0]))[1.0]
+    assert np.isfinite([level["fixed"], level["crossfit"]]).all()
+    assert crossfit_by_level(d[..., :1], np.array([1.0, 1.0])) == {}

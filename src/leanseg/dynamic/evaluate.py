@@ -68,14 +68,18 @@ def evaluate_paths(
     return rows
 
 
-def mask_table(model: Any, cases: list[Case], keeps: torch.Tensor, classes: list[int], bf16: bool, batch: int = 16) -> np.ndarray:
+def mask_table(
+    model: Any, cases: list[Case], keeps: torch.Tensor, classes: list[int], bf16: bool, batch: int = 16, per_class: bool = False
+) -> np.ndarray:
     """(masks x cases) Dice of every keep mask in ``keeps`` (M, N) on every case, ``batch`` masks per forward pass:
-    the table behind the per-image oracle (:mod:`leanseg.dynamic.headroom`)."""
-    table = np.zeros((len(keeps), len(cases)))
+    the table behind the per-image oracle (:mod:`leanseg.dynamic.headroom`). With ``per_class``, (masks x cases x
+    classes): each foreground class's Dice (nan where a class is empty in both), for the cross-fitted oracle."""
+    table = np.zeros((len(keeps), len(cases), len(classes)) if per_class else (len(keeps), len(cases)))
     for j, (_, image, label) in enumerate(cases):
         for s in range(0, len(keeps), batch):
             preds = segment(model, image, keeps[s : s + batch], bf16)
-            table[s : s + len(preds), j] = [case_dice(p, label, classes) for p in preds]
+            scores = [dice_per_class(p.numpy(), label.numpy(), classes) if per_class else case_dice(p, label, classes) for p in preds]
+            table[s : s + len(preds), j] = scores
     return table
 
 
