@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from leanseg.dynamic.evaluate import blocks_used_histogram, evaluate_paths, macs_share, mask_table, matched_heuristics
+from leanseg.dynamic.evaluate import backward_elimination, blocks_used_histogram, evaluate_paths, macs_share, mask_table, matched_heuristics
 from leanseg.dynamic.policy import PolicyNet, build_policy, load_policy, save_policy, weights_fingerprint
 from leanseg.dynamic.reinforce import (
     advantages,
@@ -23,7 +23,7 @@ from leanseg.dynamic.reinforce import (
     train_policy,
     voxel_reward,
 )
-from leanseg.dynamic.strategies import drop_first, drop_last, drop_n, drop_random, every_mask, sweep_masks
+from leanseg.dynamic.strategies import drop_first, drop_last, drop_n, drop_random, every_mask, level_masks, sweep_masks
 from leanseg.errors import LeansegError
 from leanseg.models.deeplab3d import DeepLab3D
 
@@ -141,6 +141,29 @@ def test_heuristic_strategies() -> None:
     assert every[5][3].tolist() == [True, False, True, False]  # mask 5 = 0b0101: blocks 1 and 3 kept
     with pytest.raises(ValueError, match="2\\^13"):
         every_mask(13)
+
+
+def test_level_masks_are_every_mask_up_to_the_limit_and_a_seeded_sample_above_it() -> None:
+    assert level_masks(8, per_level=3).tolist() == torch.stack([m[3] for m in every_mask(8)]).tolist()
+    masks = level_masks(16, per_level=5, seed=1)
+    assert torch.equal(masks, level_masks(16, per_level=5, seed=1))
+    assert len({tuple(k.tolist()) for k in masks}) == len(masks)  # each mask once
+    kept = masks.sum(1)
+    assert [int((kept == k).sum()) for k in (0, 1, 8, 15, 16)] == [1, 7, 7, 7, 1]  # level 0 and 16 have one mask each
+    assert any(torch.equal(k, drop_last(16, 6)) for k in masks) and any(torch.equal(k, drop_first(16, 6)) for k in masks)
+
+
+def test_backward_elimination_drops_the_least_harmful_block_at_each_step() -> None:
+    model = tiny()
+    g = torch.Generator().manual_seed(0)
+    cases = [(f"c{i}", torch.randn(1, 16, 16, 16, generator=g), torch.randint(0, 3, (16, 16, 16), generator=g)) for i in range(2)]
+    path = backward_elimination(model, cases, [1, 2], False)
+    assert path.shape == (9, 8) and path[0].all() and not path[-1].any()
+    assert path.sum(1).tolist() == list(range(8, -1, -1))
+    assert all(bool((path[i + 1] <= path[i]).all()) for i in range(8))  # each step only drops
+    first = torch.stack([drop_n(8, i) for i in range(8)])
+    best = first[int(np.argmax(mask_table(model, cases, first, [1, 2], False).mean(1)))]
+    assert torch.equal(path[1], best)
 
 
 def test_matched_heuristics_drop_on_each_image_what_the_policy_dropped_there() -> None:

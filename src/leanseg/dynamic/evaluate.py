@@ -83,6 +83,18 @@ def mask_table(
     return table
 
 
+def backward_elimination(model: Any, cases: list[Case], classes: list[int], bf16: bool) -> torch.Tensor:
+    """(N+1, N) keep masks, one per number of blocks kept (N down to 0): from the full network, each step drops the
+    block whose removal costs ``cases`` the least mean Dice. The best fixed path where every mask cannot be tried."""
+    keep = torch.ones(model.num_gated_blocks, dtype=torch.bool)
+    path = [keep]
+    while keep.any():
+        tries = torch.stack([keep & (torch.arange(len(keep)) != i) for i in torch.nonzero(keep).flatten().tolist()])
+        keep = tries[int(np.argmax(mask_table(model, cases, tries, classes, bf16).mean(1)))]
+        path.append(keep)
+    return torch.stack(path)
+
+
 def macs_share(macs: Sequence[float], path: str) -> float:
     """Share of the blocks' multiply-accumulates (:meth:`DeepLab3D.block_macs`) a path from
     :func:`evaluate_paths` ("1" kept, "0" dropped) runs."""

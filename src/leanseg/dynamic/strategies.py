@@ -60,3 +60,19 @@ def sweep_masks(num_blocks: int, repeats: int, seed: int = 0) -> list[tuple[str,
         out.append(("DropLastN", n, n, drop_last(num_blocks, n)))
         out += [("DropRandomN", n, n, drop_random(num_blocks, n, rng)) for _ in range(repeats)]
     return out
+
+
+def level_masks(num_blocks: int, per_level: int, seed: int = 0, limit: int = 12) -> torch.Tensor:
+    """(M, N) keep masks for the table behind the headroom: every mask up to ``limit`` blocks; above it (ResNet-50's
+    16: 65536 masks), per number of blocks kept, DropLastN's and DropFirstN's mask and up to ``per_level`` other
+    distinct masks drawn uniformly (seeded). Each level's best fixed mask and oracle are then lower bounds."""
+    if num_blocks <= limit:
+        return torch.stack([m[3] for m in every_mask(num_blocks, limit)])
+    rng = np.random.default_rng(seed)
+    rows: dict[tuple[bool, ...], None] = {}
+    for kept in range(num_blocks + 1):
+        level = [drop_last(num_blocks, num_blocks - kept), drop_first(num_blocks, num_blocks - kept)]
+        level += [drop_random(num_blocks, num_blocks - kept, rng) for _ in range(4 * per_level)]  # duplicates removed below
+        distinct = list(dict.fromkeys(tuple(k.tolist()) for k in level))
+        rows.update(dict.fromkeys(distinct[: per_level + 2]))
+    return torch.tensor(list(rows), dtype=torch.bool)
