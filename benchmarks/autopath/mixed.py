@@ -4,7 +4,7 @@ Per dataset (``--datasets``; ``hippocampus_mixed`` is written by ``leanseg data 
 
 1. trains a 3D DeepLabV3+ (configs/autopath_hippocampus.yaml: ResNet-18, linear stochastic depth 0.3, bf16,
    ``--minutes``, or ``--iterations`` for a run that load cannot change) on folds 1-4 of the seeded 5-fold split,
-   fold 0 held out, 2 threads; ``hippocampus_mixed`` is degraded at severities from 0 to ``--max-severity``;
+   fold 0 held out, 2 threads; the degraded copies are written as ``DEGRADED`` says;
 2. evaluates **every** keep mask (2^8 = 256) on every held-out case, and on ``--train-cases`` training cases:
    the (masks x cases) Dice table. From it, per number of blocks used: the full network, DropFirstN, DropLastN,
    DropRandomN (its exact expectation: the mean over all masks of that level), the best fixed mask, and the
@@ -42,8 +42,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "configs" / "autopath_hippocampus.yaml"
 SHARED = ROOT.parent / "shared" / "data"
 BRATS_FLAIR = SHARED / "BraTS2013_subset" / "imagesTr" / "brats2013_pat0001_0000.nii.gz"
-DATASETS = {"hippocampus_mixed": None, "hippocampus": SHARED / "Task04_Hippocampus"}  # None: degraded from hippocampus
-DATA_TEXT = {"hippocampus_mixed": "a mixed-quality copy (leanseg data degrade, seed 0)", "hippocampus": "the original"}
+# None: a copy of hippocampus degraded by leanseg data degrade (seed 0) as DEGRADED says
+DATASETS = {"hippocampus_mixed": None, "hippocampus_nospike": None, "hippocampus": SHARED / "Task04_Hippocampus"}
+DEGRADED = {  # severity 1 with spikes cost the full network 30 points (first run); 0.4 still has a spike on 30 % of cases
+    "hippocampus_mixed": {"max_severity": 0.4, "spikes": True},
+    "hippocampus_nospike": {"max_severity": 1.0, "spikes": False},  # the same draws, the spikes left out
+    "smoke": {"max_severity": 1.0, "spikes": True},
+}
+DATA_TEXT = {
+    "hippocampus_mixed": "a mixed-quality copy (severity 0-0.4, k-space spikes)",
+    "hippocampus_nospike": "a mixed-quality copy (severity 0-1, no k-space spikes)",
+    "hippocampus": "the original",
+}
 VARIANTS = {  # policy variants: autopath overrides on top of the config's (tau comes with each --policies entry)
     "voxel": {},  # the paper's voxel reward on the 32^3 image, the curriculum from the last block
     "dice": {"autopath.reward": "dice"},
@@ -94,9 +104,6 @@ def arguments() -> argparse.ArgumentParser:
     ap.add_argument("--minutes", type=float, default=15.0, help="segmentation model's training budget")
     ap.add_argument("--iterations", type=int, default=None, help="train this many iterations instead of --minutes (load-independent)")
     ap.add_argument(
-        "--max-severity", type=float, default=0.4, help="hippocampus_mixed: severities drawn from 0 to this (1: the strongest artefacts)"
-    )
-    ap.add_argument(
         "--policies",
         nargs="+",
         default=["voxel:500", "dice:20", "dice_stem:20", "dice_stem_norm:20", "dice_stem_norm_flat:20"],
@@ -121,16 +128,16 @@ def dataset_folder(key: str, args: argparse.Namespace) -> Path:
     work = Path(args.work)
     if DATASETS.get(key) is not None:
         return Path(DATASETS[key])
-    out = work / "data" / folder_name(key, args)
+    out = work / "data" / folder_name(key)
     if not (out / "dataset.json").is_file():  # the smoke run degrades phantoms
         source = smoke_phantoms(work) if key == "smoke" else DATASETS["hippocampus"]
-        degrade_dataset(source, out, seed=0, max_severity=args.max_severity, progress=key != "smoke")
+        degrade_dataset(source, out, seed=0, progress=key != "smoke", **DEGRADED[key])
     return out
 
 
-def folder_name(key: str, args: argparse.Namespace) -> str:
+def folder_name(key: str) -> str:
     """A degraded dataset's folder (and its run's) names its maximum severity, so runs at two severities never mix."""
-    return key if DATASETS.get(key) is not None else f"{key}_s{args.max_severity:g}"
+    return key if DATASETS.get(key) is not None else f"{key}_s{DEGRADED[key]['max_severity']:g}"
 
 
 def run_dataset(key: str, backbone: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -140,7 +147,7 @@ def run_dataset(key: str, backbone: str, args: argparse.Namespace) -> dict[str, 
     from leanseg.training import train
 
     data = dataset_folder(key, args)
-    run = Path(args.work) / folder_name(key, args) / f"deeplab_{backbone}"
+    run = Path(args.work) / folder_name(key) / f"deeplab_{backbone}"
     budget: dict[str, Any] = {"train.budget_minutes": args.minutes}
     if args.smoke or args.iterations:
         budget = {"train.iterations": 5 if args.smoke else args.iterations, "train.budget_minutes": None}
@@ -149,7 +156,7 @@ def run_dataset(key: str, backbone: str, args: argparse.Namespace) -> dict[str, 
         train(str(data), run, cfg, fold=0, show_progress=not args.smoke, resume=False)
     out: dict[str, Any] = {"data": str(data), "backbone": backbone, "model": RunFolder(run).summary()}
     if DATASETS.get(key) is None:
-        out["max_severity"] = args.max_severity
+        out["degradation"] = DEGRADED[key]
     tables = mask_tables(run, data, args)
     out["severity"] = severities(data, tables["val_cases"])
     out["levels"] = level_rows(tables)
@@ -396,7 +403,11 @@ def dataset_markdown(key: str, d: dict) -> list[str]:
         "",
         f"Model: DeepLabV3+ ResNet-{d.get('backbone', 'r18')[1:]} ({n} gated blocks), {m['iterations']} iterations in "
         f"{m['train_seconds'] / 60:.1f} min on {m['train_cases']} cases; full network {full:.4f} on {m['val_cases']} held-out cases."
-        + (f" Degradation severities: 0 to {d['max_severity']:g}." if "max_severity" in d else ""),
+        + (
+            f" Degradation: severities 0 to {d['degradation']['max_severity']:g}, k-space spikes {'on' if d['degradation']['spikes'] else 'off'}."
+            if "degradation" in d
+            else ""
+        ),
         "",
         *sampled,
         "### Headroom: every mask on every held-out image, by blocks used",

@@ -558,6 +558,7 @@ def data_degrade(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the degraded MSD copy.")],
     seed: Annotated[int, typer.Option(help="Seed of the severities and artefacts.")] = 0,
     max_severity: Annotated[float, typer.Option(help="Severities are drawn from 0 (clean) to this (at most 1).")] = 1.0,
+    spikes: Annotated[bool, typer.Option(help="Add k-space spikes (with probability equal to the severity).")] = True,
 ) -> None:
     """Write a mixed-quality copy: each case degraded by MRI artefacts (bias field, Gibbs ringing, a k-space spike,
     Rician noise) at its own seeded severity; degradation.json records them."""
@@ -565,7 +566,7 @@ def data_degrade(
     def go() -> None:
         from leanseg.data.degrade import degrade_dataset
 
-        _console().print(f"wrote {degrade_dataset(data, out, seed, max_severity, progress=True)}")
+        _console().print(f"wrote {degrade_dataset(data, out, seed, max_severity, progress=True, spikes=spikes)}")
 
     _run(go)
 

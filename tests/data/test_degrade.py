@@ -26,6 +26,19 @@ def test_severity_zero_is_the_image_and_more_severity_changes_it_more() -> None:
         degrade(image, 1.5, np.random.default_rng(0))
 
 
+def test_without_spikes_the_same_draws_give_the_image_less_its_spike() -> None:
+    image = _image()
+    spiked, applied = degrade(image, 1.0, np.random.default_rng(3))
+    plain, plain_applied = degrade(image, 1.0, np.random.default_rng(3), spikes=False)
+    assert "spike_at" in applied and "spike_at" not in plain_applied  # at severity 1 the spike is certain
+    assert {k: v for k, v in applied.items() if k != "spike_at"} == plain_applied
+    assert not np.allclose(spiked, plain)
+    never, never_applied = degrade(image, 0.5, np.random.default_rng(1))  # this draw adds no spike: nothing to leave out
+    assert "spike_at" not in never_applied and np.array_equal(never, degrade(image, 0.5, np.random.default_rng(1), spikes=False)[0])
+    mild, _ = degrade(image, 0.3, np.random.default_rng(3), spikes=False)
+    assert np.abs(mild - image).mean() < np.abs(plain - image).mean()
+
+
 def test_degraded_folder_is_seeded_keeps_labels_and_loads(tmp_path: Path) -> None:
     from leanseg.data.datasets import load_dataset
     from leanseg.data.io import read_image, read_label

@@ -6,7 +6,8 @@ MSD folder in which each case (training and test alike) is degraded at a severit
 
 * a smooth multiplicative bias field (``RandBiasField``, degree 3, coefficients up to 0.5 x severity);
 * Gibbs ringing (``GibbsNoise``, alpha 0.7 x severity: the share of k-space cut away);
-* a k-space spike (``KSpaceSpikeNoise``, log-intensity 2.5x the mean log magnitude), with probability equal to the severity;
+* a k-space spike (``KSpaceSpikeNoise``, log-intensity 2.5x the mean log magnitude), with probability equal to the severity
+  (left out with ``spikes=False``);
 * Rician noise (``RandRicianNoise``, standard deviation 0.2 x severity of the image's, relative).
 
 Labels are written unchanged (as NIfTI). ``degradation.json`` records each case's severity and what was applied, so a
@@ -25,8 +26,10 @@ import numpy as np
 BIAS, GIBBS, RICIAN = 0.5, 0.7, 0.2  # the largest coefficient, alpha and relative noise, at severity 1
 
 
-def degrade(image: np.ndarray, severity: float, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
-    """One image (C, X, Y, Z) degraded at ``severity`` in [0, 1] (0: returned unchanged), and what was applied."""
+def degrade(image: np.ndarray, severity: float, rng: np.random.Generator, spikes: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """One image (C, X, Y, Z) degraded at ``severity`` in [0, 1] (0: returned unchanged), and what was applied.
+    Without ``spikes`` no k-space spike is added; every other artefact is drawn as with them (the same ``rng``
+    gives the same image less its spike)."""
     from monai.transforms import GibbsNoise, KSpaceSpikeNoise, RandBiasField, RandRicianNoise
 
     if not 0.0 <= severity <= 1.0:
@@ -42,8 +45,9 @@ def degrade(image: np.ndarray, severity: float, rng: np.random.Generator) -> tup
     out = np.asarray(bias(out))
     out = np.asarray(GibbsNoise(alpha=GIBBS * severity)(out))
     applied.update(bias_coefficient=BIAS * severity, gibbs_alpha=GIBBS * severity)
-    if rng.random() < severity:
-        loc = tuple(int(rng.integers(s // 4, s - s // 4)) for s in out.shape[1:])
+    spike = rng.random() < severity
+    loc = tuple(int(rng.integers(s // 4, s - s // 4)) for s in out.shape[1:]) if spike else ()  # drawn with or without spikes
+    if spike and spikes:
         k = 2.5 * float(np.log1p(np.abs(np.fft.fftn(out, axes=(1, 2, 3))).mean()))  # MONAI's documented default
         out = np.asarray(KSpaceSpikeNoise(loc=loc, k_intensity=k)(out))
         applied["spike_at"] = list(loc)
@@ -54,9 +58,12 @@ def degrade(image: np.ndarray, severity: float, rng: np.random.Generator) -> tup
     return (out + low).astype(np.float32), applied
 
 
-def degrade_dataset(source: Path | str, out_dir: Path | str, seed: int = 0, max_severity: float = 1.0, progress: bool = False) -> Path:
+def degrade_dataset(
+    source: Path | str, out_dir: Path | str, seed: int = 0, max_severity: float = 1.0, progress: bool = False, spikes: bool = True
+) -> Path:
     """Write ``source``'s cases, each degraded at a seeded severity in [0, ``max_severity``], as an MSD folder
-    (``dataset.json``, ``imagesTr``, ``labelsTr``, ``degradation.json``) at ``out_dir``."""
+    (``dataset.json``, ``imagesTr``, ``labelsTr``, ``degradation.json``) at ``out_dir``; ``spikes=False`` leaves
+    the k-space spikes out (one spike costs a model most of its Dice; see docs/benchmarks/autopath.md)."""
     from leanseg.data.datasets import load_dataset
     from leanseg.data.io import read_image, read_label, write_image, write_label
     from leanseg.data.synthetic import write_msd_json
@@ -83,7 +90,8 @@ def degrade_dataset(source: Path | str, out_dir: Path | str, seed: int = 0, max_
         cases = progress_bar("degrading")(cases)  # type: ignore[assignment]
     for case in cases:
         volume = read_image(list(case.images))
-        image, applied = degrade(volume.array, float(rng.uniform(0.0, max_severity)), np.random.default_rng(rng.integers(2**32)))
+        severity = float(rng.uniform(0.0, max_severity))
+        image, applied = degrade(volume.array, severity, np.random.default_rng(rng.integers(2**32)), spikes)
         name = f"{case.case_id}.nii.gz"
         write_image(work / "imagesTr" / name, np.moveaxis(image, 0, -1) if image.shape[0] > 1 else image[0], volume.affine)
         if case.label is not None:
@@ -92,7 +100,8 @@ def degrade_dataset(source: Path | str, out_dir: Path | str, seed: int = 0, max_
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
         record[case.case_id] = applied
     (work / "degradation.json").write_text(json.dumps(record, indent=1))
-    description = f"{ds.name}, each case degraded at a severity in [0, {max_severity:g}] (leanseg degrade, seed {seed})"
+    description = f"{ds.name}, each case degraded at a severity in [0, {max_severity:g}] (leanseg degrade, seed {seed}"
+    description += ")" if spikes else ", no k-space spikes)"
     write_msd_json(work, f"{ds.name}_mixed", description, ds.channel_names, ds.labels, training)
     if out.exists():
         out.rmdir()  # empty, checked above
