@@ -162,6 +162,7 @@ def run_dataset(key: str, backbone: str, args: argparse.Namespace) -> dict[str, 
     out["levels"] = level_rows(tables)
     if out["severity"]:
         by_severity(out["levels"], tables, severities(data, tables["train_cases"]), out["severity"])
+        out["spike_split"] = spike_split(out["levels"], tables, data)
     out["policies"] = [score_policy(spec, run, data, tables, args) for spec in (args.policies[-1:] if args.smoke else args.policies)]
     if not (args.skip_timing or args.smoke):
         sys.path.insert(0, str(ROOT))
@@ -300,16 +301,48 @@ def by_severity(levels: list[dict[str, Any]], tables: dict[str, Any], train_sev:
     """A per-image choice that needs no learning, where the degradation is known: at each level, the best mask for each
     third of the training cases' severities (chosen on training cases), applied to the held-out cases by their
     severity. What of the oracle's headroom image quality alone explains; added to ``levels`` as ``by_severity``."""
-    keeps, val, tr = tables["keeps"], tables["val"], tables["train"]
-    used = keeps.sum(1)
     edges = np.quantile([train_sev[c] for c in tables["train_cases"]], [1 / 3, 2 / 3])
     tbin = np.digitize([train_sev[c] for c in tables["train_cases"]], edges)
     vbin = np.digitize([val_sev[c] for c in tables["val_cases"]], edges)
+    by_group(levels, tables, tbin, vbin, "by_severity")
+
+
+def by_group(levels: list[dict[str, Any]], tables: dict[str, Any], tgroup: np.ndarray, vgroup: np.ndarray, name: str) -> None:
+    """At each level, the best mask of each group of training cases, applied to the held-out cases of that group;
+    added to ``levels`` as ``name``. A group with no training case falls back to all of them."""
+    keeps, val, tr = tables["keeps"], tables["val"], tables["train"]
+    used = keeps.sum(1)
     for row in levels:
         at = np.flatnonzero(used == row["blocks_used"])
-        # a third with no training case (a handful of cases) falls back to all of them
-        best = {b: at[int(np.argmax(tr[np.ix_(at, tbin == b if (tbin == b).any() else tbin >= 0)].mean(1)))] for b in range(3)}
-        row["by_severity"] = float(np.mean([val[best[b], j] for j, b in enumerate(vbin)]))
+        best = {
+            g: at[int(np.argmax(tr[np.ix_(at, tgroup == g if (tgroup == g).any() else tgroup == tgroup)].mean(1)))] for g in set(vgroup)
+        }
+        row[name] = float(np.mean([val[best[g], j] for j, g in enumerate(vgroup)]))
+
+
+def spikes(data: Path, case_ids: list[str]) -> np.ndarray | None:
+    """Whether each case got a k-space spike (``degradation.json``); None where no case did."""
+    f = data / "degradation.json"
+    rec = json.loads(f.read_text()) if f.is_file() else {}
+    out = np.array(["spike_at" in rec.get(c, {}) for c in case_ids])
+    return out if out.any() else None
+
+
+def spike_split(levels: list[dict[str, Any]], tables: dict[str, Any], data: Path) -> dict[str, Any] | None:
+    """Where some cases got a k-space spike: the full network, the best fixed mask and the oracle on the spiked and
+    the other held-out cases apart (per level), and the rule that knows the spike (``by_spike`` in ``levels``)."""
+    vs, ts = spikes(data, tables["val_cases"]), spikes(data, tables["train_cases"])
+    if vs is None or ts is None:
+        return None
+    from leanseg.dynamic.headroom import oracle_by_level
+
+    used = tables["keeps"].sum(1)
+    by_group(levels, tables, ts.astype(int), vs.astype(int), "by_spike")
+    out = {}
+    for name, cases in (("spiked", vs), ("not spiked", ~vs)):
+        o = oracle_by_level(tables["val"][:, cases], used)
+        out[name] = {"cases": int(cases.sum()), "levels": {int(k): {"fixed": v["fixed"], "oracle": v["oracle"]} for k, v in o.items()}}
+    return out
 
 
 def mask_row(keeps: np.ndarray, keep: list[int]) -> int:
@@ -412,14 +445,14 @@ def dataset_markdown(key: str, d: dict) -> list[str]:
         *sampled,
         "### Headroom: every mask on every held-out image, by blocks used",
         "",
-        "| blocks used | masks | DropFirstN | DropLastN | DropRandomN (expected) | fixed (train) | fixed (held-out) | by severity | oracle | headroom | cross-fitted gain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| blocks used | masks | DropFirstN | DropLastN | DropRandomN (expected) | fixed (train) | fixed (held-out) | by severity | by spike | oracle | headroom | cross-fitted gain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in d["levels"]:
-        sev = f"{v['by_severity']:.4f}" if "by_severity" in v else "-"
+        sev, spk = (f"{v[k]:.4f}" if k in v else "-" for k in ("by_severity", "by_spike"))
         lines.append(
             f"| {v['blocks_used']} | {v['masks']} | {v['DropFirstN']:.4f} | {v['DropLastN']:.4f} | {v['DropRandomN']:.4f} | "
-            f"{v['fixed_train']:.4f} `{v['fixed_train_mask']}` | {v['fixed']:.4f} `{v['fixed_mask']}` | {sev} | {v['oracle']:.4f} | "
+            f"{v['fixed_train']:.4f} `{v['fixed_train_mask']}` | {v['fixed']:.4f} `{v['fixed_mask']}` | {sev} | {spk} | {v['oracle']:.4f} | "
             f"{100 * v['headroom']:+.2f} pt | {100 * v['crossfit_gain']:+.2f} pt |"
         )
     lines += [
@@ -434,6 +467,7 @@ def dataset_markdown(key: str, d: dict) -> list[str]:
             "'by severity': the best mask of the level for each third of the training cases' degradation severity, chosen on "
             "training cases and applied to each held-out case by its (known) severity: a per-image rule needing no learning.",
         ]
+    lines += spike_markdown(d)
     lines += [
         "",
         "### Policies at their own mean blocks used",
@@ -463,6 +497,25 @@ def dataset_markdown(key: str, d: dict) -> list[str]:
             "".join(f"; {k} {v['mean_s']:.4f} s ({v['mean_s'] / t['full']['mean_s']:.2f}x)" for k, v in t.items() if k != "full") + "."
         )
     return lines + [""]
+
+
+def spike_markdown(d: dict) -> list[str]:
+    """The spiked and the other held-out cases apart: full network, best fixed mask and oracle per level."""
+    split = d.get("spike_split")
+    if not split:
+        return []
+    lines = [
+        "",
+        "'by spike': the best mask of the level for the training cases with and without a k-space spike, applied to each held-out "
+        "case by whether it has one. The two groups apart (mean Dice; fixed and oracle chosen on the group's held-out cases):",
+        "",
+        "| blocks used | " + " | ".join(f"{g} ({v['cases']}): fixed | oracle" for g, v in split.items()) + " |",
+        "|---|" + "---|---|" * len(split),
+    ]
+    for k in sorted(next(iter(split.values()))["levels"], key=int):
+        cells = " | ".join(f"{v['levels'][k]['fixed']:.4f} | {v['levels'][k]['oracle']:.4f}" for v in split.values())
+        lines.append(f"| {k} | {cells} |")
+    return lines
 
 
 def severity_line(d: dict) -> str:
