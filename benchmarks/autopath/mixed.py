@@ -53,6 +53,7 @@ DATA_TEXT = {
     "hippocampus_mixed": "a mixed-quality copy (severity 0-0.4, k-space spikes)",
     "hippocampus_nospike": "a mixed-quality copy (severity 0-1, no k-space spikes)",
     "hippocampus": "the original",
+    "smoke": "phantoms degraded at severity 0-1 (smoke)",
 }
 VARIANTS = {  # policy variants: autopath overrides on top of the config's (tau comes with each --policies entry)
     "voxel": {},  # the paper's voxel reward on the 32^3 image, the curriculum from the last block
@@ -83,17 +84,20 @@ def main() -> None:
         threads=args.threads,
         seed=0,
         split="fold 0 of a 5-fold split (split seed 0) held out; policies and the deployable fixed path chosen on folds 1-4",
-        data="MSD hippocampus, 208 cases: " + ", ".join(DATA_TEXT[k] for k in args.datasets),
+        data="",
         smoke=args.smoke,
         precision="bf16 autocast (training, mask table, policies and timing)",
     )
     results["datasets"] = {}
-    for key in ["smoke"] if args.smoke else args.datasets:
-        for backbone in args.backbones:
-            name = key if backbone == "r18" else f"{key}_{backbone}"  # ResNet-18 keeps the plain key
-            print(f"== {name}", flush=True)
-            results["datasets"][name] = run_dataset(key, backbone, args)
-            results.write()
+    runs = [(key, b) for key in (["smoke"] if args.smoke else args.datasets) for b in args.backbones]
+    names = [key if b == "r18" else f"{key}_{b}" for key, b in runs]  # ResNet-18 keeps the plain key
+    for other in (k for k in results.earlier.get("datasets", {}) if args.keep_others and k not in names):
+        results.keep("datasets", other)
+    results["data"] = data_line([*results["datasets"], *names])
+    for (key, backbone), name in zip(runs, names):
+        print(f"== {name}", flush=True)
+        results["datasets"][name] = run_dataset(key, backbone, args)
+        results.write()
     results.write(with_plot=True)
     print(results.markdown())
 
@@ -117,6 +121,9 @@ def arguments() -> argparse.ArgumentParser:
     ap.add_argument("--reuse", action="store_true", help="keep the models, tables and policies found in --work")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--volume-repeats", type=int, default=2, help="timed runs per path on the BraTS-sized volume")
+    ap.add_argument(
+        "--keep-others", action="store_true", help="keep the results file's datasets this call does not run (stamped with their commit)"
+    )
     benchmark_arguments(ap, "autopath_mixed", "/tmp/leanseg_bench/autopath_mixed")
     return ap
 
@@ -133,6 +140,15 @@ def dataset_folder(key: str, args: argparse.Namespace) -> Path:
         source = smoke_phantoms(work) if key == "smoke" else DATASETS["hippocampus"]
         degrade_dataset(source, out, seed=0, progress=key != "smoke", **DEGRADED[key])
     return out
+
+
+def data_line(names: list[str]) -> str:
+    return "MSD hippocampus, 208 cases: " + ", ".join(dict.fromkeys(DATA_TEXT[base_key(k)] for k in names))
+
+
+def base_key(name: str) -> str:
+    """The dataset key of a results section ("hippocampus_mixed_r50" -> "hippocampus_mixed")."""
+    return name.removesuffix("_r50")
 
 
 def folder_name(key: str) -> str:
@@ -496,7 +512,21 @@ def dataset_markdown(key: str, d: dict) -> list[str]:
         lines[-1] += (
             "".join(f"; {k} {v['mean_s']:.4f} s ({v['mean_s'] / t['full']['mean_s']:.2f}x)" for k, v in t.items() if k != "full") + "."
         )
-    return lines + [""]
+    return lines + volume_markdown(d) + [""]
+
+
+def volume_markdown(d: dict) -> list[str]:
+    """bf16 network time of the policies' paths on the BraTS-sized volume, against the full network."""
+    v = d.get("volume_timing")
+    if not v:
+        return []
+    full = v["path_seconds"]["1" * (len(d["levels"]) - 1)]
+    cells = "".join(f"; {k} {s:.2f} s ({s / full:.2f}x)" for k, s in v["policy_seconds"].items())
+    return [
+        "",
+        f"bf16 network time on a BraTS FLAIR volume ({v['volume']}, {'x'.join(map(str, v['shape']))} after the run's plan; "
+        f"median of {v['repeats']} after a warm-up): full {full:.2f} s{cells}.",
+    ]
 
 
 def spike_markdown(d: dict) -> list[str]:
@@ -527,8 +557,7 @@ def severity_line(d: dict) -> str:
     for p in d["policies"]:
         cases = [c for c in p["blocks_used"] if c in sev]
         x, y = [sev[c] for c in cases], [p["blocks_used"][c] for c in cases]
-        rho = spearmanr(x, y).statistic if len(set(y)) > 1 else float("nan")
-        parts.append(f"{p['spec']} rho {rho:+.2f}")
+        parts.append(f"{p['spec']} rho {spearmanr(x, y).statistic:+.2f}" if len(set(y)) > 1 else f"{p['spec']}: one length for every image")
     return "Blocks used against the held-out images' severity (Spearman): " + "; ".join(parts) + "."
 
 
@@ -539,26 +568,40 @@ def plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = list(r["datasets"].items())
-    fig, axes = plt.subplots(len(sets), 2, figsize=(12, 4 * len(sets)), squeeze=False)
-    for (key, d), (a, b) in zip(sets, axes):
+    fig, axes = plt.subplots(len(sets), 3, figsize=(17, 4 * len(sets)), squeeze=False)
+    for (key, d), (a, b, c) in zip(sets, axes):
         ks = [v["blocks_used"] for v in d["levels"]]
         for name, style in (("oracle", "k-"), ("fixed", "b-"), ("fixed_train", "b:"), ("DropLastN", "g^-"), ("DropRandomN", "o--")):
             a.plot(ks, [v[name] for v in d["levels"]], style, label=name)
-        for p in d["policies"]:
-            a.plot(p["mean_blocks_used"], p["dice"], "*", ms=12, label=p["spec"])
+        for i, p in enumerate(d["policies"]):  # one colour per policy in all three panels
+            a.plot(p["mean_blocks_used"], p["dice"], "*", color=f"C{i}", ms=12, label=p["spec"])
         a.set(xlabel="blocks used (mean)", ylabel="mean Dice", title=f"{key}: oracle, fixed paths, policies")
         a.set_ylim(max(0.0, min(v["DropLastN"] for v in d["levels"][2:]) - 0.05), None)
         a.legend(fontsize=7)
         w = 0.8 / max(len(d["policies"]), 1)
         for i, p in enumerate(d["policies"]):
-            b.bar(np.arange(len(p["blocks_used_histogram"])) + i * w, p["blocks_used_histogram"], width=w, label=p["spec"])
+            b.bar(np.arange(len(p["blocks_used_histogram"])) + i * w, p["blocks_used_histogram"], width=w, color=f"C{i}", label=p["spec"])
         b.set(xlabel="blocks used", ylabel="held-out images", title=f"{key}: blocks used per image")
         b.legend(fontsize=7)
-        for ax in (a, b):
+        volume_plot(c, key, d)
+        for ax in (a, b, c):
             ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def volume_plot(ax: Any, key: str, d: dict) -> None:
+    """Dice against bf16 network time on the BraTS-sized volume: the full network and each policy."""
+    v = d.get("volume_timing")
+    if not v:
+        ax.set_axis_off()
+        return
+    ax.plot(v["path_seconds"]["1" * (len(d["levels"]) - 1)], d["levels"][-1]["fixed"], "ks", ms=9, label="full network")
+    for i, p in enumerate(d["policies"]):
+        ax.plot(v["policy_seconds"][p["spec"]], p["dice"], "*", color=f"C{i}", ms=12, label=p["spec"])
+    ax.set(xlabel="bf16 seconds per BraTS-sized volume", ylabel="mean Dice", title=f"{key}: Dice against wall time")
+    ax.legend(fontsize=7)
 
 
 if __name__ == "__main__":

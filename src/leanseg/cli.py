@@ -152,6 +152,9 @@ def predict(
     policy: Annotated[
         Optional[Path], typer.Option(help="AutoPath policy (from `leanseg train-policy`): each image runs on its own blocks.")
     ] = None,
+    path: Annotated[
+        Optional[str], typer.Option(help="One fixed path for every image, e.g. 11101100 (from `leanseg drop-sweep --search`).")
+    ] = None,
     output_format: Annotated[
         str, typer.Option("--format", help="auto (the input's format; NIfTI for DICOM) | dicom-seg (for a DICOM series input).")
     ] = "auto",
@@ -166,7 +169,9 @@ def predict(
         from leanseg.inference import Predictor, collect_inputs
         from leanseg.utils import set_threads
 
-        p = Predictor.from_run(list(model), policy=policy, backend=backend, mode=mode, num_threads=threads, tta=tta, device=device)
+        p = Predictor.from_run(
+            list(model), policy=policy, path=path, backend=backend, mode=mode, num_threads=threads, tta=tta, device=device
+        )
         set_threads(p.cfg.num_threads)
         cases = collect_inputs(input, p.plan.num_channels)
         results = p.predict_files(cases, output, progress=_progress("predict"), output_format=output_format)
@@ -174,7 +179,7 @@ def predict(
         t = Table(
             title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}{members}, {p.cfg.num_threads} thread(s)"
         )
-        blocks = policy is not None
+        blocks = p.policy is not None
         n_blocks = p.model.num_gated_blocks
         # a two-stage model (LowRes) reports its stages and the share of the volume sent to stage two
         stages = bool(results) and "fraction" in results[0].timings
@@ -240,6 +245,17 @@ def train_policy(
     _run(go)
 
 
+def _best_fixed_table(res: dict) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"best fixed path per blocks used, chosen on these {res['val_cases']} cases (so its Dice is optimistic)")
+    for col in ("blocks used", "path (predict --path)", "Dice"):
+        t.add_column(col)
+    for r in res["best_fixed"]:
+        t.add_row(str(r["blocks_used"]), r["path"], f"{r['dice']:.4f}")
+    return t
+
+
 @app.command("drop-sweep")
 def drop_sweep(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run folder of a deeplab3d_r18/r50 model.")],
@@ -247,6 +263,9 @@ def drop_sweep(
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Dataset folder (default: the one the run was trained on).")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="DropRandomN draws per level (default autopath.random_repeats).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="eager | bf16 (default: bf16 where fast).")] = None,
+    search: Annotated[
+        bool, typer.Option(help="Also find the best fixed path per blocks used (every mask up to 12 blocks), for `predict --path`.")
+    ] = False,
 ) -> None:
     """Dice against blocks dropped for DropN, DropFirstN, DropLastN and DropRandomN on the validation split."""
 
@@ -255,7 +274,7 @@ def drop_sweep(
 
         from leanseg.dynamic.run import sweep_run
 
-        res = sweep_run(model, data, out, repeats, backend, progress=_progress("sweep"))
+        res = sweep_run(model, data, out, repeats, backend, progress=_progress("sweep"), search=search)
         t = Table(title=f"mean Dice on {res['val_cases']} validation cases (DropRandomN: mean of {res['repeats']} draws)")
         t.add_column("blocks dropped")
         names = [k for k in res["summary"] if k != "Full"]
@@ -271,6 +290,8 @@ def drop_sweep(
                 cells.append(f"{np.mean(vals):.4f}" + (" (mean)" if k == "DropN" and vals else "") if vals else "")
             t.add_row(str(lv), *cells)
         _console().print(t)
+        if search:
+            _console().print(_best_fixed_table(res))
         _console().print(f"written {Path(out) / 'sweep.json'} and {Path(out) / 'sweep.png'}")
 
     import numpy as np

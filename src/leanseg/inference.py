@@ -217,12 +217,15 @@ class Predictor:
         return mirrored(net) if self.cfg.tta else net
 
     @classmethod
-    def from_run(cls, run_dir: Path | str | list[Path | str], policy: Path | str | None = None, **overrides: Any) -> Predictor:
+    def from_run(
+        cls, run_dir: Path | str | list[Path | str], policy: Path | str | None = None, path: str | None = None, **overrides: Any
+    ) -> Predictor:
         """Load ``checkpoint_final.pt`` (or the latest) from a run folder; ``overrides`` set InferenceConfig fields.
 
         ``run_dir``: one run folder, or several (an ensemble, e.g. the 5 fold models: their probabilities averaged;
         their plans must be equal, and the first run's inference settings apply).
         ``policy``: a policy file from ``leanseg train-policy`` for this run's model (refused for another).
+        ``path``: instead of a policy, one fixed path for every image ("1" keep, "0" drop, block 1 first).
         """
         from leanseg.checkpoint import load_run_model
 
@@ -232,11 +235,19 @@ class Predictor:
         for r, (_, other, _) in zip(runs[1:], loaded[1:]):
             if other.to_dict() != plan.to_dict():
                 raise LeansegError(f"{r} was planned differently from {runs[0]} (plan.json); ensemble runs of one dataset and plan.")
-        pol = None
+        pol: Any = None
+        if policy is not None and path is not None:
+            raise LeansegError("Pass a policy (--policy) or a fixed path (--path), not both.")
         if policy is not None:
             from leanseg.dynamic.policy import load_policy
 
             pol, _ = load_policy(Path(policy), model)
+        if path is not None:
+            from leanseg.dynamic.policy import FixedPath
+
+            if not hasattr(model, "num_gated_blocks"):
+                raise LeansegError(f"--path drops blocks of a gated model (deeplab3d_r18/r50); {runs[0]} holds a {type(model).__name__}.")
+            pol = FixedPath(path, model.num_gated_blocks)
         icfg = cfg.inference
         if overrides:
             icfg = (

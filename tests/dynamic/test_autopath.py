@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from leanseg.dynamic.evaluate import backward_elimination, blocks_used_histogram, evaluate_paths, macs_share, mask_table, matched_heuristics
+from leanseg.dynamic.evaluate import (
+    backward_elimination,
+    best_fixed_paths,
+    blocks_used_histogram,
+    evaluate_paths,
+    macs_share,
+    mask_table,
+    matched_heuristics,
+)
 from leanseg.dynamic.policy import PolicyNet, build_policy, load_policy, save_policy, weights_fingerprint
 from leanseg.dynamic.reinforce import (
     advantages,
@@ -164,6 +172,24 @@ def test_backward_elimination_drops_the_least_harmful_block_at_each_step() -> No
     first = torch.stack([drop_n(8, i) for i in range(8)])
     best = first[int(np.argmax(mask_table(model, cases, first, [1, 2], False).mean(1)))]
     assert torch.equal(path[1], best)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_best_fixed_paths_give_one_path_per_level_and_the_full_network_first(depth: int) -> None:
+    model = tiny(depth)
+    g = torch.Generator().manual_seed(0)
+    cases = [(f"c{i}", torch.randn(1, 16, 16, 16, generator=g), torch.randint(0, 3, (16, 16, 16), generator=g)) for i in range(2)]
+    best = best_fixed_paths(model, cases, [1, 2], False)
+    n = model.num_gated_blocks
+    assert [b["blocks_used"] for b in best] == list(range(n, -1, -1)) and best[0]["path"] == "1" * n
+    assert all(b["path"].count("1") == b["blocks_used"] for b in best)
+    keeps = torch.tensor([[c == "1" for c in b["path"]] for b in best])
+    assert np.allclose([b["dice"] for b in best], mask_table(model, cases, keeps, [1, 2], False).mean(1))
+    if n <= 12:  # an exhaustive search: never below the same level's DropLastN
+        last = torch.stack([drop_last(n, n - b["blocks_used"]) for b in best])
+        assert all(b["dice"] >= d - 1e-9 for b, d in zip(best, mask_table(model, cases, last, [1, 2], False).mean(1)))
+    else:  # greedy backward elimination: each path drops one block of the one before
+        assert all(bool((keeps[i + 1] <= keeps[i]).all()) for i in range(n))
 
 
 def test_matched_heuristics_drop_on_each_image_what_the_policy_dropped_there() -> None:
@@ -390,12 +416,27 @@ def test_train_policy_sweep_and_predict_with_a_policy_from_the_command_line(phan
     policy = run / "policies" / "policy_tau20.pt"
     assert policy.is_file() and "blocks used" in " ".join(r.output.split()) and (run / "policies" / "policy_tau20.json").is_file()
 
-    r = runner.invoke(app, ["drop-sweep", "-m", str(run), "-d", str(phantoms), "-o", str(tmp_path / "sweep"), "--repeats", "1"])
+    r = runner.invoke(app, ["drop-sweep", "-m", str(run), "-d", str(phantoms), "-o", str(tmp_path / "sweep"), "--repeats", "1", "--search"])
     assert r.exit_code == 0, r.output
     import json
 
     sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert len(sweep["rows"]) == 1 + 8 + 7 * 3 and (tmp_path / "sweep" / "sweep.png").is_file()
+    best = {b["blocks_used"]: b for b in sweep["best_fixed"]}
+    assert sorted(best) == list(range(9)) and "best fixed path" in r.output
+    # each level's best fixed path is at least as good as that level's DropLastN and DropFirstN
+    for row in sweep["rows"]:
+        if row["strategy"] in ("DropLastN", "DropFirstN"):
+            assert best[8 - row["blocks_dropped"]]["dice"] >= row["dice"] - 1e-9
+
+    fixed = best[5]["path"]
+    r = runner.invoke(app, ["predict", "-m", str(run), "-i", str(phantoms / "imagesTr"), "-o", str(tmp_path / "fixed"), "--path", fixed])
+    assert r.exit_code == 0, r.output
+    assert "5/8" in r.output and len(list((tmp_path / "fixed").glob("*.nii.gz"))) == 6
+    for bad in (["--path", "1011"], ["--path", fixed, "--policy", str(policy)]):
+        r = runner.invoke(app, ["predict", "-m", str(run), "-i", str(phantoms / "imagesTr"), "-o", str(tmp_path / "bad"), *bad])
+        assert r.exit_code == 2 and ("one 0 (drop) or 1 (keep)" in r.output or "not both" in r.output), r.output
+    assert not (tmp_path / "bad").exists()
 
     out = tmp_path / "pred"
     r = runner.invoke(app, ["predict", "-m", str(run), "-i", str(phantoms / "imagesTr"), "-o", str(out), "--policy", str(policy)])

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from leanseg.dynamic.reinforce import segment
-from leanseg.dynamic.strategies import every_mask, sweep_masks
+from leanseg.dynamic.strategies import every_mask, level_masks, sweep_masks
 from leanseg.errors import LeansegError
 from leanseg.metrics import dice_per_class
 
@@ -93,6 +93,24 @@ def backward_elimination(model: Any, cases: list[Case], classes: list[int], bf16
         keep = tries[int(np.argmax(mask_table(model, cases, tries, classes, bf16).mean(1)))]
         path.append(keep)
     return torch.stack(path)
+
+
+def best_fixed_paths(model: Any, cases: list[Case], classes: list[int], bf16: bool) -> list[dict[str, Any]]:
+    """Per number of blocks used (N down to 0): the path of highest mean Dice on ``cases``, searched over every mask
+    up to 12 blocks and by :func:`backward_elimination` above (ResNet-50's 16). ``path``: "1" kept, block 1 first."""
+    n = model.num_gated_blocks
+    if n <= 12:
+        keeps = level_masks(n, 0)
+        means, used = mask_table(model, cases, keeps, classes, bf16).mean(1), keeps.sum(1)
+        best = [int(torch.nonzero(used == k).flatten()[int(np.argmax(means[(used == k).numpy()]))]) for k in range(n, -1, -1)]
+        keeps, means = keeps[best], means[best]
+    else:
+        keeps = backward_elimination(model, cases, classes, bf16)
+        means = mask_table(model, cases, keeps, classes, bf16).mean(1)
+    return [
+        {"blocks_used": int(k.sum()), "path": "".join("1" if v else "0" for v in k.tolist()), "dice": float(d)}
+        for k, d in zip(keeps, means)
+    ]
 
 
 def macs_share(macs: Sequence[float], path: str) -> float:

@@ -83,6 +83,23 @@ class PolicyNet(nn.Module):
         return self.keep_mask(self.observe(model, image))
 
 
+class FixedPath:
+    """One path for every image: the strongest simple alternative to a policy (the best fixed path that
+    ``leanseg drop-sweep --search`` finds). Chooses like a policy, so the Predictor runs either."""
+
+    def __init__(self, path: str, num_blocks: int) -> None:
+        if len(path) != num_blocks or set(path) - {"0", "1"}:
+            raise LeansegError(
+                f"--path {path!r} must give one 0 (drop) or 1 (keep) per gated block, block 1 first: this model has {num_blocks}."
+            )
+        self.path = path
+        self.keep = torch.tensor([c == "1" for c in path])
+
+    def choose(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """The same (B, N) keep mask for every image of the batch."""
+        return self.keep.expand(image.shape[0], -1)
+
+
 def weights_fingerprint(model: nn.Module) -> str:
     """SHA-1 of a model's state (names, shapes and bytes): the identity a policy is bound to."""
     h = hashlib.sha1()

@@ -77,10 +77,17 @@ def train_policy_for_run(
 
 
 def sweep_run(
-    run_dir: Path, data_dir: Path | None, out_dir: Path, repeats: int | None = None, backend: str | None = None, progress: Any = None
+    run_dir: Path,
+    data_dir: Path | None,
+    out_dir: Path,
+    repeats: int | None = None,
+    backend: str | None = None,
+    progress: Any = None,
+    search: bool = False,
 ) -> dict[str, Any]:
-    """Sweep the heuristic strategies over the run's validation split; writes sweep.json and sweep.png."""
-    from leanseg.dynamic.evaluate import load_split_cases, plot_sweep, summarise_sweep, sweep_strategies
+    """Sweep the heuristic strategies over the run's validation split; writes sweep.json and sweep.png. With
+    ``search``, also the best fixed path per number of blocks used (``best_fixed``; chosen on the same cases)."""
+    from leanseg.dynamic.evaluate import best_fixed_paths, load_split_cases, plot_sweep, summarise_sweep, sweep_strategies
 
     model, plan, cfg, split_cases = load_split_cases(run_dir, data_dir, "val")
     cases = split_cases["val"]
@@ -91,6 +98,8 @@ def sweep_run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     res = {"val_cases": len(cases), "repeats": reps, "rows": rows, "summary": summary}
+    if search:
+        res["best_fixed"] = best_fixed_paths(model, cases, classes, _bf16(backend))
     atomic_write_text(out_dir / "sweep.json", json.dumps(res, indent=1))
     plot_sweep(summary, out_dir / "sweep.png")
     return res
