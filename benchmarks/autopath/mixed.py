@@ -569,21 +569,24 @@ def plot(r: dict, path: Path) -> None:
 
     sets = list(r["datasets"].items())
     fig, axes = plt.subplots(len(sets), 3, figsize=(17, 4 * len(sets)), squeeze=False)
+    specs = dict.fromkeys(p["spec"] for _, d in sets for p in d["policies"])
+    colour = {s: f"C{i}" for i, s in enumerate(specs)}  # one colour per policy in every panel and dataset
     for (key, d), (a, b, c) in zip(sets, axes):
         ks = [v["blocks_used"] for v in d["levels"]]
         for name, style in (("oracle", "k-"), ("fixed", "b-"), ("fixed_train", "b:"), ("DropLastN", "g^-"), ("DropRandomN", "o--")):
             a.plot(ks, [v[name] for v in d["levels"]], style, label=name)
-        for i, p in enumerate(d["policies"]):  # one colour per policy in all three panels
-            a.plot(p["mean_blocks_used"], p["dice"], "*", color=f"C{i}", ms=12, label=p["spec"])
+        for p in d["policies"]:
+            a.plot(p["mean_blocks_used"], p["dice"], "*", color=colour[p["spec"]], ms=12, label=p["spec"])
         a.set(xlabel="blocks used (mean)", ylabel="mean Dice", title=f"{key}: oracle, fixed paths, policies")
         a.set_ylim(max(0.0, min(v["DropLastN"] for v in d["levels"][2:]) - 0.05), None)
         a.legend(fontsize=7)
         w = 0.8 / max(len(d["policies"]), 1)
         for i, p in enumerate(d["policies"]):
-            b.bar(np.arange(len(p["blocks_used_histogram"])) + i * w, p["blocks_used_histogram"], width=w, color=f"C{i}", label=p["spec"])
+            hist = p["blocks_used_histogram"]
+            b.bar(np.arange(len(hist)) + i * w, hist, width=w, color=colour[p["spec"]], label=p["spec"])
         b.set(xlabel="blocks used", ylabel="held-out images", title=f"{key}: blocks used per image")
         b.legend(fontsize=7)
-        volume_plot(c, key, d)
+        volume_plot(c, key, d, colour)
         for ax in (a, b, c):
             ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -591,15 +594,15 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def volume_plot(ax: Any, key: str, d: dict) -> None:
+def volume_plot(ax: Any, key: str, d: dict, colour: dict[str, str]) -> None:
     """Dice against bf16 network time on the BraTS-sized volume: the full network and each policy."""
     v = d.get("volume_timing")
     if not v:
         ax.set_axis_off()
         return
     ax.plot(v["path_seconds"]["1" * (len(d["levels"]) - 1)], d["levels"][-1]["fixed"], "ks", ms=9, label="full network")
-    for i, p in enumerate(d["policies"]):
-        ax.plot(v["policy_seconds"][p["spec"]], p["dice"], "*", color=f"C{i}", ms=12, label=p["spec"])
+    for p in d["policies"]:
+        ax.plot(v["policy_seconds"][p["spec"]], p["dice"], "*", color=colour[p["spec"]], ms=12, label=p["spec"])
     ax.set(xlabel="bf16 seconds per BraTS-sized volume", ylabel="mean Dice", title=f"{key}: Dice against wall time")
     ax.legend(fontsize=7)
 
