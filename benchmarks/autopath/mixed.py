@@ -573,7 +573,7 @@ def plot(r: dict, path: Path) -> None:
     colour = {s: f"C{i}" for i, s in enumerate(specs)}  # one colour per policy in every panel and dataset
     for (key, d), (a, b, c) in zip(sets, axes):
         ks = [v["blocks_used"] for v in d["levels"]]
-        for name, style in (("oracle", "k-"), ("fixed", "b-"), ("fixed_train", "b:"), ("DropLastN", "g^-"), ("DropRandomN", "o--")):
+        for name, style in (("oracle", "k-"), ("fixed", "b-"), ("fixed_train", "b:"), ("DropLastN", "g^-"), ("DropRandomN", "mo--")):
             a.plot(ks, [v[name] for v in d["levels"]], style, label=name)
         for p in d["policies"]:
             a.plot(p["mean_blocks_used"], p["dice"], "*", color=colour[p["spec"]], ms=12, label=p["spec"])
