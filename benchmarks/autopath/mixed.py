@@ -277,6 +277,7 @@ def severities(data: Path, case_ids: list[str]) -> dict[str, float] | None:
 def level_rows(tables: dict[str, Any]) -> list[dict[str, Any]]:
     """Per number of blocks used: the heuristics, the best fixed mask (chosen on held-out and on training cases), the oracle."""
     from leanseg.dynamic.headroom import crossfit_by_level, oracle_by_level
+    from leanseg.dynamic.strategies import path_string
 
     keeps, val = tables["keeps"], tables["val"]
     used = keeps.sum(1)
@@ -296,9 +297,9 @@ def level_rows(tables: dict[str, Any]) -> list[dict[str, Any]]:
                 "DropLastN": float(val[last].mean()),
                 "DropRandomN": float(val[at].mean()),
                 "fixed": oracle[float(k)]["fixed"],
-                "fixed_mask": path_of(keeps[at[int(np.argmax(val[at].mean(1)))]]),
+                "fixed_mask": path_string(keeps[at[int(np.argmax(val[at].mean(1)))]]),
                 "fixed_train": float(val[picked[k]].mean()),
-                "fixed_train_mask": path_of(keeps[picked[k]]),
+                "fixed_train_mask": path_string(keeps[picked[k]]),
                 "oracle": oracle[float(k)]["oracle"],
                 "headroom": oracle[float(k)]["headroom"],
                 "crossfit_gain": crossfit[float(k)]["gain"] if crossfit else float("nan"),
@@ -363,10 +364,6 @@ def spike_split(levels: list[dict[str, Any]], tables: dict[str, Any], data: Path
 
 def mask_row(keeps: np.ndarray, keep: list[int]) -> int:
     return int(np.flatnonzero((keeps == np.asarray(keep)).all(1))[0])
-
-
-def path_of(keep: np.ndarray) -> str:
-    return "".join(str(int(v)) for v in keep)
 
 
 def score_policy(spec: str, run: Path, data: Path, tables: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:

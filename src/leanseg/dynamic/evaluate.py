@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from leanseg.dynamic.reinforce import segment
-from leanseg.dynamic.strategies import every_mask, level_masks, sweep_masks
+from leanseg.dynamic.strategies import every_mask, level_masks, path_string, sweep_masks
 from leanseg.errors import LeansegError
 from leanseg.metrics import dice_per_class
 
@@ -63,8 +63,8 @@ def evaluate_paths(
     for cid, image, label in cases:
         keep = keep_for(cid, image).reshape(1, -1)
         pred = segment(model, image, keep, bf16)[0]
-        path = "".join("1" if k else "0" for k in keep[0].tolist())
-        rows.append({"case": cid, "dice": case_dice(pred, label, classes), "blocks_used": int(keep.sum()), "path": path})
+        row = {"case": cid, "dice": case_dice(pred, label, classes), "blocks_used": int(keep.sum()), "path": path_string(keep)}
+        rows.append(row)
     return rows
 
 
@@ -101,16 +101,13 @@ def best_fixed_paths(model: Any, cases: list[Case], classes: list[int], bf16: bo
     n = model.num_gated_blocks
     if n <= 12:
         keeps = level_masks(n, 0)
-        means, used = mask_table(model, cases, keeps, classes, bf16).mean(1), keeps.sum(1)
-        best = [int(torch.nonzero(used == k).flatten()[int(np.argmax(means[(used == k).numpy()]))]) for k in range(n, -1, -1)]
+        means, used = mask_table(model, cases, keeps, classes, bf16).mean(1), keeps.sum(1).numpy()
+        best = [(rows := np.flatnonzero(used == k))[int(np.argmax(means[rows]))] for k in range(n, -1, -1)]
         keeps, means = keeps[best], means[best]
     else:
         keeps = backward_elimination(model, cases, classes, bf16)
         means = mask_table(model, cases, keeps, classes, bf16).mean(1)
-    return [
-        {"blocks_used": int(k.sum()), "path": "".join("1" if v else "0" for v in k.tolist()), "dice": float(d)}
-        for k, d in zip(keeps, means)
-    ]
+    return [{"blocks_used": int(k.sum()), "path": path_string(k), "dice": float(d)} for k, d in zip(keeps, means)]
 
 
 def macs_share(macs: Sequence[float], path: str) -> float:

@@ -9,6 +9,11 @@ import numpy as np
 import torch
 
 
+def path_string(keep: torch.Tensor | np.ndarray) -> str:
+    """A keep mask as a path ("1" kept, "0" dropped, block 1 first), as ``predict --path`` takes it."""
+    return "".join("1" if v else "0" for v in np.asarray(keep).reshape(-1).tolist())
+
+
 def drop_n(num_blocks: int, n: int) -> torch.Tensor:
     """DropN: drop only block ``n`` (0-based)."""
     if not 0 <= n < num_blocks:
