@@ -23,7 +23,7 @@ from leanseg.data.preprocess import Preprocessor
 from leanseg.errors import LeansegError
 from leanseg.nn.padding import pad_to_multiple
 from leanseg.plan import Plan
-from leanseg.utils import resolve_device, writable_folder
+from leanseg.utils import resolve_device, warn_emulated_bf16, writable_folder
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 BACKENDS = ("eager", "bf16", "onnx")
@@ -191,6 +191,8 @@ class Predictor:
         self.preprocessor = Preprocessor(plan)
         if cfg.backend not in BACKENDS:
             raise LeansegError(f"Unknown back-end '{cfg.backend}'; choose one of {BACKENDS}.")
+        if cfg.backend == "bf16" and resolve_device(cfg.device).type == "cpu":
+            warn_emulated_bf16("--backend bf16")
         if policy is not None and (cfg.backend == "onnx" or ensemble):
             raise LeansegError(
                 "A policy chooses blocks per image of one model, which an ONNX graph or an ensemble cannot; pass one run and --backend eager or bf16."

@@ -171,3 +171,20 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def warn_emulated_bf16(setting: str) -> None:
+    """Warn (once per setting) where bf16 is asked for on a CPU that emulates it: a batch-2 hippocampus step of the
+    residual U-Net took 30.7 s in bf16 against 1.4 s in fp32 on an AVX2-only AMD EPYC."""
+    if not cpu_has_fast_bf16() and setting not in _WARNED_BF16:
+        import warnings
+
+        _WARNED_BF16.add(setting)
+        warnings.warn(
+            f"{setting} asks for bf16, but this CPU has no native bf16 (avx512_bf16 or amx_bf16), where it runs about 20x "
+            "slower than float32; leave it unset to choose by the CPU.",
+            stacklevel=3,
+        )
+
+
+_WARNED_BF16: set[str] = set()

@@ -24,3 +24,23 @@ def test_each_optimizer_applies_its_weight_decay() -> None:
 def test_an_unknown_optimizer_is_refused_naming_the_valid_ones() -> None:
     with pytest.raises(LeansegError, match="use sgd, adam or adamw"):
         make_optimizer([torch.nn.Parameter(torch.ones(1))], TrainConfig(optimizer="lion"))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bf16_follows_the_cpu_unless_set_and_a_forced_emulated_bf16_is_warned_about(monkeypatch, fast: bool) -> None:
+    import warnings
+
+    from leanseg import utils
+    from leanseg.training.schedule import use_bf16
+
+    monkeypatch.setattr(utils, "cpu_has_fast_bf16", lambda: fast)
+    monkeypatch.setattr(utils, "_WARNED_BF16", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning where bf16 is chosen by the CPU or turned off
+        assert use_bf16(TrainConfig(bf16=None)) is fast
+        assert use_bf16(TrainConfig(bf16=False)) is False
+        if fast:
+            assert use_bf16(TrainConfig(bf16=True)) is True
+    if not fast:
+        with pytest.warns(UserWarning, match="train.bf16 asks for bf16, but this CPU has no native bf16"):
+            assert use_bf16(TrainConfig(bf16=True)) is True
