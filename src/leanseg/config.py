@@ -31,6 +31,9 @@ class DataConfig:
     foreground_oversample: float = 0.33  # share of patches centred on a foreground voxel
     num_folds: int = 5
     fold: int | str = 0  # validation fold, or "all": train on every case (nnU-Net's all; validation then sees training cases)
+    # nested split: validate on this fold of ``fold``'s training cases (split again into num_folds), so that a search
+    # selects on cases disjoint from the fold that reports its winner; None: validate on ``fold`` itself
+    inner_fold: int | None = None
     split_seed: int = 12345
 
 

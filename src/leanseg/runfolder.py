@@ -74,9 +74,9 @@ class RunFolder:
 
     def split(self, fold: int | str | None = None) -> dict[str, list[str]]:
         """The train/val case ids of ``fold`` (default: the fold the run was trained on; ``all``: every case)."""
-        from leanseg.data.prepare import select_fold
+        from leanseg.data.prepare import select_fold, validation_fold
 
-        fold = self.config().data.fold if fold is None else fold
+        fold = validation_fold(self.config().data) if fold is None else fold
         return select_fold(self.splits(), fold, f" in {self.path / 'splits.json'}")
 
     def summary(self) -> dict[str, Any]:
@@ -98,7 +98,10 @@ class RunFolder:
         atomic_write_text(self.path / "plan.json", json.dumps(plan.to_dict(), indent=1))
         atomic_write_text(self.path / "fingerprint.json", json.dumps(fingerprint))
         atomic_write_text(self.path / "splits.json", json.dumps(splits, indent=1))
-        atomic_write_text(self.path / "run.json", json.dumps({"data_dir": str(Path(data_dir).resolve()), "fold": cfg.data.fold}, indent=1))
+        atomic_write_text(
+            self.path / "run.json",
+            json.dumps({"data_dir": str(Path(data_dir).resolve()), "fold": cfg.data.fold, "inner_fold": cfg.data.inner_fold}, indent=1),
+        )
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=1))

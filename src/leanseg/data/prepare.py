@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from leanseg.config import ExperimentConfig
+from leanseg.config import DataConfig, ExperimentConfig
 from leanseg.data.datasets import Dataset, load_dataset
 from leanseg.data.fingerprint import Fingerprint, compute_fingerprint
 from leanseg.data.preprocess import default_cache_root, preprocess_dataset
@@ -73,7 +73,26 @@ def select_fold(splits: list[dict[str, list[str]]], fold: int | str, where: str 
     return splits[fold]
 
 
+def run_splits(case_ids: list[str], data: DataConfig) -> tuple[list[dict[str, list[str]]], dict[str, list[str]]]:
+    """A run's splits and the train/val ids it uses, from the data settings.
+
+    With ``data.inner_fold`` set, the splits are those of ``data.fold``'s training cases, dealt again into
+    ``num_folds`` folds (nested cross-validation), and the run validates on the inner fold: the cases of the
+    outer ``fold`` take no part."""
+    splits = make_splits(case_ids, data.num_folds, data.split_seed)
+    if data.inner_fold is None:
+        return splits, select_fold(splits, data.fold)
+    if data.fold == "all":
+        raise LeansegError("data.inner_fold needs an outer data.fold to keep out; set data.fold to a number.")
+    inner = make_splits(select_fold(splits, data.fold)["train"], data.num_folds, data.split_seed)
+    return inner, select_fold(inner, data.inner_fold, " (data.inner_fold)")
+
+
+def validation_fold(data: DataConfig) -> int | str:
+    """The fold of a run's saved splits that it validates on: the inner fold of a nested split, else ``data.fold``."""
+    return data.fold if data.inner_fold is None else data.inner_fold
+
+
 def fold_split(prep: PreparedData, cfg: ExperimentConfig) -> dict[str, list[str]]:
-    """The train/val case ids of ``cfg.data.fold``; a fold that does not exist is refused with the valid range."""
-    splits = make_splits([c.case_id for c in prep.dataset.cases], cfg.data.num_folds, cfg.data.split_seed)
-    return select_fold(splits, cfg.data.fold)
+    """The train/val case ids of ``cfg.data.fold`` (or its inner fold); a fold that does not exist is refused with the valid range."""
+    return run_splits([c.case_id for c in prep.dataset.cases], cfg.data)[1]

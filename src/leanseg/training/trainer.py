@@ -87,7 +87,7 @@ class Trainer:
     # --- set-up -------------------------------------------------------------------------------------------
     def initialize(self) -> None:
         """Data, plan and splits; the run folder's set-up files; model, optimiser, loss; resume or fine-tune start."""
-        from leanseg.data.prepare import make_splits, prepare_data, select_fold
+        from leanseg.data.prepare import prepare_data, run_splits
         from leanseg.models.factory import check_settings
 
         if self.run is None or self.data_dir is None:
@@ -106,8 +106,7 @@ class Trainer:
             self.data_dir, self.cfg, self.cache_root, progress_bar("fingerprint / preprocess") if self.show_progress else None
         )
         self.plan = self.prep.plan
-        splits = make_splits([c.case_id for c in self.prep.dataset.cases], self.cfg.data.num_folds, self.cfg.data.split_seed)
-        self.split = select_fold(splits, self.cfg.data.fold)
+        splits, self.split = run_splits([c.case_id for c in self.prep.dataset.cases], self.cfg.data)
         self.run.create()
         self._check_resumable_config()
         self.run.write_setup(self.cfg, self.plan, self.prep.fingerprint.to_dict(), splits, self.data_dir)
