@@ -92,6 +92,12 @@ def test_results_keep_stamps_sections_and_smoke_writes_elsewhere(tmp_path: Path)
     assert (tmp_path / "b.md").read_text() == "# b: {'a': 1}"
     third = Results(tmp_path, "b", "bench", render, threads=1, seed=0, split="fold 0", data="phantoms")
     assert third.keep("part") and third["kept"]["part"] == saved["kept"]["part"]  # the stamp of the call that measured it
+    third["sub"] = {"x": 1, "y": 2}
+    third.write()
+    fourth = Results(tmp_path, "b", "bench", render, threads=1, seed=0, split="fold 0", data="phantoms")
+    assert fourth.keep("sub", "x") and fourth.keep("sub", "y")
+    fourth.put("sub", "y", 3)  # measured again: its stamp goes, the other part's stays
+    assert fourth["sub"] == {"x": 1, "y": 3} and "sub/x" in fourth["kept"] and "sub/y" not in fourth["kept"]
     ap = argparse.ArgumentParser()
     benchmark_arguments(ap, "b", str(tmp_path / "work"))
     committed = tmp_path / "committed"

@@ -253,6 +253,11 @@ class Results:
         self.data[key] = value
         self.data.get("kept", {}).pop(key, None)
 
+    def put(self, key: str, sub: str, value: Any) -> None:
+        """Set ``key[sub]``, measured by this call: a ``kept`` stamp of the earlier file's ``key/sub`` no longer applies."""
+        self.data.setdefault(key, {})[sub] = value
+        self.data.get("kept", {}).pop(f"{key}/{sub}", None)
+
     def setdefault(self, key: str, default: Any) -> Any:
         return self.data.setdefault(key, default)
 

@@ -392,6 +392,10 @@ def search_strategy(
     ] = None,
     trials: Annotated[Optional[int], typer.Option(help="Trials in all, failed ones included (default search.strategy.trials).")] = None,
     parallel: Annotated[Optional[int], typer.Option(help="Trials at once (default search.strategy.parallel).")] = None,
+    in_process: Annotated[
+        Optional[bool],
+        typer.Option("--in-process", help="Trials one at a time in this process: no start-up per trial; a failing trial stops the search."),
+    ] = None,
     ray_address: Annotated[
         Optional[str], typer.Option("--ray-address", help="Run trials on this Ray cluster ('local': start one here).")
     ] = None,
@@ -418,7 +422,7 @@ def search_strategy(
         if init_checkpoint is not None:
             overrides.append(f"train.init_checkpoint={init_checkpoint.resolve()}")
         cfg = _load_config(config, overrides, trial_minutes)
-        given = {"controller": controller, "trials": trials, "parallel": parallel, "seed": seed}
+        given = {"controller": controller, "trials": trials, "parallel": parallel, "seed": seed, "in_process": in_process}
         cfg = cfg.with_overrides({f"search.strategy.{k}": v for k, v in given.items() if v is not None})
         st = cfg.search.strategy
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

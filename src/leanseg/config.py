@@ -149,6 +149,7 @@ class StrategySearchConfig:
     ray_address: str | None = None  # run trials on this Ray cluster ("local": start one here)
     seed: int = 0
     threads_per_trial: int | None = None  # None: the CPU count divided by ``parallel``
+    in_process: bool = False  # run trials one at a time in the search's process: no start-up per trial (a trial's error stops the search)
 
 
 @dataclass(frozen=True)

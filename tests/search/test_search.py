@@ -46,6 +46,8 @@ def test_space_maps_the_unit_cube_to_config_values(tmp_path: Path) -> None:
         Param("augment.noise", 1.0, 0.0)
     full = strategy_space()
     assert full.dim == 8 and np.allclose(full.routine(ExperimentConfig())[:7], 0.5)
+    augment_only = strategy_space(with_lr=False)
+    assert augment_only.keys == full.keys[:7] and "train.lr" not in augment_only.keys
 
 
 @pytest.mark.parametrize("name", CONTROLLERS.names())
@@ -101,6 +103,11 @@ def test_ppo_update_makes_the_rewarded_strategy_more_likely() -> None:
 
     before = [logp(c) for c in cands]
     assert before == pytest.approx([c.info["logp"] for c in cands], abs=1e-5)
+    for c in cands:  # each proposal records the policy it was drawn from
+        i = c.info
+        with torch.no_grad():
+            mean = ctrl.net(torch.tensor([i["x"]]), torch.tensor([i["h"]]), torch.tensor([i["c"]]))[0][0]
+        assert i["mean"] == pytest.approx(mean.tolist(), abs=1e-6) and i["std"] == pytest.approx(ctrl.net.log_std.exp().tolist())
     for c, r in zip(cands, [0.5, 0.0, 0.0, 1.0]):  # the first sets the baseline; the last is the best
         ctrl.tell(c, r)
     assert ctrl.updates == 1 and ctrl.buffer == []
@@ -247,6 +254,34 @@ def test_strategy_search_command_end_to_end(phantoms: Path, tmp_path: Path) -> N
     assert (out / "rewards.png").is_file() and "best strategies" in r.output
 
 
+def test_in_process_trials_reward_as_spawned_ones_and_run_one_at_a_time(phantoms: Path, tmp_path: Path) -> None:
+    from leanseg.config import ExperimentConfig
+    from leanseg.search.strategy import search_strategy
+
+    base = ExperimentConfig().with_overrides(
+        {
+            "model.features": [4, 8],
+            "model.strides": [[1, 1, 1], [2, 2, 2]],
+            "data.patch_size": [16, 16, 16],
+            "data.num_folds": 3,
+            "train.iterations": 2,
+            "train.num_workers": 0,
+            "train.val_every": 100,
+        }
+    )
+    runs = {
+        mode: search_strategy(
+            phantoms, tmp_path / mode, "random", 2, base=base.with_overrides({"search.strategy.in_process": mode == "inline"})
+        )
+        for mode in ("inline", "spawned")
+    }
+    rewards = {mode: [t["reward"] for t in r.trials] for mode, r in runs.items()}
+    assert all(t["status"] == "done" for r in runs.values() for t in r.trials)
+    assert rewards["inline"] == pytest.approx(rewards["spawned"], abs=1e-6)
+    with pytest.raises(LeansegError, match="in_process runs one trial at a time"):
+        search_strategy(phantoms, tmp_path / "x", "random", 2, parallel=2, base=base.with_overrides({"search.strategy.in_process": True}))
+
+
 def test_tpe_state_is_plain_data_and_resumes_as_if_never_stopped() -> None:
     """The study is kept as its trials and random states (no pickle); a resumed TPE proposes what it would have."""
 
@@ -286,6 +321,8 @@ def test_strategy_search_refuses_a_bad_start_checkpoint_before_any_trial_and_fai
     assert not (tmp_path / "a" / "trials").exists()  # refused before the first trial
     r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "b"), *sets, "--set", "data.fold=9"])
     assert r.exit_code == 2 and "Every one of the 2 trials failed" in r.output, r.output
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "d"), "--in-process", "--parallel", "2", *sets])
+    assert r.exit_code == 2 and "in_process runs one trial at a time" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "c"), "--set", "train.lr=[1,2"])
     assert r.exit_code == 2 and "not valid YAML" in r.output and "Traceback" not in r.output
 

@@ -133,6 +133,7 @@ def _config_values(cfg: Any, keys: list[str]) -> dict[str, float]:
 AUGMENTATIONS = ("sharpen", "smooth", "noise", "contrast", "shift", "flip", "rotate_scale")
 
 
-def strategy_space(lr_low: float = 1e-4, lr_high: float = 1e-2) -> SearchSpace:
-    """Yang et al. 2019's space: the probability of each augmentation and the learning rate (log scale)."""
-    return SearchSpace(tuple(Param(f"augment.{a}", 0.0, 1.0) for a in AUGMENTATIONS) + (Param("train.lr", lr_low, lr_high, log=True),))
+def strategy_space(lr_low: float = 1e-4, lr_high: float = 1e-2, with_lr: bool = True) -> SearchSpace:
+    """Yang et al. 2019's space: the probability of each augmentation and (``with_lr``) the learning rate (log scale)."""
+    lr = (Param("train.lr", lr_low, lr_high, log=True),) if with_lr else ()
+    return SearchSpace(tuple(Param(f"augment.{a}", 0.0, 1.0) for a in AUGMENTATIONS) + lr)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leanseg.config import ExperimentConfig
+from leanseg.config import ExperimentConfig, StrategySearchConfig
+from leanseg.errors import LeansegError
 from leanseg.search.controllers import make_controller
 from leanseg.search.controllers.base import Candidate
 from leanseg.search.runner import run_search
@@ -67,7 +68,6 @@ def search_strategy(
     cfg = cfg.with_overrides({f"search.strategy.{k}": v for k, v in given.items() if v is not None})
     st = cfg.search.strategy
     from leanseg.data.prepare import prepare_data
-    from leanseg.search.executors import LocalExecutor, RayExecutor
 
     out = Path(out_dir)
     space = space or strategy_space()
@@ -89,17 +89,26 @@ def search_strategy(
             "threads": threads,
         }
 
-    executor: Any = (
-        RayExecutor(st.ray_address, st.parallel, cpus_per_trial=threads)
-        if st.ray_address
-        else LocalExecutor(st.parallel, out / "trials" / "results")
-    )
+    executor = make_executor(st, threads, out / "trials" / "results")
     trial_base = {k: v for k, v in cfg.to_dict().items() if k != "search"}  # what trains a trial, not how it is searched
     meta = {"space": space.to_list(), "seed": st.seed, "base": trial_base, "data": str(Path(data_dir).resolve())}
     done = run_search(ctrl, make_trial, st.trials, executor, out, meta, progress)
     result = SearchResult(done, ctrl.best(), out)
     write_reports(result, space, cfg, st.controller)
     return result
+
+
+def make_executor(st: StrategySearchConfig, threads: int, results_dir: Path) -> Any:
+    """The executor the strategy-search settings ask for: Ray, this process (``in_process``), or spawned processes."""
+    from leanseg.search.executors import InProcessExecutor, LocalExecutor, RayExecutor
+
+    if st.in_process:
+        if st.parallel != 1 or st.ray_address:
+            raise LeansegError("search.strategy.in_process runs one trial at a time here; drop --parallel/--ray-address or in_process.")
+        return InProcessExecutor()
+    if st.ray_address:
+        return RayExecutor(st.ray_address, st.parallel, cpus_per_trial=threads)
+    return LocalExecutor(st.parallel, results_dir)
 
 
 def write_reports(result: SearchResult, space: SearchSpace, base: ExperimentConfig, controller: str) -> None:

@@ -85,7 +85,15 @@ class PPOController(Controller):
             std = self.net.log_std.exp()
             action = mean[0] + std * torch.from_numpy(self.rng.standard_normal(self.space.dim)).float()
             logp = float(self.net.log_prob(mean[0], action))
-        info = {"x": self.prev, "h": self.h, "c": self.c, "action": action.tolist(), "logp": logp}
+        info = {
+            "x": self.prev,
+            "h": self.h,
+            "c": self.c,
+            "action": action.tolist(),
+            "logp": logp,
+            "mean": mean[0].tolist(),
+            "std": std.tolist(),
+        }
         self.h, self.c = h2[0].tolist(), c2[0].tolist()
         self.prev = [float(v) for v in np.clip(action.numpy(), 0, 1)]
         return action.numpy(), info
