@@ -325,6 +325,8 @@ def noise_table(noise: dict[str, Any]) -> list[str]:
     ]
     for length, rows in noise.items():
         seeds = [r["reward"] for r in rows if r["kind"] == "routine"]
+        if len(seeds) < 2 or not any(r["kind"] in SEARCHES for r in rows):
+            continue  # one routine trial (a long length's check): in the augmentation table only
         sd_seed, seconds = np.std(seeds, ddof=1), np.mean([r["seconds"] for r in rows])
         for kind in SEARCHES:
             cands = [r["reward"] for r in rows if r["kind"] == kind]
@@ -350,14 +352,15 @@ def augmentation_table(r: dict) -> list[str]:
         f"The start checkpoint itself scores {r['start']['val_dice']:.4f}. Seed 0 gives the no-augmentation trial and the "
         "routine's first trial the same batches.",
         "",
-        "| trial iterations | no augmentation | routine, seed 0 | routine, mean of seeds | random probabilities, mean |",
+        "| trial iterations | no augmentation | routine, seed 0 | routine, mean of seeds (seeds) | random probabilities, mean |",
         "|---|---|---|---|---|",
     ]
     for length, none in r["none"].items():
         rows = r.get("noise", {}).get(length, [])
         routine = [x["reward"] for x in rows if x["kind"] == "routine"]
         random = [x["reward"] for x in rows if x["kind"] == "augment"]
-        cells = [f"{routine[0]:.4f}", f"{np.mean(routine):.4f}", f"{np.mean(random):.4f}"] if routine and random else ["-"] * 3
+        cells = [f"{routine[0]:.4f}" if routine else "-", f"{np.mean(routine):.4f} ({len(routine)})" if routine else "-"]
+        cells.append(f"{np.mean(random):.4f}" if random else "-")
         lines.append(f"| {length} | {none['reward']:.4f} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -496,9 +499,9 @@ def noise_plot(ax, r: dict) -> None:
     noise = r.get("noise", {})
     lengths = sorted(noise, key=int)
     x = np.array([int(k) for k in lengths])
-    seeds = np.array([[row["reward"] for row in noise[k] if row["kind"] == "routine"] for k in lengths])
-    ax.plot(x, seeds.mean(1), "-o", color="C0", label="routine (mean of seeds, band: min-max)")
-    ax.fill_between(x, seeds.min(1), seeds.max(1), color="C0", alpha=0.2)
+    seeds = [[row["reward"] for row in noise[k] if row["kind"] == "routine"] for k in lengths]  # a long check: one seed
+    ax.plot(x, [np.mean(v) for v in seeds], "-o", color="C0", label="routine (mean of seeds, band: min-max)")
+    ax.fill_between(x, [min(v) for v in seeds], [max(v) for v in seeds], color="C0", alpha=0.2)
     for k in lengths:
         ys = [row["reward"] for row in noise[k] if row["kind"] == "augment"]
         ax.plot([int(k)] * len(ys), ys, "x", color="C1", label="random probabilities" if k == lengths[0] else None)
