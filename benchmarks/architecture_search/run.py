@@ -40,10 +40,12 @@ SEARCH_SPACE = "the paper's macro space plus plain or residual encoder stages (r
 # the benchmark's search budget on hippocampus; every other search setting is the config section's one default
 # (leanseg.config.ArchitectureSearchConfig), replaced by the option of the same name where one is given
 BUDGET = {"episodes": 16, "child_iterations": 40, "final_iterations": 3000}
-SMOKE = {"episodes": 1, "children": 2, "child_iterations": 1, "val_cases": 1, "final_iterations": 2, "num_stages": 3}
+SMOKE = {"episodes": 1, "children": 2, "scored_children": 2, "child_iterations": 1, "val_cases": 1, "final_iterations": 2, "num_stages": 3}
 SETTINGS = (
+    "loop",
     "episodes",
     "children",
+    "scored_children",
     "child_iterations",
     "val_cases",
     "final_iterations",
@@ -61,7 +63,9 @@ def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "Task04_Hippocampus"))
     ap.add_argument("--episodes", type=int, help=f"default {BUDGET['episodes']}")
-    ap.add_argument("--children", type=int, help="children per episode")
+    ap.add_argument("--children", type=int, help="children per episode that train the shared weights")
+    ap.add_argument("--loop", choices=["two_phase", "interleaved"], help="default: the config's (two_phase, ENAS's)")
+    ap.add_argument("--scored-children", type=int, help="two_phase: children per episode scored with the weights fixed")
     ap.add_argument("--child-iterations", type=int, help=f"default {BUDGET['child_iterations']}")
     ap.add_argument("--val-cases", type=int, help="held-out cases that score each child")
     ap.add_argument(
@@ -111,8 +115,10 @@ def search_config(args: argparse.Namespace) -> Any:
 
 # settings that say which search a results file holds: a call merges only into a file whose settings are these
 SAME_SEARCH = (
+    "loop",
     "episodes",
     "children_per_episode",
+    "scored_children_per_episode",
     "child_iterations",
     "seed",
     "data",
@@ -129,6 +135,7 @@ def main() -> None:
         args.baseline_rate = 2.0
 
     from leanseg.bench import Results, results_folder, smoke_phantoms
+    from leanseg.training.schedule import use_bf16
 
     work = Path(args.work)
     data = str(smoke_phantoms(work)) if args.smoke else args.data
@@ -147,11 +154,13 @@ def main() -> None:
         f"children scored on its first {st.val_cases} cases, chosen children and the base U-Net on all of them",
         data=f"{data} (208 MSD hippocampus cases, 42 held out, in the committed figures)",
         smoke=args.smoke,
+        loop=st.loop,
         episodes=st.episodes,
         children_per_episode=st.children,
+        scored_children_per_episode=st.scored_children if st.loop == "two_phase" else 0,
         child_iterations=st.child_iterations,
         search_space=SEARCH_SPACE,
-        shared_weights=f"{optimiser(cfg.train, st.momentum)}, lr {cfg.train.lr} constant, batch {cfg.train.batch_size}, bf16 autocast",
+        shared_weights=f"{optimiser(cfg.train, st.momentum)}, lr {cfg.train.lr} constant, batch {cfg.train.batch_size}, {'bf16 autocast' if use_bf16(cfg.train) else 'float32'}",
         final_iterations=st.final_iterations,
         final_training=f"the chosen child alone, from the shared weights: {st.final_iterations} iterations of the base "
         f"trainer's schedule ({optimiser(cfg.train, final_momentum)}, lr {cfg.train.lr}, {cfg.train.schedule} schedule"
@@ -191,7 +200,7 @@ def run_search(name: str, data: str, work: Path, cfg: Any, threads: int) -> dict
         data,
         work / name,
         cfg,
-        progress=lambda row, done, total: print(f"{name} {done}/{total}: Dice {row['reward']:.4f}", flush=True),
+        progress=lambda row, done, total: print(f"{name} {done}/{total} ({row['phase']}): Dice {row['reward']}", flush=True),
         controller=name,
     )
     here, st = machine_info(threads), cfg.search.architecture
@@ -211,7 +220,7 @@ def run_search(name: str, data: str, work: Path, cfg: Any, threads: int) -> dict
         "chosen_val_dice": res.val_dice,
         "chosen_val_dice_shared_weights": res.val_dice_shared_weights,
         # the controller's children: the warm-up's uniform draws (episode -1) are not what it found
-        "best_child_reward": max(r["reward"] for r in res.history if r["episode"] >= 0),
+        "best_child_reward": max(r["reward"] for r in res.history if r["episode"] >= 0 and r["reward"] is not None),
     }
 
 
@@ -247,6 +256,15 @@ def base_unet(minutes: float, data: str, work: Path, cfg: Any, args: argparse.Na
     }
 
 
+def loop_text(r: dict[str, Any]) -> str:
+    if r.get("loop", "interleaved") == "interleaved":
+        return "interleaved (each child scored right after its own update of the shared weights, and told to the controller)"
+    return (
+        f"two-phase (ENAS): the children train the shared weights, then {r['scored_children_per_episode']} fresh children "
+        "per episode are scored with the weights fixed and told to the controller; 'best child' is the best of these"
+    )
+
+
 def resumed(s: dict[str, Any]) -> str:
     n = s.get("resumed_after_children", 0)
     return f" (its {n} children from an earlier call, counted by their own seconds)" if n else ""
@@ -267,6 +285,7 @@ def render(r: dict[str, Any]) -> str:
         *header_markdown(r),
         f"{r['episodes']} episodes x {r['children_per_episode']} children, {r['child_iterations']} "
         f"iterations of the shared weights per child ({r.get('shared_weights', '')}), seed {r['seed']}. "
+        f"Loop: {loop_text(r)}. "
         f"Space: {r.get('search_space', 'the paper macro space')}.",
         "",
         "| | minutes (threads) | best child (val subset) | chosen child, shared weights as they are | chosen child after its "

@@ -460,7 +460,14 @@ def search_architecture(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder (MSD or nnU-Net v2).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (an existing one resumes).")],
     episodes: Annotated[Optional[int], typer.Option(help="Controller episodes.")] = None,
-    children: Annotated[Optional[int], typer.Option(help="Children per episode (the paper: 20).")] = None,
+    children: Annotated[Optional[int], typer.Option(help="Children per episode that train the shared weights (the paper: 20).")] = None,
+    loop: Annotated[
+        Optional[str],
+        typer.Option(help="two_phase (ENAS: train the shared weights, then score fresh children with them fixed) | interleaved."),
+    ] = None,
+    scored_children: Annotated[
+        Optional[int], typer.Option("--scored-children", help="two_phase: children per episode scored with the weights fixed.")
+    ] = None,
     child_iterations: Annotated[Optional[int], typer.Option("--child-iterations", help="Steps of the shared weights per child.")] = None,
     controller: Annotated[Optional[str], typer.Option(help="enas (LSTM + REINFORCE) | random (the reference).")] = None,
     val_cases: Annotated[Optional[int], typer.Option("--val-cases", help="Validation cases that score each child.")] = None,
@@ -492,7 +499,7 @@ def search_architecture(
         typer.Option("--start-prob", help="ENAS: the initial policy picks the first child's choices with this probability (0: uniform)."),
     ] = None,
     controller_lr: Annotated[
-        Optional[float], typer.Option("--controller-lr", help="ENAS: the controller's Adam learning rate (the paper: 0.001).")
+        Optional[float], typer.Option("--controller-lr", help="ENAS: the controller's Adam learning rate (default the paper's 0.001).")
     ] = None,
     warmup_children: Annotated[
         Optional[int],

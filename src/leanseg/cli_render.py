@@ -22,8 +22,10 @@ def nas_progress(controller: str, final_iterations: int) -> Iterator[tuple[Any, 
 
         def show(row: dict[str, Any], done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            did = "trained the shared weights" if row["reward"] is None else f"Dice {row['reward']:.4f}"
+            phase = "" if row["phase"] == "both" else f"{row['phase']} "  # the interleaved loop's children train and are scored
             bar.console.print(
-                f"episode {row['episode']} child {row['child']}: Dice {row['reward']:.4f}, patch {row['patch']}, "
+                f"episode {row['episode']} {phase}child {row['child']}: {did}, patch {row['patch']}, "
                 f"entropy {row['entropy']:.2f}, {row['memory_estimate_mib']:.0f} MiB estimated"
             )
 

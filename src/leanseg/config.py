@@ -157,8 +157,10 @@ class ArchitectureSearchConfig:
     """``leanseg search architecture`` (Bae et al. 2019 after ENAS); see :func:`leanseg.search.nas.search_architecture`."""
 
     controller: str = "enas"  # enas | random
+    loop: str = "two_phase"  # two_phase (ENAS: train the shared weights, then score fresh children with them fixed) | interleaved
     episodes: int = 4
-    children: int = 20  # per episode (the paper: 20)
+    children: int = 20  # per episode, training the shared weights (the paper: 20)
+    scored_children: int = 20  # two_phase: per episode, fresh children scored with the weights fixed and told to the controller
     child_iterations: int = 20  # steps of the shared weights per child
     val_cases: int | None = 10  # validation cases that score each child (None: all)
     memory_limit_gb: float | None = None  # never sample a child whose estimate exceeds this (None: half the free memory)
@@ -169,8 +171,8 @@ class ArchitectureSearchConfig:
     final_iterations: int = 0  # then train the chosen child alone from the shared weights (0: as they are)
     final_momentum: float | None = None  # SGD momentum of that final training (None: train.momentum)
     final_schedule: str = "restart"  # restart | continue (the decay counts the search's iterations first)
-    start_prob: float | None = 0.7  # ENAS: initial policy centred on the first child (None or 0: near uniform)
-    controller_lr: float = 0.01  # ENAS: the controller's Adam rate (the paper: 0.001)
+    start_prob: float | None = None  # ENAS: initial policy centred on the first child (None or 0: near uniform, the paper's)
+    controller_lr: float = 0.001  # ENAS: the controller's Adam rate (the paper's; 0.01 with start_prob 0.7 was the earlier default)
     warmup_children: int = 0  # ENAS: uniformly drawn children first, not told to the controller
 
 

@@ -187,7 +187,7 @@ def test_controller_lr_reaches_the_controller_and_belongs_to_the_search(phantoms
     from leanseg.search.controllers.base import tensors_from_b64 as _from_b64
     from leanseg.search.nas import search_architecture
 
-    kw = dict(base=tiny_cfg, episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
+    kw = dict(base=tiny_cfg, episodes=1, children=1, scored_children=1, child_iterations=1, val_cases=1, num_stages=3, seed=0)
     search_architecture(phantoms, tmp_path / "s", controller_lr=0.05, **kw)
     st = read_search_state(tmp_path / "s")
     assert _from_b64(st["controller"]["opt"])["param_groups"][0]["lr"] == 0.05
@@ -207,7 +207,8 @@ def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_pred
     n = sum(p.numel() for p in SuperNet(space).parameters())
     sizes = sorted({memory_needed(space, {**space.largest(), "patch_0": c}, n, 2) for c in space.decisions[0].choices})
     limit_gb = (sizes[-1] + sizes[-2]) / 2 / 2**30  # the largest patch does not fit, the next one does
-    kw = dict(base=tiny_cfg, episodes=2, children=2, child_iterations=2, val_cases=1, memory_limit_gb=limit_gb, num_stages=3, seed=0)
+    kw = dict(base=tiny_cfg, episodes=2, children=2, scored_children=1, child_iterations=2, val_cases=1, memory_limit_gb=limit_gb)
+    kw.update(num_stages=3, seed=0)
 
     class Kill(Exception):
         pass
@@ -220,12 +221,14 @@ def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_pred
         search_architecture(phantoms, tmp_path / "nas", progress=kill_after_3, **kw)
     seen = []
     res = search_architecture(phantoms, tmp_path / "nas", progress=lambda row, done, total: seen.append(done), **kw)
-    assert seen == [4]  # only the fourth child ran after the restart
-    assert len(res.history) == 4 and [r["episode"] for r in res.history] == [0, 0, 1, 1]
+    assert seen == [4, 5, 6]  # only the second episode ran after the restart
+    assert [(r["episode"], r["phase"]) for r in res.history] == [(e, p) for e in (0, 1) for p in ("train", "train", "score")]
     first = space.normalise(res.history[0]["arch"])
     assert first == {**space.largest(), "patch_0": first["patch_0"]} and first["patch_0"] != max(space.decisions[0].choices)
     assert all(r["memory_estimate_mib"] * 2**20 <= limit_gb * 2**30 for r in res.history)
-    assert all(np.isfinite(r["entropy"]) and 0 <= r["reward"] <= 1 for r in res.history)
+    assert all(np.isfinite(r["entropy"]) for r in res.history)
+    assert all((r["reward"] is None) == (r["phase"] == "train") for r in res.history)
+    assert all(0 <= r["reward"] <= 1 for r in res.history if r["phase"] == "score")
     assert (tmp_path / "nas" / "search.png").is_file() and (tmp_path / "nas" / "history.csv").is_file()
 
     # the chosen child predicts as a run folder, with the shared weights (no retraining)
@@ -238,6 +241,57 @@ def test_search_respects_the_memory_limit_resumes_after_a_kill_and_leaves_a_pred
     assert label.shape == vol.shape
 
 
+def test_child_role_numbers_the_phases_of_both_loops() -> None:
+    from leanseg.search.nas import child_role
+
+    two_phase = [child_role(i, 1, 2, 3) for i in range(7)]  # one warm-up child, then 2 training and 3 scored per episode
+    assert two_phase == [
+        (-1, 0, "train"),
+        (0, 0, "train"),
+        (0, 1, "train"),
+        (0, 0, "score"),
+        (0, 1, "score"),
+        (0, 2, "score"),
+        (1, 0, "train"),
+    ]
+    assert [child_role(i, 1, 2, 0) for i in range(4)] == [(-1, 0, "both"), (0, 0, "both"), (0, 1, "both"), (1, 0, "both")]
+
+
+def test_the_two_phase_loop_tells_the_controller_only_children_scored_with_the_weights_fixed(phantoms, tiny_cfg, tmp_path) -> None:
+    from leanseg.errors import LeansegError
+    from leanseg.search.nas import search_architecture
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_training(row, done, total):
+        if done == 2:
+            raise Kill
+
+    kw = dict(base=tiny_cfg, episodes=1, children=2, scored_children=3, child_iterations=2, val_cases=1, num_stages=3, seed=0)
+    with pytest.raises(Kill):
+        search_architecture(phantoms, tmp_path / "s", progress=kill_after_training, **kw)
+    trained = read_search_state(tmp_path / "s")
+    assert trained["controller"]["history"] == [] and trained["controller"]["baseline"] is None  # training children: not told
+    res = search_architecture(phantoms, tmp_path / "s", **kw)
+    st = read_search_state(tmp_path / "s")
+    # the scored children did not train the shared weights: they are as the training phase left them
+    assert all(torch.equal(v, st["supernet"][k]) for k, v in trained["supernet"].items())
+    told = st["controller"]["history"]
+    assert [h["id"] for h in told] == [2, 3, 4] and st["meta"]["loop"] == "two_phase"
+    assert [h["reward"] for h in told] == pytest.approx([r["reward"] for r in res.history if r["phase"] == "score"])
+    assert st["controller"]["baseline"] is not None
+    assert (tmp_path / "s" / "search.png").is_file() and "phase" in (tmp_path / "s" / "history.csv").read_text().splitlines()[0]
+    # the interleaved loop scores every child right after its own update and tells each of them
+    old = search_architecture(phantoms, tmp_path / "i", **{**kw, "loop": "interleaved"})
+    assert len(old.history) == 2 and all(r["phase"] == "both" and r["reward"] is not None for r in old.history)
+    assert [h["id"] for h in read_search_state(tmp_path / "i")["controller"]["history"]] == [0, 1]
+    with pytest.raises(LeansegError, match="Unknown search loop 'alternate'; use two_phase or interleaved"):
+        search_architecture(phantoms, tmp_path / "x", **{**kw, "loop": "alternate"})
+    with pytest.raises(LeansegError, match="--scored-children must be 1 or more"):
+        search_architecture(phantoms, tmp_path / "x", **{**kw, "scored_children": 0})
+
+
 def test_search_architecture_command(phantoms, tiny_cfg, tmp_path) -> None:
     from typer.testing import CliRunner
 
@@ -246,9 +300,10 @@ def test_search_architecture_command(phantoms, tiny_cfg, tmp_path) -> None:
     tiny_cfg.save(tmp_path / "tiny.yaml")
     args = ["search", "architecture", "-d", str(phantoms), "-o", str(tmp_path / "s"), "--episodes", "1", "--children", "2"]
     args += ["--child-iterations", "1", "--val-cases", "1", "--config", str(tmp_path / "tiny.yaml"), "--controller", "random"]
-    args += ["--final-iterations", "2"]
+    args += ["--final-iterations", "2", "--scored-children", "1"]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
+    assert "episode 0 train child 1: trained the shared weights" in res.output and "episode 0 score child 0: Dice" in res.output
     assert "after 2 iterations of its own" in res.output
     assert "chosen child" in res.output and (tmp_path / "s" / "final" / "checkpoint_final.pt").is_file()
 
@@ -257,7 +312,8 @@ def test_final_iterations_train_only_the_chosen_child_and_leave_the_search_state
     from leanseg.inference import Predictor
     from leanseg.search.nas import search_architecture
 
-    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
+    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, scored_children=1, child_iterations=1, val_cases=1)
+    kw.update(num_stages=3, seed=0)
     plain = search_architecture(phantoms, tmp_path / "a", **kw)
     saved = read_search_state(tmp_path / "a")["supernet"]
     steps: list[tuple[int, int]] = []
@@ -320,7 +376,7 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
         if done == 3:
             raise Kill
 
-    kw = dict(base=tiny_cfg, episodes=1, children=2, child_iterations=1, val_cases=1, seed=0, warmup_children=3)
+    kw = dict(base=tiny_cfg, loop="interleaved", episodes=1, children=2, child_iterations=1, val_cases=1, seed=0, warmup_children=3)
     with pytest.raises(Kill):
         search_architecture(phantoms, tmp_path / "s", progress=kill_after_warmup, **kw)
     st = read_search_state(tmp_path / "s")
@@ -330,7 +386,7 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
     assert first == space.largest()  # the warm-up starts from the paper's first child, then draws uniformly
     assert any(space.normalise(r["arch"]) != first for r in st["history"][1:])
     # three children trained the shared weights, and the controller is as it was built: no update, no history
-    fresh = make_controller("enas", space, seed=0, start=space.unit(first), start_prob=0.7, lr=0.01)
+    fresh = make_controller("enas", space, seed=0, start=space.unit(first))
     ctrl = st["controller"]["inner"]  # the warm-up controller holds the ENAS controller and the uniform one
     assert ctrl["next_id"] == 0 and ctrl["history"] == [] and ctrl["baseline"] is None
     assert all(torch.equal(v, fresh.net.state_dict()[k]) for k, v in _from_b64(ctrl["net"]).items())
@@ -339,6 +395,7 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
     tiny_cfg.save(tmp_path / "tiny.yaml")
     args = ["search", "architecture", "-d", str(phantoms), "-o", str(tmp_path / "s"), "--episodes", "1", "--children", "2"]
     args += ["--child-iterations", "1", "--val-cases", "1", "--config", str(tmp_path / "tiny.yaml"), "--warmup-children", "3"]
+    args += ["--loop", "interleaved"]
     res = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "warm-up" in res.output and res.output.count("episode 0 child") == 2 and "episode -1 child" not in res.output
@@ -354,14 +411,14 @@ def test_warmup_children_train_the_shared_weights_without_teaching_the_controlle
 def test_score_children_scores_as_the_search_did_and_counts_its_samples(phantoms, tiny_cfg, tmp_path) -> None:
     from leanseg.search.nas import decisions_apart, score_children, search_architecture
 
-    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=3, child_iterations=1, val_cases=1, num_stages=3, seed=0)
-    search_architecture(phantoms, tmp_path / "s", **kw)
+    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, scored_children=2, child_iterations=1, val_cases=1)
+    search_architecture(phantoms, tmp_path / "s", num_stages=3, seed=0, **kw)
     st = read_search_state(tmp_path / "s")
     space = ArchitectureSpace.from_dict(st["meta"]["space"])
     last = st["history"][-1]
     resunet = space.residual_unet()
     rows = score_children(tmp_path / "s", {"last": last["arch"], "resunet": resunet}, phantoms, tiny_cfg, 1)
-    # the saved weights are those the last child was rewarded with: its reward comes back
+    # the saved weights are those the last (scored) child was rewarded with: its reward comes back
     assert rows[0]["reward_dice"] == pytest.approx(last["reward"], abs=1e-6)
     assert rows[0]["sampled"] >= 1 and rows[0]["nearest_sampled"] == 0
     sampled = [space.normalise(h["arch"]) for h in st["history"]]
@@ -373,9 +430,9 @@ def test_score_children_scores_as_the_search_did_and_counts_its_samples(phantoms
 def test_a_search_on_a_partly_annotated_dataset_leaves_the_ignore_label_out(partial_phantoms, tiny_cfg, tmp_path) -> None:
     from leanseg.search.nas import search_architecture
 
-    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, child_iterations=2, val_cases=1, num_stages=3, seed=0)
-    res = search_architecture(partial_phantoms, tmp_path / "s", final_iterations=2, **kw)
-    assert np.isfinite(res.val_dice) and all(np.isfinite(h["reward"]) for h in res.history)
+    kw = dict(base=tiny_cfg, controller="random", episodes=1, children=2, scored_children=1, child_iterations=2, val_cases=1)
+    res = search_architecture(partial_phantoms, tmp_path / "s", final_iterations=2, num_stages=3, seed=0, **kw)
+    assert np.isfinite(res.val_dice) and all(np.isfinite(h["reward"]) for h in res.history if h["phase"] == "score")
 
 
 def test_the_search_takes_a_device_and_refuses_one_torch_cannot_see(phantoms, tiny_cfg, tmp_path) -> None:
@@ -386,6 +443,7 @@ def test_the_search_takes_a_device_and_refuses_one_torch_cannot_see(phantoms, ti
     tiny_cfg.save(tmp_path / "tiny.yaml")
     args = ["search", "architecture", "-d", str(phantoms), "-o", str(tmp_path / "s"), "--episodes", "1", "--children", "1"]
     args += ["--child-iterations", "1", "--val-cases", "1", "--config", str(tmp_path / "tiny.yaml"), "--controller", "random"]
+    args += ["--scored-children", "1"]
     res = CliRunner().invoke(app, [*args, "--device", "cpu"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     if not torch.cuda.is_available():

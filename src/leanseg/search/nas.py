@@ -1,16 +1,26 @@
 """Resource-optimised neural architecture search (Bae et al., MICCAI 2019): the search loop behind
 ``leanseg search architecture``.
 
-Episodes of ``children`` children each. A child is an architecture the controller asks for (never
-one whose memory estimate exceeds the limit); it trains the shared supernet for ``child_iterations``
-iterations on patches of its own size, is scored by the validation Dice of the shared weights, and
-the Dice is told to the controller. The first child is the largest patch with every operation and
-skip (the paper's start). ``warmup_children`` (optional) are drawn uniformly before the first
-episode and train the shared weights without being told to the controller. After the last episode
-the chosen child (the controller's most probable architecture; for random search, the best-scored
-child) is evaluated on every validation case and written as a run folder that ``leanseg predict``
-uses as it is: no retraining. ``final_iterations`` (default 0) first trains that child alone for a
-while, from the shared weights (not from scratch).
+A child is an architecture the controller asks for (never one whose memory estimate exceeds the
+limit). ``loop`` says what an episode does with its children:
+
+* ``two_phase`` (ENAS, the default): ``children`` children, each training the shared supernet for
+  ``child_iterations`` iterations on patches of its own size, not judged; then, with the weights
+  fixed, ``scored_children`` fresh children, each scored by the validation Dice of the shared weights
+  and told to the controller. The controller learns only from children none of whom trained the
+  weights just before being scored.
+* ``interleaved`` (leanseg's earlier loop): each of the ``children`` trains the shared weights, is
+  scored right after its own update and told to the controller, so that children the controller
+  already favours have trained the weights most recently.
+
+The first child is the largest patch with every operation and skip (the paper's start).
+``warmup_children`` (optional) are drawn uniformly before the first episode and train the shared
+weights without being told to the controller. After the last episode the chosen child (ENAS's
+derivation: the best of the controller's most probable architecture and ``derive_samples`` drawn from
+it, scored with the shared weights fixed; for random search, the best-scored child) is evaluated on
+every validation case and written as a run folder that ``leanseg predict`` uses as it is: no
+retraining. ``final_iterations`` (default 0) first trains that child alone for a while, from the
+shared weights (not from scratch).
 
 Everything needed to resume (supernet weights, optimiser, controller, history) is one file,
 ``search.pt``, replaced atomically after every child; ``history.csv``, ``search.png`` (reward and
@@ -42,6 +52,7 @@ from leanseg.training.trainer import Trainer
 from leanseg.utils import atomic_path, atomic_write_text, resolve_device, seed_everything, set_threads
 
 PROCESS_OVERHEAD_BYTES = 600 * 2**20  # torch, MONAI and the data cache in a training process, measured ~0.5-0.6 GiB here
+LOOPS = ("two_phase", "interleaved")
 
 
 @dataclass
@@ -106,6 +117,9 @@ def search_architecture(
     search and final training were one run (see ``final_lr``). On hippocampus neither mattered: from one search
     state, 3000 iterations restarted 0.8672, continued 0.8669, 6000 restarted 0.8635 (one seed).
 
+    The controller's defaults are the paper's (Adam at 0.001, a near-uniform start); ``start_prob`` 0.7 and
+    ``controller_lr`` 0.01 are the earlier defaults, measured with the interleaved loop as follows.
+
     ``start_prob`` (ENAS only; ``None`` or 0: a near-uniform start) centres the controller's initial policy on the
     first child, each decision choosing as it does with this probability. Started uniform, the controller left
     its entropy at 24 of 27 nats after 320 children on hippocampus, and its chosen child (dilation 2-3 in 11 of
@@ -113,7 +127,7 @@ def search_architecture(
     while a child close to the first (leaky ReLU, no long skips) trained alone from scratch matched the base U-Net;
     random search stays uniform.
 
-    ``controller_lr`` (ENAS only) is the controller's Adam learning rate, 10x the paper's 0.001 by default: one
+    ``controller_lr`` (ENAS only) is the controller's Adam learning rate (the paper's 0.001 by default): one
     update per child moves a logit by at most about the rate, so over the 200 children of a CPU search the paper's
     rate barely changes the policy (hippocampus, 10 episodes: entropy 22.2 -> 21.0 nats, chosen child 0.76-0.81 as
     the shared weights hold it), while 0.01 brought the entropy to 11.0 nats, the mean child Dice of the last episode
@@ -165,6 +179,10 @@ class _Search:
         a = cfg.search.architecture
         if a.warmup_children < 0:
             raise LeansegError(f"--warmup-children must be 0 or more; got {a.warmup_children}.")
+        if a.loop not in LOOPS:
+            raise LeansegError(f"Unknown search loop '{a.loop}'; use {' or '.join(LOOPS)}.")
+        if a.loop == "two_phase" and a.scored_children < 1:
+            raise LeansegError(f"--scored-children must be 1 or more for the two-phase loop; got {a.scored_children}.")
         self.a, self.data_dir, self.out = a, data_dir, out
         out.mkdir(parents=True, exist_ok=True)
         set_threads(cfg.train.num_threads)
@@ -186,11 +204,13 @@ class _Search:
             self.limit = _saved_limit(out, self.limit)  # the default limit, half the free memory, is the first run's
         self.enas = a.controller == "enas"  # the start and the learning rate are the ENAS controller's; random search has neither
         self.warmup = a.warmup_children if self.enas else 0  # random search is uniform throughout: a warm-up would be more of it
-        self.total = self.warmup + a.episodes * a.children
+        self.scored = a.scored_children if a.loop == "two_phase" else 0  # children per episode scored with the weights fixed
+        self.total = self.warmup + a.episodes * (a.children + self.scored)
+        trained = self.warmup + a.episodes * a.children  # children that train the shared weights
         self.final_cfg = cfg if a.final_momentum is None else cfg.with_overrides({"train.momentum": a.final_momentum})
         # built now, so that an unknown schedule is said before the search, not after it
         t = self.final_cfg.train
-        self.final_lr = final_lr(t.lr, t.schedule, a.final_schedule, self.total * a.child_iterations, max(a.final_iterations, 1))
+        self.final_lr = final_lr(t.lr, t.schedule, a.final_schedule, trained * a.child_iterations, max(a.final_iterations, 1))
         self.cfg = cfg if a.momentum is None else cfg.with_overrides({"train.momentum": a.momentum})
         self.trainer = SupernetTrainer.for_step(self.cfg, self.net, make_optimizer(self.net.parameters(), self.cfg.train), self.plan)
         self.ctrl = self._controller()
@@ -207,8 +227,10 @@ class _Search:
         options = {k: v for k, v in {"start_prob": start_prob, "lr": a.controller_lr if self.enas else None}.items() if v is not None}
         self.meta = {
             "data": str(self.data_dir.resolve()),
+            "loop": a.loop,
             "episodes": a.episodes,
             "children": a.children,
+            "scored_children": self.scored,
             "child_iterations": a.child_iterations,
             "seed": a.seed,
             "momentum": self.cfg.train.momentum,
@@ -225,12 +247,15 @@ class _Search:
         return ctrl.constrain(self.fits)
 
     def child_trial(self, index: int, arch: dict[str, Any]) -> dict[str, Any]:
-        """Train the shared weights on ``arch`` for ``child_iterations`` and score them: one trial of the search."""
-        self.trainer.arch = arch
-        ds = self._patches(arch, self.a.seed + 7919 * index)
-        train_child(self.trainer, ds, self.a.child_iterations)
+        """One trial of the search, by the child's phase (:func:`child_role`): train the shared weights on ``arch`` for
+        ``child_iterations``, score them on the validation subset, or both. A child that only trains has reward None:
+        the runner does not tell it to the controller."""
+        phase = child_role(index, self.warmup, self.a.children, self.scored)[2]
+        if phase != "score":
+            self.trainer.arch = arch
+            train_child(self.trainer, self._patches(arch, self.a.seed + 7919 * index), self.a.child_iterations)
         return {
-            "reward": self._score(arch, self.val_ids),
+            "reward": None if phase == "train" else self._score(arch, self.val_ids),
             "memory_estimate_mib": memory_needed(self.space, arch, self.num_params, self.cfg.train.batch_size) / 2**20,
             "patch": list(self.space.patch_size(arch)),
             "arch": arch_to_json(arch),
@@ -252,7 +277,7 @@ class _Search:
             return self.child_trial, {"index": c.id, "arch": self.space.normalise(c.values)}
 
         def on_result(trials: list[dict[str, Any]]) -> None:
-            self.history = history_rows(trials, self.warmup, self.a.children)
+            self.history = history_rows(trials, self.warmup, self.a.children, self.scored)
             write_reports(self.out, self.history)
 
         def show(trial: dict[str, Any], done: int, total: int) -> None:
@@ -267,7 +292,7 @@ class _Search:
             self.trainer.optimizer.load_state_dict(d["optimizer"])
 
         trials = run_search(self.ctrl, make_trial, self.total, InProcessExecutor(), self.out, self.meta, show, attach, restore, on_result)
-        self.history = history_rows(trials, self.warmup, self.a.children)
+        self.history = history_rows(trials, self.warmup, self.a.children, self.scored)
 
     def choose(self) -> dict[str, Any]:
         """ENAS's derivation where the controller has a policy (its most probable architecture and ``derive_samples``
@@ -314,18 +339,31 @@ class _Search:
         return NasResult(self.out, self.history, chosen, dice, run_dir, shared_dice, final_seconds)
 
 
-def history_rows(trials: list[dict[str, Any]], warmup: int, children: int) -> list[dict[str, Any]]:
-    """The search's history for people, one row per child: episode (-1: warm-up) and child, reward, entropy, seconds,
-    memory estimate, patch, arch."""
+def child_role(index: int, warmup: int, children: int, scored_children: int) -> tuple[int, int, str]:
+    """Episode (-1: the warm-up), number within its phase and phase of the search's child ``index``: "train" (trains the
+    shared weights, not judged), "score" (scored with the weights fixed) or "both" (the interleaved loop, where
+    ``scored_children`` is 0: trains, then is scored). The two-phase loop's warm-up children only train."""
+    both = scored_children == 0
+    if index < warmup:
+        return -1, index, "both" if both else "train"
+    episode, k = divmod(index - warmup, children + scored_children)
+    if both:
+        return episode, k, "both"
+    return (episode, k, "train") if k < children else (episode, k - children, "score")
+
+
+def history_rows(trials: list[dict[str, Any]], warmup: int, children: int, scored_children: int = 0) -> list[dict[str, Any]]:
+    """The search's history for people, one row per child: episode (-1: warm-up), child and phase (:func:`child_role`),
+    reward (None for a child that only trained), entropy, seconds, memory estimate, patch, arch."""
     rows = []
     for t in trials:
-        i = t["candidate"]["id"]
-        episode, child = (-1, i) if i < warmup else divmod(i - warmup, children)
+        episode, child, phase = child_role(t["candidate"]["id"], warmup, children, scored_children)
         r = t["result"]
         rows.append(
             {
                 "episode": episode,
                 "child": child,
+                "phase": phase,
                 "reward": t["reward"],
                 "entropy": t["entropy"],
                 "seconds": t["seconds"],
@@ -345,7 +383,7 @@ def read_search_state(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     j, attached = read_journal(path / "search.pt" if path.is_dir() else path)
     meta = j["meta"]
-    history = history_rows(finished_trials(j["trials"]), meta["warmup_children"], meta["children"])
+    history = history_rows(finished_trials(j["trials"]), meta["warmup_children"], meta["children"], meta.get("scored_children", 0))
     return {"meta": meta, "controller": j["controller"], "history": history, **attached}
 
 
@@ -485,7 +523,7 @@ def save_child_run(
 def write_reports(out: Path, history: list[dict[str, Any]]) -> None:
     """``history.csv`` (one row per child) and ``search.png``; the journal (``state.json``, ``search.pt``) is the runner's."""
     buf = io.StringIO()
-    keys = ["episode", "child", "reward", "entropy", "seconds", "memory_estimate_mib", "patch"]
+    keys = ["episode", "child", "phase", "reward", "entropy", "seconds", "memory_estimate_mib", "patch"]
     w = csv.writer(buf)
     w.writerow(keys + ["arch"])
     for r in history:
@@ -495,9 +533,11 @@ def write_reports(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 def episode_stats(history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Mean and best reward and the controller's entropy at the end, per episode with scored children."""
     eps: dict[int, list[dict[str, Any]]] = {}
     for r in history:
-        eps.setdefault(r["episode"], []).append(r)
+        if r["reward"] is not None:
+            eps.setdefault(r["episode"], []).append(r)
     return [
         {
             "episode": e,
@@ -510,13 +550,16 @@ def episode_stats(history: list[dict[str, Any]]) -> list[dict[str, float]]:
 
 
 def plot_search(history: list[dict[str, Any]], path: Path) -> None:
-    """Mean and best child reward per episode, and the controller's entropy (the paper's Figure 3)."""
+    """Mean and best child reward per episode, and the controller's entropy (the paper's Figure 3); nothing before the
+    first scored child."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     stats = episode_stats(history)
+    if not stats:  # the two-phase loop's first children only train: nothing to plot yet
+        return
     x = [s["episode"] + 1 for s in stats]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(x, [s["mean_reward"] for s in stats], "o-", label="mean child Dice")

@@ -4,7 +4,10 @@ executor, tell rewards, journal every event (as optuna's ``Study`` over every sa
 The journal is rewritten atomically after every ask and every result: the controller's state and every
 trial (candidate, status, reward, result, error, the controller's entropy after it). A search killed at
 any point restarts from it: finished trials are kept, trials that were running are run again with the
-same candidate, and the controller continues from its saved state. It is one JSON file, ``state.json``;
+same candidate, and the controller continues from its saved state. A trial whose result says
+``"reward": None`` succeeded with nothing to judge (the architecture search's children that only train
+the shared weights): it is journaled as done, with no reward, and not told to the controller. It is one
+JSON file, ``state.json``;
 a search whose trials share state in this process (the architecture search's supernet) passes
 ``attach``/``restore``, and the journal is then written together with that state in one file,
 ``search.pt`` (tensors only, loaded with ``weights_only=True``), with ``state.json`` as a copy for people.
@@ -159,17 +162,7 @@ def _run_search(
                 break
             for o in executor.wait_any():
                 c = candidates.pop(o.trial_id)
-                reward = float(o.result["reward"]) if o.ok and o.result and "reward" in o.result else None
-                controller.tell(c, reward)
-                journal.trials[c.id] = {
-                    "candidate": c.to_dict(),
-                    "status": "done" if reward is not None else "failed",
-                    "reward": reward,
-                    "result": o.result,
-                    "error": o.error if reward is None else None,
-                    "seconds": o.seconds,
-                    "entropy": controller.entropy(),
-                }
+                journal.trials[c.id] = _record(controller, c, o)
                 journal.save(controller)
                 if on_result:
                     on_result(journal.finished())
@@ -178,3 +171,23 @@ def _run_search(
     finally:
         executor.shutdown()
     return journal.finished()
+
+
+def _record(controller: Controller, c: Candidate, o: Any) -> dict[str, Any]:
+    """Tell the controller a trial's outcome ``o`` and return its journal entry; a result with ``"reward": None``
+    is done and not told (see the module docstring)."""
+    result = o.result if o.ok else None
+    unjudged = bool(result) and "reward" in result and result["reward"] is None
+    reward = float(result["reward"]) if result and "reward" in result and not unjudged else None
+    if not unjudged:
+        controller.tell(c, reward)
+    ok = reward is not None or unjudged
+    return {
+        "candidate": c.to_dict(),
+        "status": "done" if ok else "failed",
+        "reward": reward,
+        "result": o.result,
+        "error": None if ok else o.error,
+        "seconds": o.seconds,
+        "entropy": controller.entropy(),
+    }
