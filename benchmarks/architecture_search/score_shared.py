@@ -84,7 +84,7 @@ def smoke_search(work: Path) -> tuple[Path, Any, str, int]:
 
     data = smoke_phantoms(work)
     cfg = ExperimentConfig().with_overrides({"data.patch_size": [16, 16, 16], "model.base_features": 4, "train.batch_size": 1})
-    kw = dict(controller="random", episodes=1, children=2, child_iterations=1, val_cases=1, num_stages=3, seed=0)
+    kw = dict(controller="random", episodes=1, children=2, scored_children=1, child_iterations=1, val_cases=1, num_stages=3, seed=0)
     search_architecture(data, work / "search", base=cfg, **kw)
     return data, cfg, str(work / "search" / "search.pt"), 1
 
