@@ -128,3 +128,33 @@ def test_results_keep_cells_of_the_same_settings_and_refuse_another_machines(tmp
     (tmp_path / "c.json").write_text(json.dumps(saved))
     with pytest.raises(SystemExit, match="trained on Another CPU.*pass --name NEW"):
         results(15).keep_cells("cells", same=("minutes",))
+
+
+def test_cells_of_an_iteration_budget_are_kept_from_another_machine(tmp_path: Path) -> None:
+    import json
+
+    from leanseg.bench import Results
+
+    def results() -> Results:
+        return Results(tmp_path, "i", "bench", str, threads=1, seed=0, split="fold 0", data="phantoms", iterations=1600, cells={})
+
+    first = results()
+    first["cells"]["a/seed0"] = {"dice": 0.8, "cpu": "Another CPU"}
+    first.write()
+    with pytest.raises(SystemExit, match="Another CPU"):
+        results().keep_cells("cells", same=("iterations",))
+    later = results()
+    later.keep_cells("cells", same=("iterations",), same_cpu=False)  # the same steps buy the same training anywhere
+    assert later["cells"] == {"a/seed0": {"dice": 0.8, "cpu": "Another CPU"}}
+    assert json.loads((tmp_path / "i.json").read_text())["cells"] == later["cells"]
+
+
+def test_cpu_name_tells_apart_cpus_of_one_model_name() -> None:
+    from leanseg.bench import cpu_name
+
+    def info(family: str, model: str) -> str:
+        return f"processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\n"
+
+    zen4, older = cpu_name(info("25", "17")), cpu_name(info("23", "49"))
+    assert zen4 == "AMD EPYC (family 25 model 17)" and older.startswith("AMD EPYC") and zen4 != older
+    assert cpu_name("model name\t: Some CPU\n") == "Some CPU"  # no family or model given: the name alone

@@ -42,17 +42,9 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     import psutil
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     commit = code_commit(Path(__file__).resolve().parents[2])
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "logical_cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "threads": threads if threads is not None else __import__("torch").get_num_threads(),
@@ -65,6 +57,26 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "leanseg_commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's model name with its family and model numbers where ``cpuinfo`` (default: /proc/cpuinfo) gives them:
+    one model name covers CPUs that differ (here an AVX2-only AMD EPYC ran a hippocampus bf16 step 20x slower than a
+    Zen 4 one, both 'AMD EPYC'), and kept cells compare this string."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name", platform.processor())
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']})"
+    return name
 
 
 def peak_rss_mib() -> float:
@@ -279,14 +291,15 @@ class Results:
         )
         return True
 
-    def keep_cells(self, section: str, same: tuple[str, ...] = ()) -> None:
+    def keep_cells(self, section: str, same: tuple[str, ...] = (), same_cpu: bool = True) -> None:
         """Keep each cell (``section[key]``) of the earlier file where its ``same`` settings equal this call's, so that
-        a long grid of training cells runs in parts. Cells trained on another CPU are refused with a sentence: what a
-        wall-clock budget buys depends on the machine (1.9x more iterations between two machines of this project)."""
+        a long grid of training cells runs in parts. With ``same_cpu`` (cells of a wall-clock budget), cells trained on
+        another CPU are refused with a sentence: what such a budget buys depends on the machine (1.9x more iterations
+        between two machines of this project). Cells of an iteration budget pass ``same_cpu=False``."""
         here = self.data["machine"]["cpu"]
         for key, cell in self.earlier.get(section, {}).items():
             cpu = cell.get("cpu", self.earlier.get("machine", {}).get("cpu"))
-            if cpu != here:
+            if same_cpu and cpu != here:
                 raise SystemExit(
                     f"{self.path} holds {section} {key} trained on {cpu}, and this machine is {here}: a cell's budget buys "
                     "other iterations on another machine, so pass --name NEW to start this machine's table."
