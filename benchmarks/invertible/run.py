@@ -479,8 +479,10 @@ def target_lines(r: dict, groups: dict[tuple[str, str], list[dict]]) -> list[str
     base = {m: statistics.mean(c["dice"]["dice_mean"] for c in cells) for (m, rec), cells in groups.items() if rec == "base recipe"}
     steps = r.get("steps", {}).get("hippocampus", {}).get("models", {})
     chosen = max((k for k in ("Fully-InvRes", "Fully-InvRes + VAE") if k in base), key=base.get, default=None)
-    if chosen is None or "plain U-Net" not in base or chosen not in steps or "plain U-Net" not in steps:
+    if chosen is None or "plain U-Net" not in base:
         return []
+    if chosen not in steps or "plain U-Net" not in steps:
+        return [f"Target not judged: {chosen} scores best, and part 1 holds no hippocampus step of it (run parts 1-3 again).", ""]
     mine, plain = steps[chosen], steps["plain U-Net"]
     memory = mine["peak_rss_above_base_mib"] / plain["peak_rss_above_base_mib"]
     step = mine["step_seconds"] / plain["step_seconds"]
