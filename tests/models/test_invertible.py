@@ -79,3 +79,17 @@ def _core_forward(net: FullyInvertibleUNet, h: torch.Tensor) -> torch.Tensor:
     for i in reversed(range(len(net.dec))):
         h = net.dec[i](torch.cat([skips[i], unsqueeze3d(h)], 1))
     return h
+
+
+def test_encoder_depths_add_couplings_per_level_and_keep_the_core_a_bijection() -> None:
+    torch.manual_seed(0)
+    net = FullyInvertibleUNet(1, 2, features=(8, 16, 32), encoder_depths=(1, 2, 3))
+    assert [len(stage.blocks) for stage in net.enc] == [1, 2, 3] and [len(stage.blocks) for stage in net.dec] == [1, 1]
+    shallow = FullyInvertibleUNet(1, 2, features=(8, 16, 32))
+    extra = sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in shallow.parameters())
+    assert extra == sum(p.numel() for p in net.enc[1].blocks[1:].parameters()) + sum(p.numel() for p in net.enc[2].blocks[1:].parameters())
+    with torch.no_grad():
+        h = net.stem(torch.randn(1, 1, 8, 8, 8))
+        assert torch.allclose(net.core_inverse(_core_forward(net, h)), h, atol=1e-4)
+    with pytest.raises(ValueError, match="encoder_depths"):
+        FullyInvertibleUNet(1, 2, features=(8, 16, 32), encoder_depths=(1, 2))

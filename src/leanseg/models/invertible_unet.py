@@ -18,6 +18,9 @@ autoencoder regularization" (BrainLes 2018).
 
 ``depth`` couplings per stage (default 1): one coupling holds four 3x3x3 convolution layers (two in F,
 two in G, on half the channels each), as many layers as two residual units of the plain U-Net.
+``encoder_depths`` sets the encoder's couplings level by level instead, e.g. Myronenko's (1, 2, 2, 4): the
+parameters then grow where the voxels are few, so the step time barely does (a deeper ``depth`` everywhere
+multiplies it), and the activation memory stays that of one chain per stage.
 
 Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); sizes must be multiples of 2^(stages-1).
 """
@@ -52,12 +55,16 @@ class _InvertibleUNet(SegmentationModel):
         kernel_size: int = 3,
         vae: bool = False,
         memory_saving: bool = True,
+        encoder_depths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.features = tuple(features)
         self.divisor = (2 ** (len(features) - 1),) * 3
         self.stem = ConvNormAct(in_channels, features[0], kernel_size)
-        self.enc = nn.ModuleList([invertible_stage(f, depth, kernel_size, memory_saving) for f in features])
+        enc_depths = tuple(encoder_depths) if encoder_depths is not None else (depth,) * len(features)
+        if len(enc_depths) != len(features) or min(enc_depths) < 1:
+            raise ValueError(f"encoder_depths needs one count of at least 1 per level ({len(features)}), got {enc_depths}")
+        self.enc = nn.ModuleList([invertible_stage(f, d, kernel_size, memory_saving) for f, d in zip(features, enc_depths)])
         self.dec = nn.ModuleList([invertible_stage(features[i], depth, kernel_size, memory_saving) for i in range(len(features) - 1)])
         self.head = nn.Conv3d(features[0], out_channels, 1)
         strides = ((1, 1, 1),) + ((2, 2, 2),) * (len(features) - 1)
@@ -135,6 +142,7 @@ class InvertibleSettings:
     """``model.extra`` of ``partially_invres`` / ``fully_invres``."""
 
     depth: int = 1  # couplings per stage
+    encoder_depths: tuple[int, ...] | None = None  # couplings per encoder level (Myronenko's 1, 2, 2, 4); None: depth
     vae: bool = False  # the VAE regulariser branch (aux_loss = 0.1 L2 + 0.1 KL)
     memory_saving: bool = True  # recompute activations from the couplings' inverses in backward
 
