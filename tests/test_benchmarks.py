@@ -52,3 +52,36 @@ def test_every_benchmark_smoke_run_writes_its_results_and_leaves_the_committed_o
     md = written[0].with_suffix(".md").read_text()
     assert md.startswith("# ") and "Smoke run" in md and "commit" in md
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks" / "results").glob("*")} == committed
+
+
+def _invertible_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("invertible_run", ROOT / "benchmarks" / "invertible" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dice_cells(arms: dict[str, list[float]]) -> dict:
+    return {f"{m}/base recipe/seed{s}": {"dice": {"dice_mean": d}} for m, scores in arms.items() for s, d in enumerate(scores)}
+
+
+def test_invertible_target_takes_the_best_fully_invres_arm_and_judges_only_whole_seed_sets() -> None:
+    inv = _invertible_benchmark()
+    step = {"peak_rss_above_base_mib": 100.0, "step_seconds": 1.0}
+    steps = {
+        "hippocampus": {"models": {"plain U-Net": step, "Fully-InvRes 1-2-2-4": {"peak_rss_above_base_mib": 45.0, "step_seconds": 1.4}}}
+    }
+    arms = {"plain U-Net": [0.85, 0.86, 0.87], "Fully-InvRes": [0.84, 0.84, 0.84], "Fully-InvRes 1-2-2-4": [0.86, 0.86, 0.87]}
+    line = inv.target_lines({"dice": _dice_cells(arms), "steps": steps}, {})[0]
+    assert line.startswith("Target (met): Fully-InvRes 1-2-2-4 0.8633") and "0.45x" in line and "1.40x" in line
+    slow = {
+        "hippocampus": {
+            "models": {**steps["hippocampus"]["models"], "Fully-InvRes 1-2-2-4": {"peak_rss_above_base_mib": 45.0, "step_seconds": 1.6}}
+        }
+    }
+    assert inv.target_lines({"dice": _dice_cells(arms), "steps": slow}, {})[0].startswith("Target (missed)")
+    arms["Fully-InvRes + VAE"] = [0.90, 0.90]  # two of the plain U-Net's three seeds: named, not chosen, no verdict
+    line = inv.target_lines({"dice": _dice_cells(arms), "steps": steps}, {})[0]
+    assert line.startswith("Target (not judged: Fully-InvRes + VAE lacks seeds)") and "Fully-InvRes + VAE: fewer seeds" in line
