@@ -514,7 +514,7 @@ def target_lines(r: dict, groups: dict[tuple[str, str], list[dict]]) -> list[str
         verdict = f"not judged: {' and '.join(short)} lacks seeds"
     return [
         f"Target ({verdict}): {chosen} {base[chosen]:.4f} against the plain U-Net's {base['plain U-Net']:.4f} mean Dice over "
-        f"seeds {', '.join(sorted(seeds))}, {memory:.2f}x its peak step memory (at most 0.5x), {step:.2f}x its step time (at most 1.5x){note}.",
+        f"seeds {', '.join(k.removeprefix('seed') for k in sorted(seeds))}, {memory:.2f}x its peak step memory (at most 0.5x), {step:.2f}x its step time (at most 1.5x){note}.",
         "",
     ]
 
