@@ -85,3 +85,13 @@ def test_invertible_target_takes_the_best_fully_invres_arm_and_judges_only_whole
     arms["Fully-InvRes + VAE"] = [0.90, 0.90]  # two of the plain U-Net's three seeds: named, not chosen, no verdict
     line = inv.target_lines({"dice": _dice_cells(arms), "steps": steps}, {})[0]
     assert line.startswith("Target (not judged: Fully-InvRes + VAE lacks seeds)") and "Fully-InvRes + VAE: fewer seeds" in line
+
+
+def test_invertible_vae_effect_compares_the_seeds_both_arms_have() -> None:
+    inv = _invertible_benchmark()
+    cells = _dice_cells(
+        {"plain U-Net": [0.85, 0.87, 0.86], "plain U-Net + VAE": [0.86], "Fully-InvRes": [0.84, 0.84], "Fully-InvRes + VAE": [0.90, 0.91]}
+    )
+    rows = [line for line in inv.vae_lines({"dice": cells}) if line.startswith("| plain") or line.startswith("| Fully")]
+    assert rows[0] == "| plain U-Net | base recipe | 1 | +0.0100 | 0.0000 | one seed: not judged |"  # seed 0 only, not the 3-seed mean
+    assert rows[1].startswith("| Fully-InvRes | base recipe | 2 | +0.0650 |") and rows[1].endswith("| gain |")

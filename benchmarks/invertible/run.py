@@ -432,10 +432,17 @@ def brats_markdown(r: dict) -> list[str]:
 def dice_by_config(r: dict) -> dict[tuple[str, str], list[dict]]:
     """The Dice cells grouped by (model with or without VAE, recipe), seeds in order."""
     groups: dict[tuple[str, str], list[dict]] = {}
-    for key in sorted(r.get("dice", {})):
+    for key in sorted(r.get("dice", {}), key=_table_order):
         model, recipe, _ = key.split("/")
         groups.setdefault((model, recipe), []).append(r["dice"][key])
     return groups
+
+
+def _table_order(key: str) -> tuple:
+    """A Dice cell's place in the tables: the models in ``ARMS``'s order, each without then with the VAE, recipes, seeds."""
+    model, recipe, seed = key.split("/")
+    name = model.removesuffix(" + VAE")
+    return (list(ARMS).index(name) if name in ARMS else len(ARMS), name, model != name, recipe, seed)
 
 
 def dice_markdown(r: dict) -> list[str]:
@@ -462,23 +469,43 @@ def dice_markdown(r: dict) -> list[str]:
             f"{statistics.mean(c['dice']['hd95_mean'] for c in cells):.2f} | {statistics.mean(c['train_seconds'] for c in cells) / 60:.1f} | "
             f"{max(c['train_peak_rss_mib'] for c in cells):.0f} |"
         )
-    lines += [
+    return [*lines, "", *vae_lines(r), *target_lines(r, groups)]
+
+
+def dice_by_seed(r: dict, recipe: str) -> dict[str, dict[str, float]]:
+    """Mean Dice of each model's cells under ``recipe``, by seed ("seed0", ...)."""
+    by_seed: dict[str, dict[str, float]] = {}
+    for key, cell in r.get("dice", {}).items():
+        model, cell_recipe, seed = key.split("/")
+        if cell_recipe == recipe:
+            by_seed.setdefault(model, {})[seed] = cell["dice"]["dice_mean"]
+    return by_seed
+
+
+def vae_lines(r: dict) -> list[str]:
+    """The VAE's effect per model and recipe, over the seeds both arms have: the mean difference against the larger
+    spread of the two arms over those seeds (inside it: no effect)."""
+    import statistics
+
+    lines = [
+        "The VAE's effect (mean Dice with it minus without over the seeds both have; a difference inside either arm's "
+        "spread over those seeds is no effect):",
         "",
-        "The VAE's effect (mean Dice with it minus without; a difference inside either arm's spread over seeds is no effect):",
-        "",
+        "| model | recipe | seeds | with VAE - without | larger spread | reading |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += ["| model | recipe | with VAE - without | larger spread | reading |", "|---|---|---|---|---|"]
-    for (model, recipe), cells in groups.items():
-        plain = groups.get((model.removesuffix(" + VAE"), recipe))
-        if not model.endswith(" + VAE") or not plain:
-            continue
-        a, b = ([c["dice"]["dice_mean"] for c in x] for x in (cells, plain))
-        delta, spread = statistics.mean(a) - statistics.mean(b), max(max(a) - min(a), max(b) - min(b))
-        reading = (
-            "one seed: not judged" if min(len(a), len(b)) < 2 else "no effect" if abs(delta) <= spread else "gain" if delta > 0 else "loss"
-        )
-        lines.append(f"| {model.removesuffix(' + VAE')} | {recipe} | {delta:+.4f} | {spread:.4f} | {reading} |")
-    return [*lines, "", *target_lines(r, groups)]
+    for recipe in RECIPES:
+        by_seed = dice_by_seed(r, recipe)
+        for model in sorted(by_seed, key=lambda m: _table_order(f"{m}/{recipe}/seed0")):
+            plain = by_seed.get(model.removesuffix(" + VAE"))
+            seeds = sorted(set(by_seed[model]) & set(plain or {}))
+            if not model.endswith(" + VAE") or not seeds:
+                continue
+            a, b = ([arm[s] for s in seeds] for arm in (by_seed[model], plain))
+            delta, spread = statistics.mean(a) - statistics.mean(b), max(max(a) - min(a), max(b) - min(b))
+            reading = "one seed: not judged" if len(seeds) < 2 else "no effect" if abs(delta) <= spread else "gain" if delta > 0 else "loss"
+            lines.append(f"| {model.removesuffix(' + VAE')} | {recipe} | {len(seeds)} | {delta:+.4f} | {spread:.4f} | {reading} |")
+    return [*lines, ""]
 
 
 def target_lines(r: dict, groups: dict[tuple[str, str], list[dict]]) -> list[str]:
@@ -487,11 +514,7 @@ def target_lines(r: dict, groups: dict[tuple[str, str], list[dict]]) -> list[str
     Means are over the plain U-Net's seeds; an arm that lacks one of them is left out of the choice and named."""
     import statistics
 
-    by_seed: dict[str, dict[str, float]] = {}
-    for key, cell in r.get("dice", {}).items():
-        model, recipe, seed = key.split("/")
-        if recipe == "base recipe":
-            by_seed.setdefault(model, {})[seed] = cell["dice"]["dice_mean"]
+    by_seed = dice_by_seed(r, "base recipe")
     if "plain U-Net" not in by_seed:
         return []
     seeds = set(by_seed["plain U-Net"])
