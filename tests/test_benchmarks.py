@@ -74,16 +74,16 @@ def test_invertible_target_takes_the_best_fully_invres_arm_and_judges_only_whole
         "hippocampus": {"models": {"plain U-Net": step, "Fully-InvRes 1-2-2-4": {"peak_rss_above_base_mib": 45.0, "step_seconds": 1.4}}}
     }
     arms = {"plain U-Net": [0.85, 0.86, 0.87], "Fully-InvRes": [0.84, 0.84, 0.84], "Fully-InvRes 1-2-2-4": [0.86, 0.86, 0.87]}
-    line = inv.target_lines({"dice": _dice_cells(arms), "steps": steps}, {})[0]
+    line = inv.target_lines({"dice": _dice_cells(arms), "steps": steps})[0]
     assert line.startswith("Target (met): Fully-InvRes 1-2-2-4 0.8633") and "0.45x" in line and "1.40x" in line
     slow = {
         "hippocampus": {
             "models": {**steps["hippocampus"]["models"], "Fully-InvRes 1-2-2-4": {"peak_rss_above_base_mib": 45.0, "step_seconds": 1.6}}
         }
     }
-    assert inv.target_lines({"dice": _dice_cells(arms), "steps": slow}, {})[0].startswith("Target (missed)")
+    assert inv.target_lines({"dice": _dice_cells(arms), "steps": slow})[0].startswith("Target (missed)")
     arms["Fully-InvRes + VAE"] = [0.90, 0.90]  # two of the plain U-Net's three seeds: named, not chosen, no verdict
-    line = inv.target_lines({"dice": _dice_cells(arms), "steps": steps}, {})[0]
+    line = inv.target_lines({"dice": _dice_cells(arms), "steps": steps})[0]
     assert line.startswith("Target (not judged: Fully-InvRes + VAE lacks seeds)") and "Fully-InvRes + VAE: fewer seeds" in line
 
 
