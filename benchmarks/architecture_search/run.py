@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 # what the space holds, so that results from another space are never merged with these
 SEARCH_SPACE = "the paper's macro space plus plain or residual encoder stages (residual_<s>)"
+SKIP_SPACES = {"cross": "from any encoder stage, resampled (the paper's)", "same_level": "from their own level only"}
 # the benchmark's search budget on hippocampus; every other search setting is the config section's one default
 # (leanseg.config.ArchitectureSearchConfig), replaced by the option of the same name where one is given
 # 5 stages: the paper's space, whose poolings after stages 3 and 4 are searched (innermost 1/16 to 1/4 where the
@@ -58,6 +59,7 @@ SETTINGS = (
     "controller_lr",
     "warmup_children",
     "num_stages",
+    "skips",
 )
 
 
@@ -79,6 +81,7 @@ def arguments() -> argparse.ArgumentParser:
     ap.add_argument("--final-momentum", type=float, help="SGD momentum of the final training (default: the base trainer's)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--num-stages", type=int, help=f"encoder stages of the space (default {BUDGET['num_stages']})")
+    ap.add_argument("--skips", choices=["cross", "same_level"], help="long skips: from any encoder stage (the config's) or own level")
     ap.add_argument("--searches", nargs="*", default=["enas", "random"], choices=["enas", "random"])
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument(
@@ -164,7 +167,7 @@ def main() -> None:
         children_per_episode=st.children,
         scored_children_per_episode=st.scored_children if st.loop == "two_phase" else 0,
         child_iterations=st.child_iterations,
-        search_space=SEARCH_SPACE,
+        search_space=f"{SEARCH_SPACE}; long skips {SKIP_SPACES[st.skips]}",
         num_stages=st.num_stages,
         shared_weights=f"{optimiser(cfg.train, st.momentum)}, lr {cfg.train.lr} constant, batch {cfg.train.batch_size}, {'bf16 autocast' if use_bf16(cfg.train) else 'float32'}",
         final_iterations=st.final_iterations,

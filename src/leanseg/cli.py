@@ -469,6 +469,9 @@ def search_architecture(
         Optional[int], typer.Option("--scored-children", help="two_phase: children per episode scored with the weights fixed.")
     ] = None,
     child_iterations: Annotated[Optional[int], typer.Option("--child-iterations", help="Steps of the shared weights per child.")] = None,
+    skips: Annotated[
+        Optional[str], typer.Option(help="cross (a long skip from any encoder stage, the paper's) | same_level (from its own level).")
+    ] = None,
     controller: Annotated[Optional[str], typer.Option(help="enas (LSTM + REINFORCE) | random (the reference).")] = None,
     val_cases: Annotated[Optional[int], typer.Option("--val-cases", help="Validation cases that score each child.")] = None,
     memory_limit_gb: Annotated[

@@ -165,6 +165,7 @@ class ArchitectureSearchConfig:
     val_cases: int | None = 10  # validation cases that score each child (None: all)
     memory_limit_gb: float | None = None  # never sample a child whose estimate exceeds this (None: half the free memory)
     num_stages: int = 4
+    skips: str = "cross"  # cross: a long skip from any encoder stage, resampled (the paper's) | same_level
     seed: int = 0
     derive_samples: int = 10  # ENAS derivation: samples scored beside the most probable architecture
     momentum: float | None = 0.9  # SGD momentum of the shared weights (None: train.momentum; 0.99 collapsed them)

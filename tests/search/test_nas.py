@@ -86,6 +86,39 @@ def test_children_share_the_supernets_weights() -> None:
     assert net.child_parameters(other) == net.child_parameters(a)
 
 
+def test_long_skips_cross_resolutions_in_the_papers_space_and_keep_their_own_level_otherwise() -> None:
+    from leanseg.models.nas_space import long_skip_source
+
+    torch.manual_seed(4)
+    space = architecture_space(*SPACES[0], in_channels=1, num_classes=2)  # 4 stages, decoder levels 1-3
+    assert dict(zip(space.keys, (d.choices for d in space.decisions)))["long_skip_2"] == ("off", "enc_1", "enc_2", "enc_3", "enc_4")
+    assert space.largest()["long_skip_2"] == "enc_2" and long_skip_source({"long_skip_2": "on"}, 2) == 2
+    net = SuperNet(space)
+    assert len(net.cross) == 3 * 3  # each decoder level from each other stage
+    small = {d.name: min(d.choices) for d in space.decisions if d.name.startswith("patch_")}
+    base = {**space.values([0.0] * space.dim), **small}
+    x = torch.randn(1, 1, *space.patch_size(base))
+    for source, key in (("enc_1", "1_2"), ("enc_4", "4_2")):  # finer (pooled), coarser (upsampled) than level 2
+        child = {**base, "long_skip_2": source}
+        assert not torch.allclose(net(x, child), net(x, base))
+        net.zero_grad()
+        net(x, child).square().mean().backward()
+        assert net.cross[key].weight.grad.abs().sum() > 0
+        assert all(c.weight.grad is None for k, c in net.cross.items() if k != key)
+        assert net.long[1].weight.grad is None  # the same-level skip's weight is another
+    same = architecture_space(*SPACES[0], in_channels=1, num_classes=2, cross_skips=False)
+    assert same.largest()["long_skip_1"] == "on" and len(SuperNet(same).cross) == 0  # searches before the change load
+
+
+def test_an_unknown_long_skip_space_is_refused_before_the_search(phantoms, tiny_cfg, tmp_path) -> None:
+    from leanseg.errors import LeansegError
+    from leanseg.search.nas import search_architecture
+
+    with pytest.raises(LeansegError, match="cross or same_level"):
+        search_architecture(phantoms, tmp_path / "s", tiny_cfg, "random", episodes=1, children=1, skips="diagonal")
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("shape,spacing", SPACES)
 def test_memory_estimate_against_the_measured_activations(shape, spacing) -> None:
     torch.manual_seed(2)

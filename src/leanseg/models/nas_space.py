@@ -23,8 +23,10 @@ Decisions (S encoder stages, S - 1 poolings; our reading of the paper's macro sp
   the child chosen from its plain-only space stayed 1.4 Dice points under the residual U-Net on
   hippocampus;
 * ``skip_<s>``: the U-Net skip at level s (1x1x1 convolution halving channels, concatenated), or zero;
-* ``long_skip_<s>``: an extra long skip from encoder stage s to decoder stage s, added after a
-  matching 1x1x1 convolution, or none.
+* ``long_skip_<s>``: an extra long skip into decoder level s, or none. In the paper's space (``cross_skips``,
+  the default) its source is any encoder stage j (``enc_<j>``), resampled to level s (average pooling from a
+  finer stage, trilinear upsampling from a coarser one) around a matching 1x1x1 convolution and added; without
+  ``cross_skips`` the choice is ``on`` (from encoder stage s, the space of searches before issue 30).
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ class ArchitectureSpace:
                 arch[d.name] = max(d.choices)
             elif d.name.startswith(("conv2_", "skip_")):
                 arch[d.name] = "conv" if d.name.startswith("conv2_") else "on"
-            elif d.name.startswith(("long_skip_", "residual_")):
+            elif d.name.startswith("long_skip_"):
+                arch[d.name] = "on" if "on" in d.choices else f"enc_{d.name.rsplit('_', 1)[1]}"  # from its own level
+            elif d.name.startswith("residual_"):
                 arch[d.name] = "on"
             else:
                 arch[d.name] = d.choices[0]
@@ -157,6 +161,15 @@ class ArchitectureSpace:
         )
 
 
+def long_skip_source(arch: dict[str, Any], level: int) -> int | None:
+    """The encoder stage (1-based) whose features the long skip into decoder ``level`` adds, or None: ``enc_<j>``
+    names it, ``on`` (same-level spaces) is the level's own stage."""
+    choice = arch[f"long_skip_{level}"]
+    if choice == "off":
+        return None
+    return level if choice == "on" else int(str(choice).removeprefix("enc_"))
+
+
 def arch_to_json(arch: dict[str, Any]) -> dict[str, Any]:
     """An architecture with its patch choices as lists, for JSON and YAML (``ArchitectureSpace.normalise`` reads it back)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
@@ -177,8 +190,10 @@ def architecture_space(
     num_classes: int,
     num_stages: int = 4,
     base_features: int = 16,
+    cross_skips: bool = True,
 ) -> ArchitectureSpace:
-    """The macro space for a dataset: its median shape (voxels at the target spacing) fixes the patch choices."""
+    """The macro space for a dataset: its median shape (voxels at the target spacing) fixes the patch choices;
+    ``cross_skips``: a long skip may come from any encoder stage (the paper's), else from its own level only."""
     if num_stages < 3:
         raise LeansegError(f"A searched U-Net needs at least 3 stages (deep supervision from stages 1-3); got {num_stages}.")
     divisor = 2 ** (num_stages - 1)
@@ -205,5 +220,6 @@ def architecture_space(
     for s in range(1, num_stages):
         decisions.append(Decision(f"conv2_dec_{s}", ("conv", "zero")))
         decisions.append(Decision(f"skip_{s}", ("on", "zero")))
-        decisions.append(Decision(f"long_skip_{s}", ("off", "on")))
+        sources = tuple(f"enc_{j}" for j in range(1, num_stages + 1)) if cross_skips else ("on",)
+        decisions.append(Decision(f"long_skip_{s}", ("off", *sources)))
     return ArchitectureSpace(tuple(decisions), num_stages, groups, in_channels, num_classes, base_features)

@@ -10,8 +10,10 @@ The base: S encoder stages of two 3x3x3 convolutions (instance norm, the stage's
 second optional, each stage with an optional 1x1x1-convolution shortcut from its input (residual
 stages); pooling between stages; a decoder that upsamples (trilinear, then a 1x1x1 convolution to
 the level's width), concatenates the level's skip (a 1x1x1 convolution halving the
-channels), and applies two convolutions; optional long skips added at each decoder level after a
-1x1x1 convolution; deep supervision summed from decoder levels 1-3 (coarser logits upsampled).
+channels), and applies two convolutions; an optional long skip added at each decoder level after a
+1x1x1 convolution, from the level's own encoder stage or, in the paper's space, from any other (resampled:
+average pooling from a finer stage before the convolution, trilinear upsampling from a coarser one after
+it); deep supervision summed from decoder levels 1-3 (coarser logits upsampled).
 Shapes: (B, C, D, H, W) -> logits (B, K, D, H, W), each size a multiple of the child's total stride.
 """
 
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanseg.config import ModelConfig, build_section
-from leanseg.models.nas_space import ArchitectureSpace
+from leanseg.models.nas_space import ArchitectureSpace, long_skip_source
 from leanseg.models.protocol import SegmentationModel
 from leanseg.registry import MODELS
 
@@ -79,7 +81,10 @@ class SuperNet(nn.Module):
         # decoder level s (0-based, S - 2 down to 0) receives level s + 1
         self.up = nn.ModuleList([nn.Conv3d(w[s + 1], w[s], 1, bias=False) for s in range(S - 1)])
         self.skip = nn.ModuleList([nn.Conv3d(w[s], w[s] // 2, 1, bias=False) for s in range(S - 1)])
-        self.long = nn.ModuleList([nn.Conv3d(w[s], w[s], 1, bias=False) for s in range(S - 1)])
+        self.long = nn.ModuleList([nn.Conv3d(w[s], w[s], 1, bias=False) for s in range(S - 1)])  # same-level long skips
+        self.cross = nn.ModuleDict(  # cross-resolution long skips, "<source stage>_<decoder level>", where the space has them
+            {f"{j}_{n}": nn.Conv3d(w[j - 1], w[n - 1], 1, bias=False) for j, n in _cross_pairs(space)}
+        )
         self.dec1 = nn.ModuleList([SharedConv(w[s] + w[s] // 2, w[s], (1,)) for s in range(S - 1)])
         self.dec2 = nn.ModuleList([SharedConv(w[s], w[s], (1,)) for s in range(S - 1)])
         self.heads = nn.ModuleList([nn.Conv3d(w[s], K, 1) for s in range(min(3, S - 1))])
@@ -100,6 +105,7 @@ class SuperNet(nn.Module):
                 y = self.enc2[s](_act(act, y), arch.get(f"dilation_{n}_2", 1))
             x = _act(act, y + self.shortcut[s](x) if residual else y)
             skips.append(x)
+        encs = list(skips)  # every encoder stage's output, for the long skips
         x = skips.pop()
         logits = None
         for s in range(S - 2, -1, -1):
@@ -111,13 +117,23 @@ class SuperNet(nn.Module):
             x = _act(act, self.dec1[s](torch.cat([x, skip], 1)))
             if arch[f"conv2_dec_{n}"] == "conv":
                 x = _act(act, self.dec2[s](x))
-            if arch[f"long_skip_{n}"] == "on":
-                x = x + self.long[s](enc)
+            source = long_skip_source(arch, n)
+            if source is not None:
+                x = x + self._long_skip(encs[source - 1], source, n, x.shape[-3:])
             if s < len(self.heads):  # deep supervision: logits of levels 1-3, summed at full resolution
                 out = self.heads[s](x)
                 logits = out if logits is None else out + F.interpolate(logits, size=out.shape[-3:], mode="trilinear")
         assert logits is not None
         return logits
+
+    def _long_skip(self, enc: torch.Tensor, source: int, level: int, size: torch.Size) -> torch.Tensor:
+        """Encoder stage ``source``'s features for decoder ``level`` (1-based), projected to its width and resampled."""
+        if source == level:
+            return self.long[level - 1](enc)
+        conv = self.cross[f"{source}_{level}"]
+        if source < level:  # finer: pool first, so the convolution runs on the coarser grid
+            return conv(F.adaptive_avg_pool3d(enc, size))
+        return F.interpolate(conv(enc), size=size, mode="trilinear")
 
     def total_stride(self, arch: dict[str, Any]) -> tuple[int, int, int]:
         """A child's input sizes must be multiples of this per axis."""
@@ -144,6 +160,17 @@ class SuperNet(nn.Module):
             for h in hooks:
                 h.remove()
         return sum(used.values())
+
+
+def _cross_pairs(space: ArchitectureSpace) -> list[tuple[int, int]]:
+    """(source stage, decoder level) of every cross-resolution long skip the space offers."""
+    pairs = []
+    for d in space.decisions:
+        if d.name.startswith("long_skip_"):
+            level = int(d.name.rsplit("_", 1)[1])
+            sources = {long_skip_source({d.name: c}, level) for c in d.choices}
+            pairs += [(j, level) for j in sorted(s for s in sources if s is not None and s != level)]
+    return pairs
 
 
 class ChildNet(SuperNet, SegmentationModel):
@@ -203,6 +230,9 @@ def estimate_activation_bytes(space: ArchitectureSpace, arch: dict[str, Any], ba
             values += w[s] * sizes[s]  # the shortcut convolution's output, kept by its norm
         if s > 0 and arch[f"pool_type_{s}"] == "max":
             values += 2 * w[s - 1] * sizes[s]  # int64 indices
+        source = long_skip_source(arch, n) if s < S - 1 else None
+        if source is not None and source < n:
+            values += w[source - 1] * sizes[s]  # the pooled map a finer stage's long skip convolves
         if s < S - 1:
             convs = 2 if arch[f"conv2_dec_{n}"] == "conv" else 1
             values += w[s + 1] * sizes[s]  # the interpolated map the 1x1x1 projection keeps

@@ -53,6 +53,7 @@ from leanseg.utils import atomic_path, atomic_write_text, resolve_device, seed_e
 
 PROCESS_OVERHEAD_BYTES = 600 * 2**20  # torch, MONAI and the data cache in a training process, measured ~0.5-0.6 GiB here
 LOOPS = ("two_phase", "interleaved")
+SKIPS = ("cross", "same_level")
 
 
 @dataclass
@@ -181,6 +182,8 @@ class _Search:
             raise LeansegError(f"--warmup-children must be 0 or more; got {a.warmup_children}.")
         if a.loop not in LOOPS:
             raise LeansegError(f"Unknown search loop '{a.loop}'; use {' or '.join(LOOPS)}.")
+        if a.skips not in SKIPS:
+            raise LeansegError(f"Unknown long-skip space '{a.skips}'; use {' or '.join(SKIPS)}.")
         if a.loop == "two_phase" and a.scored_children < 1:
             raise LeansegError(f"--scored-children must be 1 or more for the two-phase loop; got {a.scored_children}.")
         self.a, self.data_dir, self.out = a, data_dir, out
@@ -195,7 +198,7 @@ class _Search:
         self.val_ids = self.split["val"][: a.val_cases] if a.val_cases else self.split["val"]
         p = self.plan
         self.space = architecture_space(
-            p.median_shape, p.target_spacing, p.num_channels, p.num_classes, a.num_stages, cfg.model.base_features
+            p.median_shape, p.target_spacing, p.num_channels, p.num_classes, a.num_stages, cfg.model.base_features, a.skips == "cross"
         )
         self.net = SuperNet(self.space).to(resolve_device(cfg.train.device))  # children train where train.device says
         self.num_params = sum(q.numel() for q in self.net.parameters())
