@@ -19,8 +19,8 @@ autoencoder regularization" (BrainLes 2018).
 ``depth`` couplings per stage (default 1): one coupling holds four 3x3x3 convolution layers (two in F,
 two in G, on half the channels each), as many layers as two residual units of the plain U-Net.
 ``encoder_depths`` sets the encoder's couplings level by level instead, e.g. Myronenko's (1, 2, 2, 4): the
-parameters then grow where the voxels are few (hippocampus, float32: 2.20 M parameters at 1.2x the step time of
-``depth`` 1, where ``depth`` 3 everywhere takes 3.3x in bf16), and the activations held stay one chain's per stage.
+parameters then grow where the voxels are few (hippocampus, float32, benchmarks/results/invertible.md: 2.20 M
+parameters at 1.19x the step time of ``depth`` 1), and the activations held stay one chain's per stage.
 
 Shapes: (B, C_in, D, H, W) -> logits (B, K, D, H, W); sizes must be multiples of 2^(stages-1).
 """

@@ -105,13 +105,12 @@ class SuperNet(nn.Module):
                 y = self.enc2[s](_act(act, y), arch.get(f"dilation_{n}_2", 1))
             x = _act(act, y + self.shortcut[s](x) if residual else y)
             skips.append(x)
-        encs = list(skips)  # every encoder stage's output, for the long skips
-        x = skips.pop()
+        x = skips[-1]
         logits = None
         for s in range(S - 2, -1, -1):
             n = s + 1
             act = arch[f"activation_{n}"]
-            enc = skips.pop()
+            enc = skips[s]
             x = self.up[s](F.interpolate(x, size=enc.shape[-3:], mode="trilinear"))
             skip = self.skip[s](enc) if arch[f"skip_{n}"] == "on" else x.new_zeros((x.shape[0], self.widths[s] // 2, *x.shape[2:]))
             x = _act(act, self.dec1[s](torch.cat([x, skip], 1)))
@@ -119,7 +118,7 @@ class SuperNet(nn.Module):
                 x = _act(act, self.dec2[s](x))
             source = long_skip_source(arch, n)
             if source is not None:
-                x = x + self._long_skip(encs[source - 1], source, n, x.shape[-3:])
+                x = x + self._long_skip(skips[source - 1], source, n, x.shape[-3:])
             if s < len(self.heads):  # deep supervision: logits of levels 1-3, summed at full resolution
                 out = self.heads[s](x)
                 logits = out if logits is None else out + F.interpolate(logits, size=out.shape[-3:], mode="trilinear")
