@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from leanseg.checkpoint import load_run_model
+from leanseg.models.protocol import OnnxPart
 from leanseg.utils import atomic_path
 
 
@@ -23,18 +24,23 @@ def export_onnx(run_dir: Path | str, output: Path | str | None = None, opset: in
     else:
         folder = Path(output) if output is not None else run_dir if run_dir.is_dir() else run_dir.parent
         targets = {name: folder / f"{name}.onnx" for name in parts}
-    with ExitStack() as stack, torch.inference_mode():  # every file renamed into place only once all are traced
+    with ExitStack() as stack:  # every file renamed into place only once all are traced
         for name, part in parts.items():
-            tmp = stack.enter_context(atomic_path(targets[name]))
-            names = part.input_names + part.output_names
-            torch.onnx.export(
-                part.module,
-                part.inputs,
-                str(tmp),
-                input_names=list(part.input_names),
-                output_names=list(part.output_names),
-                dynamic_axes={n: {0: "batch", 2: f"{n}_depth", 3: f"{n}_height", 4: f"{n}_width"} for n in names},
-                opset_version=opset,
-                dynamo=False,
-            )
+            export_part(part, stack.enter_context(atomic_path(targets[name])), opset)
     return list(targets.values())
+
+
+def export_part(part: OnnxPart, path: Path | str, opset: int = 18) -> None:
+    """Trace one graph of a model's :meth:`onnx_parts` into ``path``, batch and spatial sizes dynamic."""
+    names = part.input_names + part.output_names
+    with torch.inference_mode():
+        torch.onnx.export(
+            part.module,
+            part.inputs,
+            str(path),
+            input_names=list(part.input_names),
+            output_names=list(part.output_names),
+            dynamic_axes={n: {0: "batch", 2: f"{n}_depth", 3: f"{n}_height", 4: f"{n}_width"} for n in names},
+            opset_version=opset,
+            dynamo=False,
+        )

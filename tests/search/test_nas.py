@@ -110,6 +110,23 @@ def test_long_skips_cross_resolutions_in_the_papers_space_and_keep_their_own_lev
     assert same.largest()["long_skip_1"] == "on" and len(SuperNet(same).cross) == 0  # searches before the change load
 
 
+@pytest.mark.parametrize("source", ["enc_1", "enc_4"])  # finer than decoder level 2 (pooled), coarser (upsampled)
+def test_a_child_with_a_cross_resolution_skip_runs_the_same_on_onnx_runtime(source, tmp_path) -> None:
+    from leanseg.export import export_part
+    from leanseg.inference import onnx_session
+    from leanseg.models.nas_unet import ChildNet
+
+    torch.manual_seed(5)
+    space = architecture_space(*SPACES[0], in_channels=1, num_classes=2)
+    small = {d.name: min(d.choices) for d in space.decisions if d.name.startswith("patch_")}
+    child = ChildNet(space, {**space.values([0.0] * space.dim), **small, "long_skip_2": source}).eval()
+    patch = space.patch_size(child.arch)
+    export_part(child.onnx_parts(torch.zeros(2, 1, *patch))["model"], tmp_path / "model.onnx")
+    x = torch.randn(1, 1, *(2 * p for p in patch))  # another size than the traced one: sliding windows differ in size
+    with torch.no_grad():
+        assert torch.allclose(onnx_session(tmp_path / "model.onnx", 1)(x)[0], child(x), atol=1e-4)
+
+
 def test_an_unknown_long_skip_space_is_refused_before_the_search(phantoms, tiny_cfg, tmp_path) -> None:
     from leanseg.errors import LeansegError
     from leanseg.search.nas import search_architecture

@@ -118,20 +118,22 @@ class SuperNet(nn.Module):
                 x = _act(act, self.dec2[s](x))
             source = long_skip_source(arch, n)
             if source is not None:
-                x = x + self._long_skip(skips[source - 1], source, n, x.shape[-3:])
+                x = x + self._long_skip(skips[source - 1], source, n, strides, x.shape[-3:])
             if s < len(self.heads):  # deep supervision: logits of levels 1-3, summed at full resolution
                 out = self.heads[s](x)
                 logits = out if logits is None else out + F.interpolate(logits, size=out.shape[-3:], mode="trilinear")
         assert logits is not None
         return logits
 
-    def _long_skip(self, enc: torch.Tensor, source: int, level: int, size: torch.Size) -> torch.Tensor:
+    def _long_skip(self, enc: torch.Tensor, source: int, level: int, strides: list[tuple[int, int, int]], size: torch.Size) -> torch.Tensor:
         """Encoder stage ``source``'s features for decoder ``level`` (1-based), projected to its width and resampled."""
         if source == level:
             return self.long[level - 1](enc)
         conv = self.cross[f"{source}_{level}"]
         if source < level:  # finer: pool first, so the convolution runs on the coarser grid
-            return conv(F.adaptive_avg_pool3d(enc, size))
+            # the encoder's poolings in between, as one window (floored like theirs): static sizes, so ONNX exports it
+            window = tuple(int(np.prod([st[a] for st in strides[source - 1 : level - 1]])) for a in range(3))
+            return conv(F.avg_pool3d(enc, window, window))
         return F.interpolate(conv(enc), size=size, mode="trilinear")
 
     def total_stride(self, arch: dict[str, Any]) -> tuple[int, int, int]:
