@@ -122,7 +122,7 @@ def test_a_child_with_a_cross_resolution_skip_runs_the_same_on_onnx_runtime(sour
     child = ChildNet(space, {**space.values([0.0] * space.dim), **small, "long_skip_2": source}).eval()
     patch = space.patch_size(child.arch)
     export_part(child.onnx_parts(torch.zeros(2, 1, *patch))["model"], tmp_path / "model.onnx")
-    x = torch.randn(1, 1, *(2 * p for p in patch))  # another size than the traced one: sliding windows differ in size
+    x = torch.randn(1, 1, *(2 * p for p in patch))  # not the traced size: the spatial axes are dynamic
     with torch.no_grad():
         assert torch.allclose(onnx_session(tmp_path / "model.onnx", 1)(x)[0], child(x), atol=1e-4)
 
