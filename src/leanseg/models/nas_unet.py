@@ -132,7 +132,7 @@ class SuperNet(nn.Module):
         conv = self.cross[f"{source}_{level}"]
         if source < level:  # finer: pool first, so the convolution runs on the coarser grid
             # the encoder's poolings in between, as one window (floored like theirs): static sizes, so ONNX exports it
-            window = tuple(int(np.prod([st[a] for st in strides[source - 1 : level - 1]])) for a in range(3))
+            window = tuple(int(v) for v in np.prod(strides[source - 1 : level - 1], axis=0))
             return conv(F.avg_pool3d(enc, window, window))
         return F.interpolate(conv(enc), size=size, mode="trilinear")
 
