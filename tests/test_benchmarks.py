@@ -95,3 +95,56 @@ def test_invertible_vae_effect_compares_the_seeds_both_arms_have() -> None:
     rows = [line for line in inv.vae_lines({"dice": cells}) if line.startswith("| plain") or line.startswith("| Fully")]
     assert rows[0] == "| plain U-Net | base recipe | 1 | +0.0100 | 0.0000 | one seed: not judged |"  # seed 0 only, not the 3-seed mean
     assert rows[1].startswith("| Fully-InvRes | base recipe | 2 | +0.0650 |") and rows[1].endswith("| gain |")
+
+
+def _seeds_benchmark():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nas_seeds", ROOT / "benchmarks" / "architecture_search" / "seeds.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _nas_seed(seed: int, enas: float, random: float, base: float | None, enas_minutes: float = 30.0) -> dict:
+    def search(dice: float, minutes: float) -> dict:
+        episodes = [{"episode": 0, "mean_reward": 0.1, "best_reward": 0.2, "entropy": 39.0}]
+        return {
+            "minutes": minutes,
+            "threads": 2,
+            "best_child_reward": dice + 0.01,
+            "chosen_val_dice": dice,
+            "chosen_val_dice_shared_weights": dice,
+            "episodes": episodes,
+        }
+
+    r = {"seed": seed, "final_iterations": 0, "machine": {"leanseg_commit": "abc", "cpu": "cpu"}}
+    r["searches"] = {"enas": search(enas, enas_minutes), "random": search(random, 25.0)}
+    if base is not None:
+        r["base_unet"] = {"iterations": 9000, "minutes": enas_minutes, "wall_minutes": 31.0, "threads": 1, "val_dice": base}
+    return r
+
+
+def test_nas_seeds_summary_judges_each_target_on_the_seeds_that_ran_it() -> None:
+    nas = _seeds_benchmark()
+    rows = [
+        nas.seed_row(_nas_seed(0, 0.64, 0.59, 0.87)),
+        nas.seed_row(_nas_seed(1, 0.60, 0.62, 0.88)),
+        nas.seed_row(_nas_seed(2, 0.62, 0.58, None, 95.0)),
+    ]
+    s = nas.summary(rows)
+    assert s["means"]["base_unet"]["n"] == 2 and abs(s["means"]["base_unet"]["mean"] - 0.875) < 1e-9
+    assert abs(s["means"]["enas_without_retraining"]["mean"] - 0.62) < 1e-9 and s["means"]["enas_without_retraining"]["n"] == 3
+    t = s["targets"]
+    assert t["child_without_retraining_at_least_base_unet"] is False and t["enas_at_least_random"] is True
+    assert t["enas_wins_per_seed"] == "2 of 3" and t["search_within_90_minutes"] is False  # seed 2's 95 minutes
+
+
+def test_nas_seeds_refuses_files_of_another_search(tmp_path: Path) -> None:
+    nas = _seeds_benchmark()
+    for stem, episodes in (("a", 8), ("b", 16)):
+        (tmp_path / f"{stem}.json").write_text(json.dumps({**_nas_seed(0, 0.6, 0.6, 0.8), "episodes": episodes}))
+    with pytest.raises(SystemExit, match="b.json ran another search than a.json \\(episodes\\)"):
+        nas.read_runs(tmp_path, ["a", "b"])
+    with pytest.raises(SystemExit, match="c.json does not exist"):
+        nas.read_runs(tmp_path, ["a", "c"])
