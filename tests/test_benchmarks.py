@@ -54,13 +54,18 @@ def test_every_benchmark_smoke_run_writes_its_results_and_leaves_the_committed_o
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "benchmarks" / "results").glob("*")} == committed
 
 
-def _invertible_benchmark():
+def _benchmark_module(script: str):
+    """A benchmark script (``benchmarks/<script>``) loaded as a module, for tests of its pure functions."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("invertible_run", ROOT / "benchmarks" / "invertible" / "run.py")
+    spec = importlib.util.spec_from_file_location(script.replace("/", "_").removesuffix(".py"), ROOT / "benchmarks" / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _invertible_benchmark():
+    return _benchmark_module("invertible/run.py")
 
 
 def _dice_cells(arms: dict[str, list[float]]) -> dict:
@@ -98,12 +103,7 @@ def test_invertible_vae_effect_compares_the_seeds_both_arms_have() -> None:
 
 
 def _seeds_benchmark():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("nas_seeds", ROOT / "benchmarks" / "architecture_search" / "seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _benchmark_module("architecture_search/seeds.py")
 
 
 def _nas_seed(seed: int, enas: float, random: float, base: float | None, enas_minutes: float = 30.0) -> dict:
