@@ -45,7 +45,7 @@ SKIP_SPACES = {"cross": "from any encoder stage, resampled (the paper's)", "same
 # 5 stages: the paper's space, whose poolings after stages 3 and 4 are searched (innermost 1/16 to 1/4 where the
 # patch allows; an axis stops pooling below 4 voxels); the headline is the chosen child without retraining.
 # 8 episodes x 20 iterations per child (3200 shared iterations): 32 minutes for ENAS on the Zen 4 EPYC at 2 threads;
-# the earlier 16 x 40 is 4x the shared iterations, over the issue's 90-minute limit by that run's rate
+# the earlier 16 x 40 is 4x the shared iterations, over the issue's 90-minute limit (an extrapolation from that run)
 BUDGET = {"episodes": 8, "child_iterations": 20, "final_iterations": 0, "num_stages": 5}
 SMOKE = {"episodes": 1, "children": 2, "scored_children": 2, "child_iterations": 1, "val_cases": 1, "final_iterations": 2, "num_stages": 3}
 SETTINGS = (
@@ -340,12 +340,9 @@ def render(r: dict[str, Any]) -> str:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from leanseg.bench import panels, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = panels()
     for i, (name, s) in enumerate(r["searches"].items()):
         x = [e["episode"] + 1 for e in s["episodes"]]
         a.plot(x, [e["mean_reward"] for e in s["episodes"]], "o-", color=f"C{i}", label=f"{name}: mean child Dice")
@@ -358,12 +355,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
         a.axhline(r["base_unet"]["val_dice"], color="k", ls=":", label="base U-Net, same time (42 cases)")
     a.set(xlabel="episode (0: the uniform warm-up, if any)", ylabel="validation Dice")
     b.set(xlabel="episode", ylabel="entropy (nats)")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, (a, b), path)
 
 
 if __name__ == "__main__":

@@ -224,12 +224,9 @@ def render(r: dict[str, Any]) -> str:
 
 def plot(r: dict[str, Any], path: Path) -> None:
     """The paper's Figure 3 for every seed: mean scored-child Dice and the controller's entropy per episode."""
-    import matplotlib
+    from leanseg.bench import panels, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b) = panels()
     for i, row in enumerate(r["seeds"]):
         for name, style in (("enas", "o-"), ("random", "s--")):
             if row[name]:
@@ -242,12 +239,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
         a.axhline(r["means"]["base_unet"]["mean"], color="k", ls=":", label="base U-Net, ENAS's minutes (mean)")
     a.set(xlabel="episode", ylabel="mean scored-child Dice (val subset)")
     b.set(xlabel="episode", ylabel="controller entropy (nats)")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, (a, b), path)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,28 @@ def saved_for_backward(fn: Callable[[], Any], parameters: bool = True) -> tuple[
 
 
 # --- the frame every benchmark script shares: arguments -> config -> library calls -> one results writer ----------
+def panels(n: int = 2, figsize: tuple[float, float] = (10, 4)) -> tuple[Any, Any]:
+    """A figure of ``n`` axes side by side on matplotlib's Agg back-end (benchmarks draw without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, n, figsize=figsize)
+
+
+def save_figure(fig: Any, axes: Any, path: Path, legend_size: int = 7, dpi: int = 100) -> None:
+    """A light grid and a legend on each of ``axes``, then the figure written to ``path`` and closed."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def benchmark_arguments(ap: Any, name: str, work: str) -> None:
     """Add the options every benchmark has: ``--smoke``, ``--results``, ``--name`` and ``--work``."""
     ap.add_argument(
