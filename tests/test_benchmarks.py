@@ -148,3 +148,24 @@ def test_nas_seeds_refuses_files_of_another_search(tmp_path: Path) -> None:
         nas.read_runs(tmp_path, ["a", "b"])
     with pytest.raises(SystemExit, match="c.json does not exist"):
         nas.read_runs(tmp_path, ["a", "c"])
+
+
+def _lowres_entry(model: str, seconds: float, recall: float, objects: int = 100) -> dict:
+    quality = {"object_recall": recall, "objects": objects, "froc_luna16": recall, "froc_avg_recall_0_5": recall}
+    return {"model": model, "threads": {"2": {"seconds": {"mean": seconds}}}, "quality": quality}
+
+
+def test_lowres_fair_unet_is_the_fastest_overlap_within_one_object_and_speed_is_judged_at_both_precisions() -> None:
+    lowres = _benchmark_module("lowres/run.py")
+    entries = {
+        "U-Net, overlap 0.5, bf16": _lowres_entry("unet", 60.0, 0.80),
+        "U-Net, overlap 0.25, bf16": _lowres_entry("unet", 20.0, 0.79),  # one object fewer: still fair
+        "U-Net, tiled (overlap 0), bf16": _lowres_entry("unet", 10.0, 0.78),  # two fewer: not
+        "LowRes": _lowres_entry("lowres", 2.0, 0.77),
+        "LowRes, bf16": _lowres_entry("lowres", 0.9, 0.77),
+    }
+    assert lowres.fair_unet(entries) == "U-Net, overlap 0.25, bf16"
+    lines = lowres.targets({"entries": entries})
+    assert lines[0].startswith("- LowRes, bf16 22.2x faster") and lines[0].endswith("met.")
+    assert lines[1].startswith("- LowRes 10.0x faster") and lines[1].endswith("missed.")
+    assert "- LowRes recall 0.770 = 0.97 of the U-Net's: target 0.95, met." in lines
