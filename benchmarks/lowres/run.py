@@ -171,7 +171,7 @@ def arguments() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="stage one retrained with a model.extra change (pos_weight=40)",
+        help="stage one retrained with one numeric model.extra setting changed (pos_weight=40)",
     )
     ap.add_argument("--keep", nargs="*", default=[], choices=list(ENTRIES), help="entries kept from the last results file")
     benchmark_arguments(ap, "lowres", "/tmp/leanseg_bench/lowres")
@@ -254,7 +254,7 @@ def main() -> None:
 
 
 def stage_one_variant(variant: str, base: Any, data: Path, work: Path, val: list, args: argparse.Namespace) -> dict[str, Any]:
-    """Stage one retrained with one ``model.extra`` setting changed (``KEY=VALUE``), scored at the held-out objects."""
+    """Stage one retrained with one numeric ``model.extra`` setting changed (``KEY=VALUE``), scored at the held-out objects."""
     key, value = variant.split("=")
     cfg = base.with_overrides({"model.extra": {**base.model.extra, key: float(value)}})
     info = train_model("lowres", [(f"lowres_stage1_{key}{value}", cfg)], data, work, args.reuse)
