@@ -125,29 +125,33 @@ def evaluate(run_dir: str, cases: list[tuple[str, str, str]], threads: int, qual
     return {"cases": rows}
 
 
-def stage_one_at_objects(run_dir: str, cases: list[tuple[str, str, str]], threads: int) -> dict[str, Any]:
-    """Stage one's probability (its 1/8-resolution map, upsampled trilinearly) at its highest over each held-out
-    object, with the object's size, and the share of the volume above each threshold: what the threshold misses."""
+def stage_one_at_objects(run_dirs: list[str], cases: list[tuple[str, str, str]], threads: int) -> list[dict[str, Any]]:
+    """For each run's stage one: its probability (the 1/8-resolution map, upsampled trilinearly) at its highest over
+    each held-out object, with the object's size, and the share of the volume above each threshold: what the threshold
+    misses. Each case is read and its objects labelled once for all runs."""
+    import scipy.ndimage as ndi
+
     from leanseg.data.io import read_image
     from leanseg.inference import Predictor
-    from leanseg.objects import components
+    from leanseg.objects import components, sphere_diameters
     from leanseg.utils import set_threads
 
     set_threads(threads)
-    p = Predictor.from_run(run_dir, num_threads=threads, backend="eager")
-    p.model.stage = 1  # inference returns stage one's map as class 1 (LowResNet)
-    objects, above = [], {t: [] for t in STAGE_ONE_THRESHOLDS}
+    predictors = [Predictor.from_run(r, num_threads=threads, backend="eager") for r in run_dirs]
+    for p in predictors:
+        p.model.stage = 1  # inference returns stage one's map as class 1 (LowResNet)
+    scores = [{"objects": [], "above": {t: [] for t in STAGE_ONE_THRESHOLDS}} for _ in run_dirs]
     for _, image_path, label_path in cases:
         image = read_image([Path(image_path)])
-        prob = p.predict_volume_probabilities(image)[0].numpy()[1]
         lab, n = components(np.asarray(read_image([Path(label_path)]).array[0]) > 0)
-        voxel = float(np.prod(image.spacing))
-        for k in range(1, n + 1):
-            obj = lab == k
-            objects.append({"size_mm": float((6 * obj.sum() * voxel / np.pi) ** (1 / 3)), "probability": float(prob[obj].max())})
-        for t in STAGE_ONE_THRESHOLDS:
-            above[t].append(float((prob >= t).mean()))
-    return {"objects": objects, "volume_above": {str(t): float(np.mean(v)) for t, v in above.items()}}
+        sizes = sphere_diameters(lab, n, image.spacing)
+        for p, score in zip(predictors, scores):
+            prob = p.predict_volume_probabilities(image)[0].numpy()[1]
+            peaks = ndi.maximum(prob, lab, index=np.arange(1, n + 1)) if n else []
+            score["objects"] += [{"size_mm": float(d), "probability": float(m)} for d, m in zip(sizes, peaks)]
+            for t in STAGE_ONE_THRESHOLDS:
+                score["above"][t].append(float((prob >= t).mean()))
+    return [{"objects": s["objects"], "volume_above": {str(t): float(np.mean(v)) for t, v in s["above"].items()}} for s in scores]
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -245,21 +249,21 @@ def main() -> None:
             results["entries"][entry] = {"model": model, **evaluate_entry(work / model, val, args.timing_cases, settings, args.smoke)}
             results.write()
     if "lowres" in args.models:
-        stage_one, _ = run_isolated(stage_one_at_objects, str(work / "lowres"), val, 2, inline=args.smoke)
-        results["stage_one"] = stage_one
-    for variant in args.stage_one_variants:
-        results.setdefault("stage_one_variants", {})[variant] = stage_one_variant(variant, runs["lowres"][0][1], data, work, val, args)
+        variants = {v: stage_one_variant(v, runs["lowres"][0][1], data, work, args.reuse) for v in args.stage_one_variants}
+        run_dirs = [str(work / "lowres")] + [str(work / next(iter(v["training"]))) for v in variants.values()]
+        stage_ones, _ = run_isolated(stage_one_at_objects, run_dirs, val, 2, inline=args.smoke)
+        results["stage_one"] = stage_ones[0]
+        if variants:
+            results["stage_one_variants"] = {v: {**info, **s} for (v, info), s in zip(variants.items(), stage_ones[1:])}
     results.write(with_plot=True)
     print(results.markdown())
 
 
-def stage_one_variant(variant: str, base: Any, data: Path, work: Path, val: list, args: argparse.Namespace) -> dict[str, Any]:
-    """Stage one retrained with one numeric ``model.extra`` setting changed (``KEY=VALUE``), scored at the held-out objects."""
+def stage_one_variant(variant: str, base: Any, data: Path, work: Path, reuse: bool) -> dict[str, Any]:
+    """Stage one retrained with one numeric ``model.extra`` setting changed (``KEY=VALUE``): its run and training."""
     key, value = variant.split("=")
     cfg = base.with_overrides({"model.extra": {**base.model.extra, key: float(value)}})
-    info = train_model("lowres", [(f"lowres_stage1_{key}{value}", cfg)], data, work, args.reuse)
-    stage_one, _ = run_isolated(stage_one_at_objects, str(work / f"lowres_stage1_{key}{value}"), val, 2, inline=args.smoke)
-    return {"training": info["training"], **stage_one}
+    return {"training": train_model("lowres", [(f"lowres_stage1_{key}{value}", cfg)], data, work, reuse)["training"]}
 
 
 def train_model(name: str, runs: list, data: Path, work: Path, reuse: bool) -> dict[str, Any]:
@@ -458,12 +462,11 @@ def stage_one_table(s: dict[str, Any], which: str) -> list[str]:
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    from leanseg.bench import panels
+
+    fig, axes = panels()
     for i, (name, e) in enumerate(r["entries"].items()):
         for ax, key, ylabel in (
             (axes[0], "object_recall", "object recall"),

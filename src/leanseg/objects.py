@@ -47,6 +47,13 @@ class CaseObjects:
     sizes_mm: list[float] = field(default_factory=list)  # per ground-truth object: its equivalent-sphere diameter
 
 
+def sphere_diameters(labels: np.ndarray, n: int, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """The equivalent-sphere diameter of components 1..``n`` of ``labels``, in mm with ``spacing`` (else voxels)."""
+    voxel = float(np.prod(spacing)) if spacing is not None else 1.0
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=n + 1)[1 : n + 1]
+    return (6 * counts * voxel / math.pi) ** (1 / 3)
+
+
 def match_objects(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None = None, spacing: Sequence[float] | None = None) -> CaseObjects:
     """Match predicted components to ground-truth objects in one scan; ``spacing`` (mm) sizes the objects
     (in voxels without it)."""
@@ -61,11 +68,10 @@ def match_objects(pred: np.ndarray, ref: np.ndarray, prob: np.ndarray | None = N
 
         scores[1:] = ndi.maximum(np.asarray(prob, dtype=np.float64), pred_lab, index=np.arange(1, n_pred + 1))
     out = CaseObjects(n_ref)
-    voxel = float(np.prod(spacing)) if spacing is not None else 1.0
+    out.sizes_mm = [float(d) for d in sphere_diameters(ref_lab, n_ref, spacing)]
     overlapping: set[int] = set()
     for k in range(1, n_ref + 1):
         obj = ref_lab == k
-        out.sizes_mm.append(float((6 * obj.sum() * voxel / math.pi) ** (1 / 3)))
         hit_ids = np.unique(pred_lab[obj])
         hit_ids = hit_ids[hit_ids > 0]
         overlapping.update(int(h) for h in hit_ids)
