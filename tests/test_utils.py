@@ -52,14 +52,27 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(tmp_path: Pa
         assert (folder / ".lock").is_file()
 
 
-def test_the_lock_sweeps_what_killed_writes_left(tmp_path: Path) -> None:
+def test_the_sweep_deletes_only_what_a_killed_atomic_write_left(tmp_path: Path) -> None:
+    from leanseg.utils import atomic_path, is_own_temporary, sweep_temporaries
+
     folder = tmp_path / "run"
     folder.mkdir()
-    left = folder / ".checkpoint_latest.pt.abc123.tmp.pt"
-    left.write_bytes(b"half")
+    with pytest.raises(KeyboardInterrupt), atomic_path(folder / "checkpoint_latest.pt") as tmp:
+        tmp.write_bytes(b"half")
+        killed = tmp  # the name atomic_path gave the write
+        raise KeyboardInterrupt
+    killed.write_bytes(b"half")  # what a SIGKILL before the rename leaves (the context cannot clean up then)
+    assert is_own_temporary(killed)
+    user = [".notes.tmpl", ".thesis.tmp.bak", ".x.abc123.tmp.pt", "a.leanseg-tmp"]  # user files that the old sweep deleted
+    for name in user:
+        (folder / name).write_text("mine")
+    (folder / ".build.leanseg-tmp").mkdir()  # a folder is never swept (the old sweep gave a traceback)
     (folder / "checkpoint_latest.pt").write_bytes(b"whole")
-    with folder_lock(folder):
-        assert not left.exists() and (folder / "checkpoint_latest.pt").read_bytes() == b"whole"
+    with folder_lock(folder):  # taking the lock deletes nothing
+        assert killed.exists()
+        assert sweep_temporaries(folder) == [killed]
+    assert not killed.exists() and all((folder / n).read_text() == "mine" for n in user)
+    assert (folder / "checkpoint_latest.pt").read_bytes() == b"whole" and (folder / ".build.leanseg-tmp").is_dir()
 
 
 def test_two_trainings_on_one_run_folder(phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
@@ -116,7 +129,7 @@ def test_train_and_predict_take_a_device(phantoms: Path, tiny_cfg, tmp_path: Pat
     assert ExperimentConfig.load(run / "config.yaml").train.device == "cpu"
     image = sorted((phantoms / "imagesTr").iterdir())[0]
     r = CliRunner().invoke(app, ["predict", "-m", str(run), "-i", str(image), "-o", str(tmp_path / "p"), "--device", "cpu"])
-    assert r.exit_code == 0 and len(list((tmp_path / "p").iterdir())) == 1
+    assert r.exit_code == 0 and len(list((tmp_path / "p").glob("*.nii.gz"))) == 1
     if not torch.cuda.is_available():
         r = CliRunner().invoke(app, ["predict", "-m", str(run), "-i", str(image), "-o", str(tmp_path / "q"), "--device", "cuda"])
         assert r.exit_code == 2 and "sees 0 CUDA device" in r.output and not (tmp_path / "q").exists()

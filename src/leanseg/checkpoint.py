@@ -83,7 +83,20 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], cfg: ExperimentCo
             f"Checkpoint {path} belongs to another model ('{other}', signature {ckpt.get('signature')}) than the one "
             f"configured ('{cfg.model.name}', {want}); pass the matching run folder or the same model settings."
         )
-    model.load_state_dict(ckpt["model"])
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise LeansegError(f"Checkpoint {path} holds no weights a model can take; retrain or restore it.")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # missing, unexpected or wrong-shape tensors under an intact signature
+        raise LeansegError(
+            f"Checkpoint {path} does not fit its own model ({str(e).splitlines()[0].rstrip(':.')}); it is damaged: retrain or restore it."
+        ) from None
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise LeansegError(
+            f"Checkpoint {path} holds NaN or infinite weights ({bad}); the training diverged or the file is damaged: retrain."
+        )
 
 
 def load_pretrained(model: torch.nn.Module, ckpt: dict[str, Any], path: Path) -> int:
@@ -124,8 +137,11 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, Plan, ExperimentConf
 
     path = find_checkpoint(Path(run_dir))
     ckpt = load_checkpoint(path)
-    cfg = ExperimentConfig.from_dict(ckpt["config"])
-    plan = Plan.from_dict(ckpt["plan"])
+    try:
+        cfg = ExperimentConfig.from_dict(ckpt.get("config", {}))
+    except LeansegError as e:
+        raise LeansegError(f"The config in checkpoint {path} is damaged: {e}") from None
+    plan = Plan.from_dict(ckpt.get("plan"), f"The plan in checkpoint {path}")
     model = build_model(cfg.model, plan)
     load_weights(model, ckpt, cfg, plan, path)
     model.eval()

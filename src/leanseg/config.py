@@ -8,6 +8,7 @@ plans do. ``None`` in the data section means "choose from the dataset fingerprin
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -279,12 +280,125 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         return dict(value or {})
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise LeansegError(f"Config value {where}={value!r} must be a number.")
+        number = _number(value)
+        if number is None:
+            raise LeansegError(f"Config value {where}={value!r} must be a number.")
+        if not math.isfinite(number):
+            raise LeansegError(f"Config value {where}={value!r} must be a finite number; fix the config or the --set.")
+        return number
     if tp in (int, str, bool) and not isinstance(value, tp):
         raise LeansegError(f"Config value {where}={value!r} must be of type {tp.__name__}.")
     return value
+
+
+# Every numeric setting's valid values, in one place: checked whenever a config is built (YAML, --set, a checkpoint's),
+# so a bad number is one sentence naming the key and its range. Tuples are checked entry by entry; None passes where
+# the field allows it. Floats must be finite everywhere. "odd": an odd number >= 1 (a kernel that keeps the size).
+PROBABILITY = "in [0, 1]"
+RANGES: dict[str, dict[str, str]] = {
+    "DataConfig": {
+        "target_spacing": "> 0",
+        "patch_size": ">= 1",
+        "foreground_oversample": PROBABILITY,
+        "num_folds": ">= 2",
+        "inner_fold": ">= 0",
+        "split_seed": ">= 0",
+        "orientation": "axcodes",
+    },
+    "AugmentConfig": {
+        **dict.fromkeys(("flip", "rotate_scale", "noise", "smooth", "sharpen", "contrast", "shift"), PROBABILITY),
+        "rotate_degrees": "in [0, 180]",
+        "scale_range": "in [0, 1)",
+        "noise_std": ">= 0",
+        "shift_offset": ">= 0",
+    },
+    "ModelConfig": {
+        "features": ">= 1",
+        "strides": ">= 1",
+        "kernel_size": "odd",
+        "blocks_per_stage": ">= 1",
+        "base_features": ">= 1",
+        "max_features": ">= 1",
+    },
+    "TrainConfig": {
+        "iterations": ">= 1",
+        "batch_size": ">= 1",
+        "lr": "> 0",
+        "momentum": "in [0, 1)",
+        "weight_decay": ">= 0",
+        "budget_minutes": "> 0",
+        "val_every": ">= 1",
+        "val_max_cases": ">= 1",
+        "checkpoint_every": ">= 1",
+        "seed": ">= 0",
+        "num_threads": ">= 1",
+        "num_workers": ">= 0",
+    },
+    "InferenceConfig": {"overlap": "in [0, 1)", "sw_batch_size": ">= 1", "num_threads": ">= 1", "max_memory_gb": "> 0"},
+    "AutoPathConfig": {
+        "tau": ">= 0",
+        "policy_size": ">= 1",
+        "policy_features": ">= 1",
+        "bound": "in [0, 0.5)",
+        "entropy_weight": ">= 0",
+        "lr": "> 0",
+        "budget_minutes": "> 0",
+        **dict.fromkeys(
+            ("images_per_step", "samples_per_image", "stage_steps", "steps", "restarts", "random_repeats", "num_threads"), ">= 1"
+        ),
+        "seed": ">= 0",
+    },
+    "StrategySearchConfig": {"trials": ">= 1", "parallel": ">= 1", "seed": ">= 0", "threads_per_trial": ">= 1"},
+    "ArchitectureSearchConfig": {
+        **dict.fromkeys(("episodes", "children", "scored_children", "child_iterations", "val_cases", "num_stages"), ">= 1"),
+        "memory_limit_gb": "> 0",
+        **dict.fromkeys(("seed", "derive_samples", "final_iterations", "warmup_children"), ">= 0"),
+        **dict.fromkeys(("momentum", "final_momentum", "start_prob"), "in [0, 1)"),
+        "controller_lr": "> 0",
+    },
+}
+_AXES = ("LR", "PA", "IS")
+
+
+def _in_range(rule: str, v: Any) -> bool:
+    if rule == "axcodes":  # one letter of each pair, in any order (MONAI's Orientation)
+        return isinstance(v, str) and sorted(next((i for i, a in enumerate(_AXES) if c in a), -1) for c in v) == [0, 1, 2]
+    if rule == "odd":
+        return v >= 1 and v % 2 == 1
+    if rule.startswith("in "):
+        lo, hi = (float(x) for x in rule[4:-1].split(","))
+        return (lo <= v if rule[3] == "[" else lo < v) and (v <= hi if rule[-1] == "]" else v < hi)
+    op, bound = rule.split()
+    return v >= float(bound) if op == ">=" else v > float(bound)
+
+
+def _check_range(cls: Any, key: str, value: Any, where: str) -> None:
+    """Refuse a value outside the field's range in :data:`RANGES`, with the range in the sentence."""
+    rule = RANGES.get(cls.__name__, {}).get(key)
+    if rule is None or value is None:
+        return
+    flat = [x for v in (value if isinstance(value, tuple) else (value,)) for x in (v if isinstance(v, tuple) else (v,))]
+    for v in flat:
+        if isinstance(v, str) and rule != "axcodes":
+            continue  # a word setting beside numbers (data.fold "all") is checked where it is used
+        if not _in_range(rule, v):
+            what = {
+                "axcodes": "three axis letters, one of each pair L/R, P/A, I/S (e.g. RAS)",
+                "odd": "an odd whole number >= 1",
+            }.get(rule, rule if rule.startswith("in ") else f"{rule}")
+            raise LeansegError(f"Config value {where}={value!r} is out of range: it must be {what}; fix the config or the --set.")
+
+
+def _number(value: Any) -> float | None:
+    """A float from YAML: a number, or a string of one (YAML 1.1 reads ``1e-3`` as a string); None if it is neither."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def build_section(cls: Any, d: Any, where: str) -> Any:
@@ -300,4 +414,7 @@ def _build(cls: Any, d: Any, where: str) -> Any:
     unknown = set(d) - names
     if unknown:
         raise LeansegError(f"Unknown config key(s) {sorted(unknown)} in '{where}'; valid keys are {sorted(names)}.")
-    return cls(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in d.items()})
+    values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in d.items()}
+    for k, v in values.items():
+        _check_range(cls, k, v, f"{where}.{k}")
+    return cls(**values)

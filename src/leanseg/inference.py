@@ -21,9 +21,10 @@ from leanseg.config import ExperimentConfig, InferenceConfig
 from leanseg.data.io import NIFTI_ENDINGS, file_ending, is_dicom_series, read_image, write_label
 from leanseg.data.preprocess import Preprocessor
 from leanseg.errors import LeansegError
+from leanseg.names import check_case_id, check_unique
 from leanseg.nn.padding import pad_to_multiple
 from leanseg.plan import Plan
-from leanseg.utils import resolve_device, warn_emulated_bf16, writable_folder
+from leanseg.utils import folder_lock, resolve_device, sweep_temporaries, warn_emulated_bf16, writable_folder
 
 Net = Callable[[torch.Tensor], torch.Tensor]
 BACKENDS = ("eager", "bf16", "onnx")
@@ -50,8 +51,8 @@ def predict_probabilities(
     mode = cfg.mode
     if mode == "auto":
         mode = "whole" if np.prod(x.shape[-3:]) <= 2 * np.prod(patch_size) else "sliding"
-    if mode == "whole":
-        xp, crop = pad_to_multiple(x, divisor)
+    if mode == "whole":  # at least two voxels per axis on the coarsest grid: its instance norm needs more than one
+        xp, crop = pad_to_multiple(x, divisor, minimum=tuple(2 * d for d in divisor))
         logits = net(xp)[crop]
     elif mode == "sliding":
         xp, crop = pad_to_multiple(x, divisor, minimum=patch_size)
@@ -183,8 +184,10 @@ class Predictor:
         onnx_dir: Path | None = None,
         policy: Any = None,
         ensemble: Sequence[tuple[torch.nn.Module, Path | None]] = (),
+        source: str = "",
     ) -> None:
         self.plan = plan
+        self.source = source  # the model's runs, recorded beside its predictions so that two models' never mix
         self.model = model
         self.policy = policy
         self.divisor = tuple(model.divisor)
@@ -259,7 +262,10 @@ class Predictor:
             )
         onnx = [r if r.is_dir() else r.parent for r in runs]
         members = [(m, o) for (m, _, _), o in zip(loaded[1:], onnx[1:])]
-        return cls(model, plan, icfg, onnx_dir=onnx[0], policy=pol, ensemble=members)
+        source = " + ".join(str(r.resolve()) for r in runs) + (
+            f" with {'policy ' + str(policy) if policy else 'path ' + str(path)}" if pol else ""
+        )
+        return cls(model, plan, icfg, onnx_dir=onnx[0], policy=pol, ensemble=members, source=source)
 
     def predict_preprocessed(self, image: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Probabilities (K, D, H, W) for a preprocessed image (C, D, H, W), averaged over an ensemble's members;
@@ -289,6 +295,12 @@ class Predictor:
             raise LeansegError(
                 f"{source} has {image.array.shape[0]} channel(s) but the model was trained on {self.plan.num_channels}; "
                 "pass one file per channel (nnU-Net _0000, _0001...) or a 4D image."
+            )
+        extent = np.asarray(image.shape) * np.asarray(image.spacing)
+        if (extent < 2 * np.asarray(self.plan.target_spacing)).any():
+            raise LeansegError(
+                f"{source} spans {' x '.join(f'{v:.3g}' for v in extent)} mm, less than two voxels of the model's "
+                f"{' x '.join(f'{v:.3g}' for v in self.plan.target_spacing)} mm spacing along an axis; check the spacing in its header."
             )
         import psutil
 
@@ -329,6 +341,8 @@ class Predictor:
 
         ``output_format``: ``auto`` (the input's format; NIfTI for a DICOM series, on the series' grid) or ``dicom-seg``
         (a DICOM Segmentation object referencing the input series; DICOM series inputs only)."""
+        from leanseg.prediction_folder import PredictionRecord, check_output_folder
+
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise LeansegError(f"Output {out_dir} is a file; pass a folder for the predictions.")
@@ -337,33 +351,48 @@ class Predictor:
             raise LeansegError(f"--format '{output_format}' is not one of auto, dicom-seg.")
         if output_format == "dicom-seg" and not all(is_dicom_series(files[0]) for _, files in cases):
             raise LeansegError("--format dicom-seg needs DICOM series as input (a folder of one series' slices).")
+        check_output_folder(out_dir, [files[0] for _, files in cases])
+        targets = {case_id: self._target(out_dir, case_id, files, output_format) for case_id, files in cases}
+        check_unique(((t.name, files[0]) for t, (_, files) in zip(targets.values(), cases)), "the input")
         writable_folder(out_dir, "output", "pass an --output folder you can write to")  # before any network runs
-        results = []
-        for case_id, files in progress(cases) if progress else cases:
-            t0 = time.perf_counter()
-            vol = read_image(files)
-            label, timings = self.predict_volume(vol, source=files[0])
-            results.append(
-                CaseResult(case_id, self._write(out_dir, case_id, files, label, vol, output_format), time.perf_counter() - t0, timings)
-            )
+        with folder_lock(out_dir, "output"):
+            record = PredictionRecord(out_dir, self.source)
+            record.check_targets(targets)
+            sweep_temporaries(out_dir)
+            results = []
+            for case_id, files in progress(cases) if progress else cases:
+                t0 = time.perf_counter()
+                vol = read_image(files)
+                label, timings = self.predict_volume(vol, source=files[0])
+                written = self._write(targets[case_id], files, label, vol, output_format)
+                record.add(case_id, written)
+                results.append(CaseResult(case_id, written, time.perf_counter() - t0, timings))
         return results
 
-    def _write(self, out_dir: Path, case_id: str, files: list[Path], label: np.ndarray, vol: Any, output_format: str) -> Path:
+    @staticmethod
+    def _target(out_dir: Path, case_id: str, files: list[Path], output_format: str) -> Path:
+        """The file a case's labels go to: ``<case_id>.dcm`` for DICOM-SEG, else the input's format (NIfTI for DICOM)."""
+        check_case_id(case_id, files[0])
+        if output_format == "dicom-seg":
+            return out_dir / f"{case_id}.dcm"
+        ending = file_ending(files[0])
+        ending = ending if ending in NIFTI_ENDINGS or ending in (".mha", ".nrrd") else ".nii.gz"
+        return out_dir / f"{case_id}{ending}"
+
+    def _write(self, target: Path, files: list[Path], label: np.ndarray, vol: Any, output_format: str) -> Path:
         if output_format == "dicom-seg":
             from leanseg.data.dicom import write_dicom_seg
             from leanseg.data.io import Volume
 
-            return write_dicom_seg(
-                out_dir / f"{case_id}.dcm", Volume(label, vol.affine), files[0], self.plan.labels, type(self.model).__name__
-            )
-        ending = file_ending(files[0])
-        ending = ending if ending in NIFTI_ENDINGS or ending in (".mha", ".nrrd") else ".nii.gz"
-        return write_label(out_dir / f"{case_id}{ending}", label, vol.affine)
+            return write_dicom_seg(target, Volume(label, vol.affine), files[0], self.plan.labels, type(self.model).__name__)
+        return write_label(target, label, vol.affine)
 
 
 def collect_inputs(path: Path, num_channels: int) -> list[tuple[str, list[Path]]]:
     """Find images in a file or folder. nnU-Net ``<case>_XXXX`` channel files are grouped per case and
     every case must have all ``num_channels``; other files are one case each (3D, or 4D with channels last).
+    Two inputs that would give one case (``A.nii`` and ``A.nii.gz``, ``B.nii.gz`` and ``B_0000.nii.gz``) are
+    refused with both names: one would never be predicted and the other's labels would overwrite its output.
     """
     import re
 
@@ -371,26 +400,31 @@ def collect_inputs(path: Path, num_channels: int) -> list[tuple[str, list[Path]]
     if not path.exists():
         raise LeansegError(f"Input {path} does not exist; pass an image file or a folder of images.")
     if is_dicom_series(path):  # one scanner series: one case, named after its folder
-        return [(path.name, [path])]
+        return [(check_case_id(path.resolve().name, path), [path])]
     endings = NIFTI_ENDINGS + (".mha", ".mhd", ".nrrd")
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and file_ending(p) in endings)
+    files = [f for f in files if not f.name.startswith(".")]  # hidden files (a killed write's temporary) are no input
     if not files:
         raise LeansegError(f"No images (.nii.gz, .nii, .mha, .mhd, .nrrd) in {path}; pass a folder that holds them.")
     channel_files: dict[str, dict[int, Path]] = {}
-    single: dict[str, Path] = {}
+    single: list[tuple[str, Path]] = []
     for f in files:
         stem = f.name[: -len(file_ending(f))]
         m = re.match(r"^(.*)_(\d{4})$", stem)
         if m and (path.is_dir() or num_channels > 1):
-            channel_files.setdefault(m.group(1), {})[int(m.group(2))] = f
+            chans = channel_files.setdefault(m.group(1), {})
+            if int(m.group(2)) in chans:
+                check_unique([(stem, chans[int(m.group(2))]), (stem, f)], path)
+            chans[int(m.group(2))] = f
         else:
-            single[stem] = f
-    out = [(cid, [f]) for cid, f in single.items()]
+            single.append((stem, f))
+    check_unique([*single, *((cid, chans[min(chans)]) for cid, chans in channel_files.items())], path)
+    out = [(check_case_id(cid, f), [f]) for cid, f in single]
     for cid, chans in channel_files.items():
         missing = [c for c in range(num_channels) if c not in chans]
         if missing:
             raise LeansegError(
                 f"Channel {missing[0]:04d} of case '{cid}' is missing in {path}; add {cid}_{missing[0]:04d} next to the others."
             )
-        out.append((cid, [chans[c] for c in range(num_channels)]))
+        out.append((check_case_id(cid, chans[0]), [chans[c] for c in range(num_channels)]))
     return sorted(out)

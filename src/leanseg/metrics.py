@@ -158,7 +158,14 @@ def evaluate_folders(
     Returns ``{"cases": rows, "mean": means, "labels": labels, "missing": [...], "undeclared_values": {...},
     "conventions": {...}}``.
     """
+    from leanseg.prediction_folder import is_run_folder
+
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    target = Path(out_dir or pred_dir)
+    if is_run_folder(target):  # its metrics.csv is the training history
+        raise LeansegError(
+            f"{target} is a training run's folder, whose metrics.csv is its training history; pass --out FOLDER for the evaluation's tables."
+        )
     loaded, missing = _load_pairs(pred_dir, ref_dir, allow_missing)
     if labels is None:
         found = sorted({int(v) for _, pv, rv in loaded for v in np.unique(np.concatenate([pv.array.ravel(), rv.array.ravel()]))} | {0})
@@ -209,7 +216,10 @@ def _load_pairs(pred_dir: Path, ref_dir: Path, allow_missing: bool) -> tuple[lis
             raise LeansegError(f"{what} folder {d} does not exist; pass the folder of label files.")
 
     def labels_in(d: Path) -> list[Path]:
-        return sorted(p for p in d.iterdir() if p.is_file() and file_ending(p) in (".nii.gz", ".nii", ".mha", ".nrrd"))
+        # hidden files are no label files (a killed write's temporary, a record)
+        return sorted(
+            p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and file_ending(p) in (".nii.gz", ".nii", ".mha", ".nrrd")
+        )
 
     preds = labels_in(pred_dir)
     if not preds:

@@ -64,8 +64,33 @@ class Plan:
         return json.loads(json.dumps(d))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Plan:
-        d = dict(d)
+    def from_dict(cls, d: dict[str, Any], source: Any = "the plan") -> Plan:
+        """A plan from its JSON form; a missing, unknown or malformed entry is one sentence naming ``source``."""
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        unknown = sorted(set(d) - names) if isinstance(d, dict) else []
+        missing = sorted(names - optional - set(d)) if isinstance(d, dict) else []
+        if not isinstance(d, dict) or unknown or missing:
+            what = f"unknown {unknown}" if unknown else f"missing {missing}" if missing else "not a mapping"
+            raise LeansegError(f"{source} is damaged ({what}); retrain into a new --out or restore the run's plan.json.")
+        try:
+            plan = cls._parse(dict(d))
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise LeansegError(
+                f"{source} is damaged ({type(e).__name__}: {e}); retrain into a new --out or restore the run's plan.json."
+            ) from None
+        bad = [n for n in plan.normalization if n not in SCHEMES]
+        if bad or len(plan.normalization) != plan.num_channels:
+            raise LeansegError(
+                f"{source} names normalisation {list(plan.normalization)}, but each of its {plan.num_channels} channel(s) needs one "
+                f"of {', '.join(SCHEMES)}; restore the run's plan.json."
+            )
+        return plan
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any]) -> Plan:
         d["target_spacing"] = tuple(d["target_spacing"])
         d["patch_size"] = tuple(d["patch_size"])
         d["strides"] = tuple(tuple(s) for s in d["strides"])

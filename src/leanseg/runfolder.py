@@ -67,7 +67,7 @@ class RunFolder:
         return ExperimentConfig.load(self.config_path)
 
     def plan(self) -> Plan:
-        return Plan.from_dict(self._json("plan.json"))
+        return Plan.from_dict(self._json("plan.json"), self.path / "plan.json")
 
     def splits(self) -> list[dict[str, list[str]]]:
         return self._json("splits.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -15,6 +16,25 @@ import numpy as np
 T = TypeVar("T")
 
 
+TMP_MARK = ".leanseg-tmp"  # in every temporary name atomic_path makes, and in no other: the sweep deletes only these
+# mkstemp's random part is 8 of [a-z0-9_]; the original suffixes follow the mark so writers still see the format
+_OWN_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TMP_MARK) + r"(\.[^.]+)*$")
+
+
+def is_own_temporary(path: Path) -> bool:
+    """A file :func:`atomic_path` made (a write killed before its rename left it): a plain file whose name has its pattern."""
+    return bool(_OWN_TMP.match(path.name)) and path.is_file() and not path.is_symlink()
+
+
+def sweep_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries a killed write left in ``folder`` (only :func:`is_own_temporary` files, no user file);
+    call it once a command has been accepted and holds the folder's lock. Returns what was deleted."""
+    gone = [p for p in Path(folder).iterdir() if is_own_temporary(p)] if Path(folder).is_dir() else []
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -23,7 +43,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_MARK + "".join(path.suffixes))
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -101,8 +121,6 @@ def folder_lock(path: Path, what: str = "run") -> Iterator[None]:
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
-    for tmp in path.glob(".*.tmp*"):  # left by a write that was killed before its rename
-        tmp.unlink(missing_ok=True)
     _LOCKS_HELD[key] = 1
     try:
         yield

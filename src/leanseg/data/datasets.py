@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from leanseg.errors import LeansegError
+from leanseg.names import check_case_id, check_unique
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,12 @@ def load_dataset(root: Path | str, require_labels: bool = True) -> Dataset:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LeansegError(f"{meta_path} is not valid JSON ({e}); fix the file.") from e
+    except RecursionError:
+        raise LeansegError(f"{meta_path} nests its values too deeply to be a dataset description; fix the file.") from None
     if not isinstance(meta, dict) or "labels" not in meta:
         raise LeansegError(f"{meta_path} has no 'labels' entry; add the class names as in the MSD or nnU-Net v2 layout.")
+    if not isinstance(meta["labels"], dict):
+        raise LeansegError(f"{meta_path}: 'labels' must be a mapping of the classes, got {type(meta['labels']).__name__}; fix the entry.")
     if "channel_names" in meta:
         ds = _load_nnunet(root, meta, meta_path)
     elif "modality" in meta:
@@ -96,6 +101,10 @@ def load_dataset(root: Path | str, require_labels: bool = True) -> Dataset:
         raise LeansegError(f"{meta_path} has neither 'modality' (MSD) nor 'channel_names' (nnU-Net v2); add the one your layout uses.")
     if not ds.cases:
         raise LeansegError(f"{meta_path} lists no training cases; add them to 'training' or to imagesTr/.")
+    for cases in (ds.cases, ds.test_cases):  # every id names cache and output files: checked where it is read
+        for case in cases:
+            check_case_id(case.case_id, meta_path)
+        check_unique(((c.case_id, c.images[0]) for c in cases), meta_path)
     for case in ds.cases:
         for p in case.images:
             if not p.is_file():
@@ -107,8 +116,8 @@ def load_dataset(root: Path | str, require_labels: bool = True) -> Dataset:
 
 def _int_labels(raw: dict, meta_path: Path, name_to_int: bool) -> dict[int, str]:
     try:
-        labels = {int(v): str(k) for k, v in raw.items()} if name_to_int else {int(k): str(v) for k, v in raw.items()}
-    except (TypeError, ValueError) as e:
+        labels = {_whole(v): str(k) for k, v in raw.items()} if name_to_int else {_whole(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError, OverflowError) as e:
         form = "name -> integer" if name_to_int else "integer -> name"
         raise LeansegError(f"{meta_path}: 'labels' must map {form}; fix the entry ({e}).") from e
     if 0 not in labels:
@@ -116,11 +125,36 @@ def _int_labels(raw: dict, meta_path: Path, name_to_int: bool) -> dict[int, str]
     return dict(sorted(labels.items()))
 
 
+def _whole(value: Any) -> int:
+    """A label or channel index from JSON: an integer, or a string of one (``"1"``); anything else is a ValueError."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _channels(mapping: Any, key: str, meta_path: Path) -> list[str]:
+    """Channel names from MSD's ``modality`` or nnU-Net's ``channel_names``: index -> name, indices 0..C-1."""
+    try:
+        if not isinstance(mapping, dict) or not mapping:
+            raise ValueError("not a mapping")
+        order = sorted(mapping, key=_whole)
+        if [_whole(k) for k in order] != list(range(len(order))):
+            raise ValueError("indices are not 0..C-1")
+    except ValueError as e:
+        raise LeansegError(f'{meta_path}: \'{key}\' must map channel index 0, 1, ... -> name, e.g. {{"0": "MRI"}} ({e}).') from None
+    return [str(mapping[k]) for k in order]
+
+
+def _relative_file(value: Any, meta_path: Path, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise LeansegError(f"{meta_path}: {what} must be a file path (a string), got {value!r}; fix the entry.")
+    return value
+
+
 def _load_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
-    modality = meta["modality"]
-    if not isinstance(modality, dict):
-        raise LeansegError(f'{meta_path}: \'modality\' must map channel index -> name, e.g. {{"0": "MRI"}}.')
-    channels = [str(modality[k]) for k in sorted(modality, key=int)]
+    channels = _channels(meta["modality"], "modality", meta_path)
     labels = _int_labels(meta["labels"], meta_path, name_to_int=False)
     training = meta.get("training")
     if not isinstance(training, list):
@@ -129,14 +163,16 @@ def _load_msd(root: Path, meta: dict, meta_path: Path) -> Dataset:
     for i, entry in enumerate(training):
         if not isinstance(entry, dict) or "image" not in entry:
             raise LeansegError(f"{meta_path}: training entry {i} needs an 'image' path.")
-        img = (root / entry["image"]).resolve()
-        lab = (root / entry["label"]).resolve() if entry.get("label") else None
-        cases.append(Case(_strip_ending(img.name), (img,), lab))
+        listed = root / _relative_file(entry["image"], meta_path, f"training entry {i}'s 'image'")
+        label = entry.get("label")
+        lab = (root / _relative_file(label, meta_path, f"training entry {i}'s 'label'")).resolve() if label is not None else None
+        # the case is named as listed: a symlink keeps its own name, not its target's
+        cases.append(Case(_strip_ending(listed.name), (listed.resolve(),), lab))
     return Dataset(root, str(meta.get("name", root.name)), "msd", channels, labels, cases, ".nii.gz", meta)
 
 
 def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
-    channels = [str(meta["channel_names"][k]) for k in sorted(meta["channel_names"], key=int)]
+    channels = _channels(meta["channel_names"], "channel_names", meta_path)
     raw = dict(meta["labels"])
     ignore = raw.pop("ignore", None)
     regions, order = _regions(raw, meta, meta_path)
@@ -146,7 +182,7 @@ def _load_nnunet(root: Path, meta: dict, meta_path: Path) -> Dataset:
     if ignore is not None and (not isinstance(ignore, int) or ignore <= top):
         raise LeansegError(f"{meta_path}: the 'ignore' label must be an integer above every class (as nnU-Net asks), got {ignore!r}.")
     ending = meta.get("file_ending")
-    if not ending:
+    if not ending or not isinstance(ending, str):
         raise LeansegError(f"{meta_path}: nnU-Net v2 datasets need 'file_ending' (e.g. \".nii.gz\"); add it.")
     if "dataset" in meta:  # nnU-Net v2's explicit file list: {case: {"images": [...], "label": ...}}, paths from the folder
         cases = _listed_cases(root, meta["dataset"], len(channels), meta_path)
@@ -216,11 +252,14 @@ def _listed_cases(root: Path, listing: Any, num_channels: int, meta_path: Path) 
         raise LeansegError(f"{meta_path}: 'dataset' must map case id -> {{'images': [...], 'label': ...}}.")
     cases = []
     for cid, entry in sorted(listing.items()):
+        check_case_id(cid, meta_path)
         images = entry.get("images") if isinstance(entry, dict) else None
         if not isinstance(images, list) or len(images) != num_channels:
             raise LeansegError(f"{meta_path}: 'dataset' entry '{cid}' needs 'images', one file per channel ({num_channels}).")
+        files = tuple((root / _relative_file(f, meta_path, f"'dataset' entry '{cid}''s image")).resolve() for f in images)
         label = entry.get("label")
-        cases.append(Case(str(cid), tuple((root / f).resolve() for f in images), (root / label).resolve() if label else None))
+        lab = (root / _relative_file(label, meta_path, f"'dataset' entry '{cid}''s 'label'")).resolve() if label is not None else None
+        cases.append(Case(cid, files, lab))
     return cases
 
 

@@ -68,6 +68,7 @@ def degrade_dataset(
     from leanseg.data.io import read_image, read_label, write_image, write_label
     from leanseg.data.synthetic import write_msd_json
     from leanseg.errors import LeansegError
+    from leanseg.names import check_case_id
 
     if not 0.0 <= max_severity <= 1.0:
         raise LeansegError(f"--max-severity {max_severity} is outside [0, 1]; 1 is the strongest degradation.")
@@ -75,10 +76,10 @@ def degrade_dataset(
     out = Path(out_dir)
     if out.resolve() == Path(ds.root).resolve():
         raise LeansegError(f"{out} is the source folder; write the degraded copy to a new folder.")
-    if out.exists() and any(out.iterdir()):
+    work = out / ".leanseg-degrade.partial"  # inside the folder named: its parts move up once every case is written
+    if out.exists() and any(p != work for p in out.iterdir()):
         raise LeansegError(f"{out} is not empty; choose a new folder for the degraded copy or remove it.")
-    work = out.parent / f".{out.name}.partial"  # renamed into place once every case is written
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)  # what a killed run of this command left
     for sub in ("imagesTr", "labelsTr"):
         (work / sub).mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -92,7 +93,7 @@ def degrade_dataset(
         volume = read_image(list(case.images))
         severity = float(rng.uniform(0.0, max_severity))
         image, applied = degrade(volume.array, severity, np.random.default_rng(rng.integers(2**32)), spikes)
-        name = f"{case.case_id}.nii.gz"
+        name = f"{check_case_id(case.case_id, ds.root / 'dataset.json')}.nii.gz"
         write_image(work / "imagesTr" / name, np.moveaxis(image, 0, -1) if image.shape[0] > 1 else image[0], volume.affine)
         if case.label is not None:
             label = read_label(case.label)
@@ -103,7 +104,7 @@ def degrade_dataset(
     description = f"{ds.name}, each case degraded at a severity in [0, {max_severity:g}] (leanseg degrade, seed {seed}"
     description += ")" if spikes else ", no k-space spikes)"
     write_msd_json(work, f"{ds.name}_mixed", description, ds.channel_names, ds.labels, training)
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    work.rename(out)
+    for part in ("imagesTr", "labelsTr", "degradation.json", "dataset.json"):  # dataset.json last: a folder without it is no dataset
+        (work / part).rename(out / part)
+    work.rmdir()
     return out

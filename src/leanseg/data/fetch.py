@@ -30,6 +30,8 @@ def fetch_msd_task(task: str, out_dir: Path | str, url: str | None = None, md5: 
     target = out / task
     if (target / "dataset.json").is_file():
         return target
+    if target.exists():  # a folder of the user's without a dataset.json: never deleted or filled
+        raise LeansegError(f"{target} exists but holds no dataset.json; move it away or pass another --out.")
     if url is None or md5 is None:
         tasks = msd_tasks()
         if task not in tasks:
@@ -48,11 +50,15 @@ def fetch_msd_task(task: str, out_dir: Path | str, url: str | None = None, md5: 
         except OSError as e:
             raise LeansegError(f"Cannot download {url} ({e}); check the address and the network.") from e
         unpacked = Path(tmp) / "unpacked"
-        extractall(str(archive), str(unpacked), has_base=False)
+        try:
+            extractall(str(archive), str(unpacked), has_base=False)
+        except ValueError as e:  # MONAI refuses members that would land outside the folder (tar-slip, links)
+            raise LeansegError(
+                f"The archive from {url} holds a member that would unpack outside its folder ({e}); it was not unpacked: "
+                "check where it came from."
+            ) from None
         found = [p.parent for p in unpacked.rglob("dataset.json")]
         if not found:
             raise LeansegError(f"The archive from {url} holds no dataset.json; it is not an MSD task.")
-        if target.exists():
-            shutil.rmtree(target)
         shutil.move(str(found[0]), str(target))
     return target

@@ -106,13 +106,18 @@ def _read_any(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if end in NIFTI_ENDINGS:
             import nibabel as nib
 
-            img = nib.load(str(path))
+            img = nib.load(str(path))  # the header only: its shape is checked before any voxel is read
+            _check_size(path, img.shape, img.get_data_dtype().itemsize, None if end == ".nii.gz" else int(img.header["vox_offset"]))
             arr = np.asarray(img.dataobj)
             affine = np.asarray(img.affine, dtype=np.float64)
         elif end in ITK_ENDINGS:
             import SimpleITK as sitk
 
-            arr, affine = _from_sitk(sitk.ReadImage(str(path)))
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            _check_size(path, (*reader.GetSize(), reader.GetNumberOfComponents()), 8, None)
+            arr, affine = _from_sitk(reader.Execute())
         else:
             raise LeansegError(f"Cannot read {path}: unknown file type '{end}'; use .nii.gz, .nii, .mha, .mhd or .nrrd.")
     except LeansegError:
@@ -122,7 +127,36 @@ def _read_any(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"Cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'truncated'}); "
             "the file is damaged or truncated: re-export or re-download it."
         ) from e
-    return arr, affine
+    return arr, _checked_affine(path, affine)
+
+
+def _check_size(path: Path, shape: tuple[int, ...], itemsize: int, data_offset: int | None) -> None:
+    """Refuse, from the header alone, a file whose claimed voxels it cannot hold (``data_offset``: where an uncompressed
+    file's voxels start) or that would not fit in memory as it is and as float32."""
+    import psutil
+
+    voxels = float(np.prod([float(v) for v in shape])) if shape else 0.0
+    if data_offset is not None and data_offset + voxels * itemsize > path.stat().st_size:
+        raise LeansegError(
+            f"{path}'s header claims {'x'.join(map(str, shape))} voxels, more than its {path.stat().st_size} bytes hold; "
+            "the file is damaged or truncated: re-export it."
+        )
+    need, free = voxels * (itemsize + 4), psutil.virtual_memory().available
+    if need > free:
+        raise LeansegError(
+            f"{path}'s header claims {'x'.join(map(str, shape))} voxels, {need / 2**30:.3g} GiB in memory, more than the "
+            f"{free / 2**30:.3g} GiB available; the header is damaged, or the image needs a larger machine."
+        )
+
+
+def _checked_affine(path: Path, affine: np.ndarray) -> np.ndarray:
+    """The voxel-to-world affine, refused where it is not finite or maps the voxels onto a plane (zero spacing)."""
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        raise LeansegError(
+            f"{path} has an unusable affine (zero, NaN or infinite spacing or direction); fix its header's spacing and "
+            "orientation (sform/qform) and export it again."
+        )
+    return affine
 
 
 def read_image(paths: Path | str | list[Path] | list[str], check_values: bool = True) -> Volume:

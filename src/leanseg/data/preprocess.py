@@ -28,6 +28,7 @@ from leanseg.data.datasets import Case, Dataset
 from leanseg.data.fingerprint import check_label_matches
 from leanseg.data.io import Volume, read_image, read_label
 from leanseg.errors import LeansegError
+from leanseg.names import check_case_id
 from leanseg.plan import Plan
 from leanseg.utils import atomic_path, atomic_write_text
 
@@ -149,6 +150,7 @@ def _sample_locations(seg: np.ndarray, values: list[int], rng: np.random.Generat
 
 
 def preprocess_case(pre: Preprocessor, case: Case, out_dir: Path, seed: int = 0) -> None:
+    check_case_id(case.case_id, case.images[0])  # load_dataset checked it; a Case made by hand is checked here
     image = read_image(list(case.images))
     label = read_label(case.label) if case.label else None
     if label is not None:
@@ -194,7 +196,7 @@ class CachedCase:
     """A preprocessed case read from the cache (memory-mapped, so many cases cost little RAM)."""
 
     def __init__(self, cache_dir: Path, case_id: str) -> None:
-        self.case_id = case_id
+        self.case_id = check_case_id(case_id, cache_dir / "manifest.json")
         try:
             self.image = np.load(cache_dir / f"{case_id}_img.npy", mmap_mode="r")
             self.label = np.load(cache_dir / f"{case_id}_seg.npy", mmap_mode="r")

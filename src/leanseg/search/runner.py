@@ -22,7 +22,7 @@ from typing import Any
 
 from leanseg.errors import LeansegError
 from leanseg.search.controllers.base import Candidate, Controller
-from leanseg.utils import atomic_path, atomic_write_text, folder_lock
+from leanseg.utils import atomic_path, atomic_write_text, folder_lock, sweep_temporaries
 
 TrialFactory = Callable[[Candidate], tuple[Callable[..., dict[str, Any]], dict[str, Any]]]
 
@@ -122,15 +122,9 @@ def run_search(
     """
     out_dir = Path(out_dir)
     with folder_lock(out_dir, "search"):  # one writer per search folder
-        return _run_search(
-            controller,
-            make_trial,
-            trials,
-            executor,
-            Journal(out_dir, {"controller": controller.name, **(meta or {})}, attach, restore),
-            progress,
-            on_result,
-        )
+        journal = Journal(out_dir, {"controller": controller.name, **(meta or {})}, attach, restore)
+        sweep_temporaries(out_dir)  # the journal accepted the folder: what a killed write left can go
+        return _run_search(controller, make_trial, trials, executor, journal, progress, on_result)
 
 
 def _run_search(

@@ -29,7 +29,7 @@ from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
 from leanseg.runfolder import RunFolder
 from leanseg.training.schedule import lr_at, make_optimizer, use_bf16
-from leanseg.utils import folder_lock, progress_bar, resolve_device, seed_everything, set_threads
+from leanseg.utils import folder_lock, progress_bar, resolve_device, seed_everything, set_threads, sweep_temporaries
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's
 
@@ -95,11 +95,6 @@ class Trainer:
         if self.run.path.exists() and not self.run.path.is_dir():
             raise LeansegError(f"Output {self.run.path} is a file; pass a folder for the run.")
         check_settings(self.cfg.model)
-        t = self.cfg.train
-        if t.iterations is not None and t.iterations < 1:
-            raise LeansegError(f"train.iterations is {t.iterations}; set it to at least 1 (or leave it out under a budget).")
-        if t.budget_minutes is not None and t.budget_minutes <= 0:
-            raise LeansegError(f"train.budget_minutes is {t.budget_minutes}; set a positive number of minutes.")
         set_threads(self.cfg.train.num_threads)
         seed_everything(self.cfg.train.seed)
         self.prep = prepare_data(
@@ -109,7 +104,10 @@ class Trainer:
         splits, self.split = run_splits([c.case_id for c in self.prep.dataset.cases], self.cfg.data)
         self.run.create()
         self._check_resumable_config()
-        self.run.write_setup(self.cfg, self.plan, self.prep.fingerprint.to_dict(), splits, self.data_dir)
+        self._check_same_data()
+        if not (self.resume and self.run.latest.is_file()):  # a run that resumes (or is complete) keeps its set-up files
+            self.run.write_setup(self.cfg, self.plan, self.prep.fingerprint.to_dict(), splits, self.data_dir)
+        sweep_temporaries(self.run.path)  # accepted: what a killed write left can go
         self.model = self.build_model()
         self._place(resolve_device(self.cfg.train.device))
         self.optimizer = self.configure_optimizer()
@@ -125,6 +123,19 @@ class Trainer:
         if run.config_path.is_file() and self.resume and run.latest.is_file() and run.config().to_dict() != self.cfg.to_dict():
             raise LeansegError(
                 f"{run.path} holds a run with another config ({run.config_path}); pass a new --out or the same settings to resume."
+            )
+
+    def _check_same_data(self) -> None:
+        """A run with a checkpoint trains on its own data only: another dataset (by its fingerprint) is refused."""
+        run = self.run
+        assert run is not None
+        recorded = run.path / "fingerprint.json"
+        if not (self.resume and run.latest.is_file() and recorded.is_file()):
+            return
+        if json.loads(recorded.read_text()) != json.loads(json.dumps(self.prep.fingerprint.to_dict())):
+            raise LeansegError(
+                f"{run.path} was trained on other data than {self.data_dir} (see its run.json); pass a new --out to train "
+                "on this dataset, or the run's own --data to resume it."
             )
 
     def _load_start_weights(self) -> None:
