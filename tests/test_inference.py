@@ -161,3 +161,13 @@ def test_real_hippocampus_train_predict_keeps_geometry(tmp_path: Path, tiny_cfg)
     out, ref = read_label(res[0].output), read_label(case.label)
     assert out.shape == ref.shape and np.allclose(out.affine, ref.affine)
     assert set(np.unique(out.array)) <= {0, 1, 2}
+
+
+def test_a_tiny_image_is_predicted_and_a_sub_voxel_one_is_one_sentence(trained_run: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    tiny = write_nifti(tmp_path / "in" / "tiny.nii.gz", rng.random((2, 2, 2)).astype(np.float32))  # under the network's divisor
+    res = Predictor.from_run(trained_run).predict_files([("tiny", [tiny])], tmp_path / "out")
+    assert read_image(res[0].output, check_values=False).shape == (2, 2, 2)
+    thin = write_nifti(tmp_path / "in" / "thin.nii.gz", rng.random((20, 20, 20)).astype(np.float32), np.diag([0.01, 0.01, 0.01, 1]))
+    with pytest.raises(LeansegError, match=r"thin.nii.gz spans 0.2 x 0.2 x 0.2 mm, less than two voxels of the model's"):
+        Predictor.from_run(trained_run).predict_files([("thin", [thin])], tmp_path / "out")

@@ -301,6 +301,7 @@ RANGES: dict[str, dict[str, str]] = {
         "patch_size": ">= 1",
         "foreground_oversample": PROBABILITY,
         "num_folds": ">= 2",
+        "fold": ">= 0",
         "inner_fold": ">= 0",
         "split_seed": ">= 0",
         "orientation": "axcodes",
@@ -339,7 +340,7 @@ RANGES: dict[str, dict[str, str]] = {
         "tau": ">= 0",
         "policy_size": ">= 1",
         "policy_features": ">= 1",
-        "bound": "in [0, 0.5)",
+        "bound": "in (0, 0.5)",  # 0 would let a drop probability reach 0 or 1, whose log the policy gradient takes
         "entropy_weight": ">= 0",
         "lr": "> 0",
         "budget_minutes": "> 0",
@@ -350,7 +351,8 @@ RANGES: dict[str, dict[str, str]] = {
     },
     "StrategySearchConfig": {"trials": ">= 1", "parallel": ">= 1", "seed": ">= 0", "threads_per_trial": ">= 1"},
     "ArchitectureSearchConfig": {
-        **dict.fromkeys(("episodes", "children", "scored_children", "child_iterations", "val_cases", "num_stages"), ">= 1"),
+        **dict.fromkeys(("episodes", "children", "child_iterations", "val_cases", "num_stages"), ">= 1"),
+        "scored_children": ">= 0",  # the interleaved loop scores none; the two-phase loop refuses 0 where it runs
         "memory_limit_gb": "> 0",
         **dict.fromkeys(("seed", "derive_samples", "final_iterations", "warmup_children"), ">= 0"),
         **dict.fromkeys(("momentum", "final_momentum", "start_prob"), "in [0, 1)"),
@@ -382,11 +384,13 @@ def _check_range(cls: Any, key: str, value: Any, where: str) -> None:
         if isinstance(v, str) and rule != "axcodes":
             continue  # a word setting beside numbers (data.fold "all") is checked where it is used
         if not _in_range(rule, v):
-            what = {
-                "axcodes": "three axis letters, one of each pair L/R, P/A, I/S (e.g. RAS)",
-                "odd": "an odd whole number >= 1",
-            }.get(rule, rule if rule.startswith("in ") else f"{rule}")
-            raise LeansegError(f"Config value {where}={value!r} is out of range: it must be {what}; fix the config or the --set.")
+            raise LeansegError(
+                f"Config value {where}={value!r} is out of range: it must be {_range_text(rule)}; fix the config or the --set."
+            )
+
+
+def _range_text(rule: str) -> str:
+    return {"axcodes": "three axis letters, one of each pair L/R, P/A, I/S (e.g. RAS)", "odd": "an odd whole number >= 1"}.get(rule, rule)
 
 
 def _number(value: Any) -> float | None:
@@ -414,7 +418,12 @@ def _build(cls: Any, d: Any, where: str) -> Any:
     unknown = set(d) - names
     if unknown:
         raise LeansegError(f"Unknown config key(s) {sorted(unknown)} in '{where}'; valid keys are {sorted(names)}.")
-    values = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in d.items()}
-    for k, v in values.items():
-        _check_range(cls, k, v, f"{where}.{k}")
+    values = {}
+    for k, v in d.items():
+        rule = RANGES.get(cls.__name__, {}).get(k)
+        try:
+            values[k] = _coerce(hints[k], v, f"{where}.{k}")
+        except LeansegError as e:  # a wrong type: say the range too, where the field has one
+            raise LeansegError(f"{e}".rstrip(".") + (f" ({_range_text(rule)})." if rule else ".")) from None
+        _check_range(cls, k, values[k], f"{where}.{k}")
     return cls(**values)

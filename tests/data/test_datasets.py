@@ -191,3 +191,37 @@ def test_region_based_labels_are_read_as_nnunet_declares_them(tmp_path: Path) ->
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(LeansegError, match="regions_class_order' listing, per region, a value it covers"):
         load_dataset(root)
+
+
+_NN = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1}, "file_ending": ".nii.gz"}
+_MSD = {"modality": {"0": "MRI"}, "labels": {"0": "background"}, "training": [{"image": "./imagesTr/a.nii.gz", "label": None}]}
+
+
+@pytest.mark.parametrize(
+    ("meta", "sentence"),
+    [
+        ({**_MSD, "training": [{"image": 7}]}, r"training entry 0's 'image' must be a file path \(a string\), got 7"),
+        ({**_MSD, "training": [{"image": None}]}, r"must be a file path \(a string\), got None"),
+        ({**_MSD, "training": [{"image": "./imagesTr/a.nii.gz", "label": 3}]}, r"'label' must be a file path"),
+        ({**_MSD, "modality": {"a": "MRI"}}, r"'modality' must map channel index 0, 1, \.\.\. -> name"),
+        ({**_MSD, "modality": {"0": "MRI", "2": "T2"}}, r"indices are not 0\.\.C-1"),
+        ({**_NN, "channel_names": ["MRI"]}, r"'channel_names' must map channel index"),
+        ({**_NN, "labels": float("nan")}, r"'labels' must be a mapping of the classes, got float"),
+        ({**_NN, "labels": {"background": 0, "a": float("nan")}}, r"'labels' must map name -> integer"),
+        ({**_NN, "labels": {"background": 0, "a": [float("inf")]}, "regions_class_order": [1]}, r"region-based labels need integer lists"),
+        ({**_NN, "file_ending": 3}, r"need 'file_ending'"),
+        ({**_NN, "dataset": {"c": {"images": [None]}}}, r"'dataset' entry 'c''s image must be a file path"),
+        ({**_NN, "dataset": {"c": {"images": ["x.nii.gz"], "label": {}}}}, r"'dataset' entry 'c''s 'label' must be a file path"),
+    ],
+)
+def test_malformed_dataset_json_values_are_one_sentence(tmp_path: Path, meta: dict, sentence: str) -> None:
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(LeansegError, match=sentence):
+        load_dataset(tmp_path, require_labels=False)
+
+
+def test_a_deeply_nested_dataset_json_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "dataset.json").write_text('{"labels": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(LeansegError, match="nests its values too deeply"):
+        load_dataset(tmp_path)

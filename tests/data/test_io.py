@@ -96,3 +96,38 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_label(tmp_path / "x.nii.gz", np.zeros((3, 3, 3), np.uint8), np.eye(3))  # a 3x3 affine is invalid
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_a_header_claiming_more_voxels_than_there_are_is_refused_before_reading(tmp_path: Path, name: str) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    img.header.set_data_shape((10000, 10000, 10000))  # the header lies: the file holds 64 voxels
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), str(path))
+    raw = path.read_bytes() if name.endswith(".nii") else None
+    if raw is not None:  # patch the shape of an uncompressed file in place: a tiny file whose header claims 10000^3
+        path.write_bytes(img.header.binaryblock + raw[348:])
+    else:
+        import gzip
+
+        body = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(img.header.binaryblock + body[348:]))
+    with pytest.raises(LeansegError, match=r"header claims 10000x10000x10000 voxels"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("affine", [np.zeros((4, 4)), np.full((4, 4), np.nan), np.diag([np.inf, 1, 1, 1])], ids=["zero", "nan", "inf"])
+def test_an_unusable_affine_is_one_sentence(tmp_path: Path, affine: np.ndarray) -> None:
+    import nibabel as nib
+
+    path = tmp_path / "a.nii"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).integers(0, 3, (6, 6, 6)).astype(np.float32), np.eye(4)), str(path))
+    hdr = nib.load(str(path)).header.copy()  # nibabel will not save such an affine: the header is patched in place
+    hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = affine[0], affine[1], affine[2]
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    path.write_bytes(hdr.binaryblock + path.read_bytes()[348:])
+    for read in (read_image, read_label):
+        with pytest.raises(LeansegError, match=r"a.nii has an unusable affine .* export it again"):
+            read(path)

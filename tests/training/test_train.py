@@ -214,3 +214,19 @@ def test_region_based_labels_train_predict_and_evaluate(phantoms: Path, tiny_cfg
     args = ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(root / "labelsTr"), "--dataset", str(root), "--json"]
     out = json.loads(CliRunner().invoke(app, args).stdout)
     assert out["labels"] == {"0": "background", "1": "anything", "2": "lesion"} and "dice_2" in out["mean"]
+
+
+def test_a_run_refuses_other_data_before_writing_anything(phantoms: Path, partial_phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    run = tmp_path / "run"
+    train(phantoms, run, tiny_cfg, show_progress=False)
+    kept = {n: (run / n).read_bytes() for n in ("run.json", "splits.json", "fingerprint.json", "plan.json", "config.yaml", "summary.json")}
+    tiny_cfg.save(tmp_path / "tiny.yaml")
+    r = CliRunner().invoke(app, ["train", "-d", str(partial_phantoms), "-o", str(run), "--config", str(tmp_path / "tiny.yaml")])
+    assert r.exit_code == 2 and "was trained on other data than" in r.output and "already complete" not in r.output, r.output
+    assert {n: (run / n).read_bytes() for n in kept} == kept
+    again = train(phantoms, run, tiny_cfg, show_progress=False)  # its own data: complete, left as it is
+    assert again.already_complete and {n: (run / n).read_bytes() for n in kept} == kept

@@ -217,7 +217,7 @@ def _regions(raw: dict, meta: dict, meta_path: Path) -> tuple[list[tuple[int, ..
     try:
         regions = [tuple(int(x) for x in (v if isinstance(v, list) else [v])) for k, v in raw.items() if k != "background"]
         order = [int(x) for x in meta["regions_class_order"]]
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise LeansegError(
             f"{meta_path}: region-based labels need integer lists and a 'regions_class_order' with one value per region ({e})."
         ) from None
