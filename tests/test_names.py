@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from leanseg.data.datasets import Case, load_dataset
 from leanseg.errors import LeansegError
-from leanseg.names import check_case_id, check_unique, is_safe_case_id
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "leanseg"
 HOSTILE = ["../../../escape_probe_evil", "/abs/escape_probe_evil", "sub/escape_probe_evil", "..", "-rf", ".hidden", "a\\b", "", "x" * 201]
@@ -22,16 +21,22 @@ HOSTILE = ["../../../escape_probe_evil", "/abs/escape_probe_evil", "sub/escape_p
 
 @pytest.mark.parametrize("case_id", ["hippocampus_001", "BraTS2021_00000", "case 1", "a.b-c+d", "_x", "0"])
 def test_ordinary_case_ids_are_safe(case_id: str) -> None:
+    from leanseg.names import check_case_id, is_safe_case_id
+
     assert is_safe_case_id(case_id) and check_case_id(case_id, "dataset.json") == case_id
 
 
 @pytest.mark.parametrize("case_id", [*HOSTILE, "trailing ", "nul\0", "tab\t", 7, None])
 def test_hostile_case_ids_are_refused_naming_the_id_and_the_file(case_id: object) -> None:
+    from leanseg.names import check_case_id
+
     with pytest.raises(LeansegError, match=r"Case id .* in /data/dataset.json cannot name a file: .*rename the case there"):
         check_case_id(case_id, "/data/dataset.json")
 
 
 def test_ids_equal_but_for_letter_case_are_duplicates() -> None:
+    from leanseg.names import check_unique
+
     check_unique([("a", "x/a.nii.gz"), ("b", "x/b.nii.gz")], "d")
     with pytest.raises(LeansegError, match=r"x/Case1.nii.gz and y/case1.nii.gz in d both give the case name 'Case1' / 'case1'"):
         check_unique([("Case1", "x/Case1.nii.gz"), ("case1", "y/case1.nii.gz")], "d")
