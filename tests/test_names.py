@@ -16,7 +16,8 @@ from leanseg.data.datasets import Case, load_dataset
 from leanseg.errors import LeansegError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "leanseg"
-HOSTILE = ["../../../escape_probe_evil", "/abs/escape_probe_evil", "sub/escape_probe_evil", "..", "-rf", ".hidden", "a\\b", "", "x" * 201]
+ABSOLUTE = "{tmp}/outside/escape_probe_evil"  # an absolute id; under the test's own folder, so a failing probe writes nothing elsewhere
+HOSTILE = ["../../../escape_probe_evil", ABSOLUTE, "sub/escape_probe_evil", "..", "-rf", ".hidden", "a\\b", "", "x" * 201]
 
 
 @pytest.mark.parametrize("case_id", ["hippocampus_001", "BraTS2021_00000", "case 1", "a.b-c+d", "_x", "0"])
@@ -31,7 +32,7 @@ def test_hostile_case_ids_are_refused_naming_the_id_and_the_file(case_id: object
     from leanseg.names import check_case_id
 
     with pytest.raises(LeansegError, match=r"Case id .* in /data/dataset.json cannot name a file: .*rename the case there"):
-        check_case_id(case_id, "/data/dataset.json")
+        check_case_id(case_id.format(tmp="/data") if isinstance(case_id, str) else case_id, "/data/dataset.json")
 
 
 def test_ids_equal_but_for_letter_case_are_duplicates() -> None:
@@ -55,15 +56,15 @@ def _listed(phantoms: Path, root: Path, case_id: str) -> Path:
 
 
 def _escaped(tmp_path: Path) -> list[Path]:
-    """Files named after the probe anywhere under the test's folder or at the absolute probe path."""
-    return [p for p in [*tmp_path.rglob("*escape_probe_evil*"), *Path("/abs").glob("escape_probe_evil*")] if p.exists()]
+    """Files named after the probe anywhere under the test's folder (the absolute probe path is in it)."""
+    return [p for p in tmp_path.rglob("*escape_probe_evil*") if p.exists()]
 
 
 @pytest.mark.parametrize("case_id", HOSTILE[:4])
 def test_train_and_degrade_refuse_a_hostile_listed_id_and_write_nothing(phantoms: Path, tiny_cfg, tmp_path: Path, case_id: str) -> None:
     from leanseg.cli import app
 
-    data = _listed(phantoms, tmp_path / "deep" / "er" / "data", case_id)
+    data = _listed(phantoms, tmp_path / "deep" / "er" / "data", case_id.format(tmp=tmp_path))
     with pytest.raises(LeansegError, match=r"Case id .* in .*dataset.json cannot name a file"):
         load_dataset(data)
     tiny_cfg.save(tmp_path / "tiny.yaml")
@@ -181,8 +182,9 @@ def test_every_file_name_built_from_a_case_id_is_probed() -> None:
 
 
 @pytest.mark.parametrize("sink", sorted(set(SINKS.values()), key=lambda f: f.__name__), ids=lambda f: f.__name__)
-@pytest.mark.parametrize("case_id", ["..", "/abs/escape_probe_evil", "../escape_probe_evil", "sub/escape_probe_evil"])
+@pytest.mark.parametrize("case_id", ["..", ABSOLUTE, "../escape_probe_evil", "sub/escape_probe_evil"])
 def test_each_sink_refuses_dotdot_absolute_and_separator_ids(sink, case_id: str, phantoms: Path, tmp_path: Path) -> None:
+    case_id = case_id.format(tmp=tmp_path)
     with pytest.raises(LeansegError, match="cannot name a file"):
         sink(phantoms, tmp_path / "w" / "x", case_id)
     assert _escaped(tmp_path) == []

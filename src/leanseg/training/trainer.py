@@ -126,16 +126,20 @@ class Trainer:
             )
 
     def _check_same_data(self) -> None:
-        """A run with a checkpoint trains on its own data only: another dataset (by its fingerprint) is refused."""
+        """A run with a checkpoint trains on its own data only: a dataset whose fingerprint differs from the run's
+        ``fingerprint.json`` (cases, shapes, spacings, labels, intensities...; its name and notes aside) is refused
+        before anything is written."""
         run = self.run
         assert run is not None
         recorded = run.path / "fingerprint.json"
         if not (self.resume and run.latest.is_file() and recorded.is_file()):
             return
-        if json.loads(recorded.read_text()) != json.loads(json.dumps(self.prep.fingerprint.to_dict())):
+        old, new = json.loads(recorded.read_text()), json.loads(json.dumps(self.prep.fingerprint.to_dict()))
+        differ = sorted(k for k in old.keys() | new.keys() if k not in ("dataset", "notes") and old.get(k) != new.get(k))
+        if differ:
             raise LeansegError(
-                f"{run.path} was trained on other data than {self.data_dir} (see its run.json); pass a new --out to train "
-                "on this dataset, or the run's own --data to resume it."
+                f"{run.path} was trained on other data than {self.data_dir} (its {', '.join(differ)} differ from the run's "
+                "fingerprint.json); pass a new --out to train on this dataset, or the run's own --data to resume it."
             )
 
     def _load_start_weights(self) -> None:
