@@ -116,8 +116,13 @@ def train(
     fold: Annotated[Optional[str], typer.Option(help="Validation fold 0..4, or all: train on every case (default: data.fold).")] = None,
     budget_minutes: Annotated[Optional[float], typer.Option("--budget-minutes", help="Wall-clock training budget.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Data-parallel processes on this machine (DDP: gloo on CPUs, NCCL on GPUs); 1: one process.")
+    ] = 1,
 ) -> None:
-    """Train a model on a dataset folder; writes checkpoints, metrics.csv and a training curve."""
+    """Train a model on a dataset folder; writes checkpoints, metrics.csv and a training curve.
+
+    Several machines: run this command under torchrun on each (README, "More than one machine")."""
 
     def go() -> None:
         from leanseg.training import train as run_train
@@ -126,7 +131,7 @@ def train(
         cfg = _load_config(
             config, set_ + [f"train.device={device}"] * bool(device) + [f"data.fold={fold}"] * (fold is not None), budget_minutes
         )
-        r = run_train(data, out, cfg)
+        r = run_train(data, out, cfg, nproc=nproc)
         done = f"run {r.run_dir} was already complete; left as it is (a new --out trains afresh). " if r.already_complete else ""
         _console().print(
             done
@@ -159,52 +164,42 @@ def predict(
         str, typer.Option("--format", help="auto (the input's format; NIfTI for DICOM) | dicom-seg (for a DICOM series input).")
     ] = "auto",
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N (default: the config's, auto).")] = None,
+    resume: Annotated[
+        bool, typer.Option("--continue", help="Skip the cases whose prediction an earlier (killed) job already wrote into --output.")
+    ] = False,
+    ray_address: Annotated[
+        Optional[str], typer.Option("--ray-address", help="Predict on Ray workers: a cluster address, auto (this machine's), or local.")
+    ] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray workers, each loading the model once (default: CPUs / threads).")] = None,
 ) -> None:
     """Segment images; label files get exactly the input's shape and affine."""
 
     def go() -> None:
-        import numpy as np
-        from rich.table import Table
-
+        from leanseg.cli_render import print_predictions
         from leanseg.inference import Predictor, collect_inputs
         from leanseg.utils import set_threads
 
-        p = Predictor.from_run(
-            list(model), policy=policy, path=path, backend=backend, mode=mode, num_threads=threads, tta=tta, device=device
-        )
+        options = {"backend": backend, "mode": mode, "tta": tta, "device": device, "policy": policy, "path": path}
+        p = Predictor.from_run(list(model), num_threads=threads, **options)
         set_threads(p.cfg.num_threads)
         cases = collect_inputs(input, p.plan.num_channels)
-        results = p.predict_files(cases, output, progress=_progress("predict"), output_format=output_format)
-        members = f", ensemble of {len(p.nets)}" if len(p.nets) > 1 else ""
-        t = Table(
-            title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}{members}, {p.cfg.num_threads} thread(s)"
-        )
-        blocks = p.policy is not None
-        n_blocks = p.model.num_gated_blocks
-        # a two-stage model (LowRes) reports its stages and the share of the volume sent to stage two
-        stages = bool(results) and "fraction" in results[0].timings
-        stage_cols = ["to stage 2", "stage 1 s", "stage 2 s"] if stages else []
-        for col in ("case", "output", *(["blocks used"] if blocks else []), *stage_cols, "network s", "total s"):
-            t.add_column(col)
+        if ray_address is None:
+            results = p.predict_files(cases, output, progress=_progress("predict"), output_format=output_format, resume=resume)
+            print_predictions(_console(), p, [r for r in results if not r.skipped], [r.case_id for r in results if r.skipped], {})
+            return
+        from leanseg.cohort import predict_cohort
+        from leanseg.errors import LeansegError
 
-        def stage_cells(tm: dict[str, float]) -> list[str]:
-            return [f"{100 * tm['fraction']:.2f} %", f"{tm['stage1']:.3f}", f"{tm['stage2']:.3f}"] if stages else []
-
-        for r in results:
-            used = [f"{r.timings['blocks_used']:.0f}/{n_blocks}"] if blocks else []
-            t.add_row(r.case_id, str(r.output), *used, *stage_cells(r.timings), f"{r.timings['network']:.3f}", f"{r.seconds:.3f}")
-        mean_used = [f"{np.mean([r.timings['blocks_used'] for r in results]):.2f}/{n_blocks}"] if blocks else []
-        keys = ("fraction", "stage1", "stage2")
-        mean_stages = stage_cells({k: float(np.mean([r.timings[k] for r in results])) for k in keys}) if stages else []
-        t.add_row(
-            "[bold]mean",
-            "",
-            *mean_used,
-            *mean_stages,
-            f"{np.mean([r.timings['network'] for r in results]):.3f}",
-            f"{np.mean([r.seconds for r in results]):.3f}",
-        )
-        _console().print(t)
+        if workers is not None and workers < 1:
+            raise LeansegError(f"--workers is {workers}; use 1 or more.")
+        with _console().status("predicting on Ray") as status:
+            s = predict_cohort(
+                p, list(model), {k: v for k, v in options.items() if v is not None}, cases, output, ray_address, workers,
+                p.cfg.num_threads, resume, output_format, progress=lambda done, n: status.update(f"predicting on Ray: {done}/{n} cases"),
+            )  # fmt: skip
+        print_predictions(_console(), p, s.done, s.skipped, s.failed, f", {s.workers} Ray worker(s)")
+        if s.failed:
+            raise typer.Exit(1)
 
     _run(go)
 

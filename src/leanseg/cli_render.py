@@ -96,3 +96,43 @@ def print_metrics(console: Any, res: dict[str, Any]) -> None:
             f"all cases: object recall {m['object_recall']:.3f}, object Dice {m['object_dice']:.3f}, {m['fp_per_scan']:.2f} false positives "
             f"per scan; FROC LUNA16 {m['froc_luna16']:.3f}, average recall over 0-5 FP/scan {m['froc_avg_recall_0_5']:.3f}"
         )
+
+
+def print_predictions(console: Any, p: Any, results: list[Any], skipped: list[str], failed: dict[str, str], where: str = "") -> None:
+    """The table of predicted cases (seconds; blocks used with a policy; a LowRes run's stages), then what was
+    skipped (``--continue``) and what failed, by name."""
+    import numpy as np
+    from rich.table import Table
+
+    members = f", ensemble of {len(p.nets)}" if len(p.nets) > 1 else ""
+    t = Table(
+        title=f"{len(results)} case(s), back-end {p.cfg.backend}{' + mirroring' if p.cfg.tta else ''}{members}, {p.cfg.num_threads} thread(s){where}"
+    )
+    blocks, n_blocks = p.policy is not None, p.model.num_gated_blocks
+    stages = bool(results) and "fraction" in results[0].timings  # a two-stage model (LowRes): its stages, the share sent on
+    for col in (
+        "case",
+        "output",
+        *(["blocks used"] if blocks else []),
+        *(["to stage 2", "stage 1 s", "stage 2 s"] if stages else []),
+        "network s",
+        "total s",
+    ):
+        t.add_column(col)
+
+    def cells(tm: dict[str, float], seconds: float) -> list[str]:
+        used = [f"{tm['blocks_used']:.2f}/{n_blocks}"] if blocks else []
+        two = [f"{100 * tm['fraction']:.2f} %", f"{tm['stage1']:.3f}", f"{tm['stage2']:.3f}"] if stages else []
+        return [*used, *two, f"{tm['network']:.3f}", f"{seconds:.3f}"]
+
+    for r in results:
+        t.add_row(r.case_id, str(r.output), *cells(r.timings, r.seconds))
+    if results:
+        keys = [k for k in results[0].timings if all(k in r.timings for r in results)]
+        mean = {k: float(np.mean([r.timings[k] for r in results])) for k in keys}
+        t.add_row("[bold]mean", "", *cells(mean, float(np.mean([r.seconds for r in results]))))
+    console.print(t)
+    if skipped or failed:
+        console.print(f"{len(results)} done, {len(skipped)} skipped (an earlier job's), {len(failed)} failed")
+    for case_id, error in failed.items():
+        console.print(f"[red]failed[/] {case_id}: {error}", highlight=False)

@@ -9,7 +9,8 @@ benchmarks all call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ class CaseResult:
     output: Path | None
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False  # an earlier job's prediction, kept (``resume``)
 
 
 def estimate_memory_bytes(image: Any, plan: Plan) -> float:
@@ -336,11 +338,29 @@ class Predictor:
         out_dir: Path,
         progress: Callable[[Any], Any] | None = None,
         output_format: str = "auto",
+        resume: bool = False,
     ) -> list[CaseResult]:
         """Segment (case_id, channel files) pairs into ``out_dir/<case_id><ending>``, each written atomically.
 
         ``output_format``: ``auto`` (the input's format; NIfTI for a DICOM series, on the series' grid) or ``dicom-seg``
-        (a DICOM Segmentation object referencing the input series; DICOM series inputs only)."""
+        (a DICOM Segmentation object referencing the input series; DICOM series inputs only). ``resume``: cases whose
+        prediction an earlier job wrote are skipped (nnU-Net's ``--continue_prediction``), as results with ``skipped``."""
+        with self.output_folder(cases, out_dir, output_format, resume) as (targets, todo, skipped):
+            results = [CaseResult(c, targets[c], 0.0, skipped=True) for c in skipped]
+            for case_id, files in progress(todo) if progress else todo:
+                t0 = time.perf_counter()
+                vol = read_image(files)
+                label, timings = self.predict_volume(vol, source=files[0])
+                written = self.write(targets[case_id], files, label, vol, output_format)
+                results.append(CaseResult(case_id, written, time.perf_counter() - t0, timings))
+        return results
+
+    @contextmanager
+    def output_folder(
+        self, cases: Iterable[tuple[str, list[Path]]], out_dir: Path, output_format: str, resume: bool
+    ) -> Iterator[tuple[dict[str, Path], list[tuple[str, list[Path]]], list[str]]]:
+        """Check and lock ``out_dir`` for these cases (:mod:`leanseg.prediction_folder`), before any network runs;
+        yields each case's target file, the cases to predict and the ids skipped under ``resume``."""
         from leanseg.prediction_folder import PredictionRecord, check_output_folder
 
         out_dir = Path(out_dir)
@@ -354,20 +374,16 @@ class Predictor:
         check_output_folder(out_dir, [files[0] for _, files in cases])
         targets = {case_id: self._target(out_dir, case_id, files, output_format) for case_id, files in cases}
         check_unique(((t.name, files[0]) for t, (_, files) in zip(targets.values(), cases)), "the input")
-        writable_folder(out_dir, "output", "pass an --output folder you can write to")  # before any network runs
+        writable_folder(out_dir, "output", "pass an --output folder you can write to")
         with folder_lock(out_dir, "output"):
             record = PredictionRecord(out_dir, self.source)
             record.check_targets(targets)
             sweep_temporaries(out_dir)
-            results = []
-            for case_id, files in progress(cases) if progress else cases:
-                t0 = time.perf_counter()
-                vol = read_image(files)
-                label, timings = self.predict_volume(vol, source=files[0])
-                written = self._write(targets[case_id], files, label, vol, output_format)
-                record.add(case_id, written)
-                results.append(CaseResult(case_id, written, time.perf_counter() - t0, timings))
-        return results
+            skipped = [c for c, _ in cases if resume and record.complete(c, targets[c])]
+            todo = [(c, f) for c, f in cases if c not in set(skipped)]
+            record.claim({c: targets[c] for c, _ in todo})
+            yield targets, todo, skipped
+            sweep_temporaries(out_dir)  # a worker killed mid-write (its case retried elsewhere) leaves its temporary
 
     @staticmethod
     def _target(out_dir: Path, case_id: str, files: list[Path], output_format: str) -> Path:
@@ -379,7 +395,7 @@ class Predictor:
         ending = ending if ending in NIFTI_ENDINGS or ending in (".mha", ".nrrd") else ".nii.gz"
         return out_dir / f"{case_id}{ending}"
 
-    def _write(self, target: Path, files: list[Path], label: np.ndarray, vol: Any, output_format: str) -> Path:
+    def write(self, target: Path, files: list[Path], label: np.ndarray, vol: Any, output_format: str) -> Path:
         if output_format == "dicom-seg":
             from leanseg.data.dicom import write_dicom_seg
             from leanseg.data.io import Volume

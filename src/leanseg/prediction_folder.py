@@ -80,10 +80,15 @@ class PredictionRecord:
                     "a new --output folder (leanseg never overwrites a file it did not write)."
                 )
 
-    def add(self, case_id: str, output: Path) -> None:
-        """Record ``output`` as ``case_id``'s prediction (after it was written)."""
-        self.files[Path(output).name] = case_id
+    def claim(self, targets: dict[str, Path]) -> None:
+        """Record the targets as these cases' predictions before any is written: a file that then exists under a
+        claimed name was written by leanseg (atomically, so whole), even where the job was killed right after."""
+        self.files.update({t.name: case_id for case_id, t in targets.items()})
         atomic_write_text(self.path, json.dumps(self.to_dict(), indent=1))
+
+    def complete(self, case_id: str, target: Path) -> bool:
+        """``target`` holds ``case_id``'s prediction from an earlier job (``--continue`` skips it)."""
+        return target.is_file() and self.files.get(target.name) == case_id
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "files": self.files}

@@ -206,3 +206,26 @@ def warn_emulated_bf16(setting: str) -> None:
 
 
 _WARNED_BF16: set[str] = set()
+
+
+def connect_ray(address: str, num_cpus: int | None = None) -> Any:
+    """The ``ray`` module, connected to the cluster at ``address`` (``auto``: the one this machine belongs to;
+    ``local``: a new one on this machine with ``num_cpus``). Ray is an optional extra: a missing one is a sentence."""
+    from leanseg.errors import LeansegError
+
+    try:
+        import ray
+    except ImportError:
+        raise LeansegError('--ray-address needs Ray: pip install "leanseg[ray]" (or pip install ray).') from None
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address == "local":
+            ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kw)
+        else:
+            try:
+                ray.init(address=address, **kw)
+            except ConnectionError as e:
+                raise LeansegError(
+                    f"No Ray cluster answers at --ray-address {address} ({e}); start one (`ray start --head`) or pass local."
+                ) from None
+    return ray

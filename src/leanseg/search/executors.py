@@ -156,18 +156,9 @@ class RayExecutor:
     """Trials as Ray tasks; ``address`` is a cluster address, or ``"local"`` for a cluster on this machine."""
 
     def __init__(self, address: str, parallel: int = 1, cpus_per_trial: float = 1.0, num_cpus: int | None = None) -> None:
-        try:
-            import ray
-        except ImportError as e:
-            raise LeansegError('--ray-address needs Ray: pip install "leanseg[ray]" (or pip install ray).') from e
-        self.ray = ray
-        if not ray.is_initialized():
-            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address == "local":
-                kw.update(num_cpus=num_cpus, _node_ip_address="127.0.0.1")
-                ray.init(**kw)
-            else:
-                ray.init(address=address, **kw)
+        from leanseg.utils import connect_ray
+
+        self.ray = ray = connect_ray(address, num_cpus)
         self.parallel = parallel
         self._task = ray.remote(num_cpus=cpus_per_trial, max_retries=0)(_ray_call)
         self._running: dict[Any, tuple[int, float]] = {}

@@ -28,6 +28,7 @@ import torch
 from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
 from leanseg.runfolder import RunFolder
+from leanseg.training.distributed import Rank, barrier, join_group, launch, local_batch, mean_and_max, patch_indices, rank_device
 from leanseg.training.schedule import lr_at, make_optimizer, use_bf16
 from leanseg.utils import folder_lock, progress_bar, resolve_device, seed_everything, set_threads, sweep_temporaries
 
@@ -43,6 +44,14 @@ class TrainResult:
     data_wait_share: float
     already_complete: bool = False  # the run folder held a finished run, left as it was
     ended_by: str = "iterations"  # budget (the clock) or iterations
+
+    @classmethod
+    def from_summary(cls, run: RunFolder, already_complete: bool = False) -> TrainResult:
+        """A finished run's figures from its ``summary.json``."""
+        s = run.summary()
+        val = {k: v for k, v in s.items() if k.startswith("val_dice")}
+        ended = s.get("ended_by", "iterations")
+        return cls(run.path, int(s["iterations"]), float(s["train_seconds"]), val, float(s["data_wait_share"]), already_complete, ended)
 
 
 class Trainer:
@@ -72,6 +81,9 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.val: dict[str, float] = {}
+        self.rank = Rank()  # this process's place in a data-parallel group (rank 0 of 1 alone)
+        self.ddp: Any = None  # the model wrapped in DistributedDataParallel where the group has several ranks
+        self._agreed = 0.0  # the ranks' agreed progress after the last step (several ranks only)
 
     @classmethod
     def for_step(cls, cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer, plan: Any = None) -> Trainer:
@@ -96,26 +108,41 @@ class Trainer:
             raise LeansegError(f"Output {self.run.path} is a file; pass a folder for the run.")
         check_settings(self.cfg.model)
         set_threads(self.cfg.train.num_threads)
-        seed_everything(self.cfg.train.seed)
+        seed_everything(self.cfg.train.seed + self.rank.rank)
+        if not self.rank.is_main:
+            barrier(self.rank)  # rank 0 prepares the cache and the run folder first; the others then read them
         self.prep = prepare_data(
-            self.data_dir, self.cfg, self.cache_root, progress_bar("fingerprint / preprocess") if self.show_progress else None
+            self.data_dir, self.cfg, self.cache_root, progress_bar("fingerprint / preprocess") if self._shows_progress() else None
         )
         self.plan = self.prep.plan
         splits, self.split = run_splits([c.case_id for c in self.prep.dataset.cases], self.cfg.data)
+        if self.rank.is_main:
+            self._set_up_run_folder(splits)
+            barrier(self.rank)
+        self.model = self.build_model()
+        self._place(rank_device(resolve_device(self.cfg.train.device), self.rank))
+        self.optimizer = self.configure_optimizer()
+        self.elapsed_before = 0.0
+        self._load_start_weights()
+        if self.rank.world > 1:  # DDP broadcasts rank 0's weights, then averages every gradient over the ranks
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.loss_fn = self.build_loss()
+        val = self.split["val"]
+        self.val_ids = val[: self.cfg.train.val_max_cases] if self.cfg.train.val_max_cases else val
+
+    def _set_up_run_folder(self, splits: list[Any]) -> None:
+        """Rank 0: the run folder, refused for another config or other data before anything is written there."""
+        assert self.run is not None
         self.run.create()
         self._check_resumable_config()
         self._check_same_data()
         if not (self.resume and self.run.latest.is_file()):  # a run that resumes (or is complete) keeps its set-up files
             self.run.write_setup(self.cfg, self.plan, self.prep.fingerprint.to_dict(), splits, self.data_dir)
         sweep_temporaries(self.run.path)  # accepted: what a killed write left can go
-        self.model = self.build_model()
-        self._place(resolve_device(self.cfg.train.device))
-        self.optimizer = self.configure_optimizer()
-        self.elapsed_before = 0.0
-        self._load_start_weights()
-        self.loss_fn = self.build_loss()
-        val = self.split["val"]
-        self.val_ids = val[: self.cfg.train.val_max_cases] if self.cfg.train.val_max_cases else val
+
+    def _shows_progress(self) -> bool:
+        return self.show_progress and self.rank.is_main
 
     def _check_resumable_config(self) -> None:
         run = self.run
@@ -181,7 +208,7 @@ class Trainer:
 
     def build_loader(self) -> Any:
         """Batches of foreground-oversampled, augmented patches; item i is patch i of the whole run, so resuming
-        at iteration k reads from k * batch."""
+        at iteration k reads from k * batch. Of a data-parallel group's global batch, each rank reads its own slice."""
         from leanseg.data.sampling import PatchDataset
 
         t = self.cfg.train
@@ -195,8 +222,8 @@ class Trainer:
         )
         return torch.utils.data.DataLoader(
             ds,
-            batch_size=t.batch_size,
-            sampler=range(self.iteration * t.batch_size, 10**12),  # type: ignore[arg-type]
+            batch_size=local_batch(t.batch_size, self.rank),
+            sampler=patch_indices(self.iteration, t.batch_size, self.rank),  # type: ignore[arg-type]
             num_workers=t.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=t.num_workers > 0,
@@ -205,7 +232,7 @@ class Trainer:
 
     # --- the step -----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> Any:
-        return self.model(x)
+        return (self.ddp or self.model)(x)
 
     def compute_loss(self, output: Any, y: torch.Tensor) -> torch.Tensor:
         """Dice + CE (plus a model's ``aux_loss``), or the model's own objective where it has one (LowRes)."""
@@ -270,8 +297,9 @@ class Trainer:
         return self.elapsed_before + time.perf_counter() - self._t_start
 
     def progress(self) -> float:
-        """The schedule's progress: iterations done, or the wall-clock budget spent, whichever is further."""
-        return max(self._progress_parts().values())
+        """The schedule's progress: iterations done, or the wall-clock budget spent, whichever is further; in a
+        data-parallel group, what the ranks agreed on after the last step (so that a clock ends them together)."""
+        return self._agreed if self.rank.world > 1 else max(self._progress_parts().values())
 
     def _progress_parts(self) -> dict[str, float]:
         """Progress by what can end the run: ``iterations`` (where a limit is set) and ``budget`` (where one is)."""
@@ -293,14 +321,21 @@ class Trainer:
         The run folder is locked while it runs: a second writer is refused with a sentence."""
         if self.run is None:
             raise LeansegError("Trainer.fit needs a dataset folder and a run folder.")
-        with folder_lock(self.run.path, "run"):
-            return self._fit()
+        self.rank = join_group(resolve_device(self.cfg.train.device))
+        if not self.rank.is_main:  # rank 0 alone holds the lock and writes the run folder
+            result = self._fit()
+        else:
+            with folder_lock(self.run.path, "run"):
+                result = self._fit()
+        barrier(self.rank)  # the ranks leave together, once rank 0 has written the final checkpoint and summary
+        return result
 
     def _fit(self) -> TrainResult:
         self.initialize()
         self.model.train()
         self._wait_s = self._step_s = 0.0
         self._t_start = time.perf_counter()
+        _, self._agreed = mean_and_max(0.0, max(self._progress_parts().values()), self.rank)
         if self._is_complete():
             return self._complete_result()
         with self._progress_bar() as (bar, task):
@@ -313,6 +348,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 loss = self.train_step(batch["image"], batch["label"].float()).item()  # float: DeepSupervisionLoss resizes it
                 self.iteration += 1
+                loss, self._agreed = mean_and_max(loss, max(self._progress_parts().values()), self.rank)
                 t2 = time.perf_counter()
                 self._wait_s, self._step_s = self._wait_s + t1 - t0, self._step_s + t2 - t0
                 running = loss if running is None else 0.95 * running + 0.05 * loss
@@ -331,22 +367,14 @@ class Trainer:
 
     def _complete_result(self) -> TrainResult:
         """The finished run's figures from its summary; nothing is trained or written."""
-        s = self.run.summary()  # type: ignore[union-attr]
-        val = {k: v for k, v in s.items() if k.startswith("val_dice")}
-        return TrainResult(
-            self.run.path,  # type: ignore[union-attr]
-            int(s["iterations"]),
-            float(s["train_seconds"]),
-            val,
-            float(s["data_wait_share"]),
-            True,
-            s.get("ended_by", "iterations"),
-        )
+        return TrainResult.from_summary(self.run, already_complete=True)  # type: ignore[arg-type]
 
     def _after_step(self, row: dict[str, Any]) -> None:
         """Validation and checkpoint on their cadence (and at the end); every 10th row kept for metrics.csv."""
         from leanseg.training.history import write_history
 
+        if not self.rank.is_main:  # rank 0 validates and writes; the others go on to the next step
+            return
         t, done = self.cfg.train, self.progress() >= 1.0
         if self.iteration % t.val_every == 0 or done:
             self.val = self.validation_step()
@@ -365,8 +393,10 @@ class Trainer:
         run = self.run
         assert run is not None
         seconds = self.elapsed()
-        self.on_checkpoint(run.final)
         share = self._wait_s / max(self._step_s, 1e-9)
+        if not self.rank.is_main:
+            return TrainResult(run.path, self.iteration, seconds, {}, share, ended_by=self.ended_by())
+        self.on_checkpoint(run.final)
         write_history(run.path, self.history)
         summary = {
             "iterations": self.iteration,
@@ -392,7 +422,7 @@ class Trainer:
             TimeElapsedColumn(),
             TextColumn("{task.fields[info]}"),
         ]
-        with Progress(*columns, disable=not self.show_progress, transient=False) as p:
+        with Progress(*columns, disable=not self._shows_progress(), transient=False) as p:
             yield p, p.add_task("train", total=1.0, info="")
 
 
@@ -405,14 +435,28 @@ def train(
     show_progress: bool = True,
     resume: bool = True,
     trainer: type[Trainer] = Trainer,
+    nproc: int = 1,
 ) -> TrainResult:
     """Train a segmentation model on fold ``fold`` of a dataset folder, into run folder ``out_dir``.
 
     Re-running on an existing run folder resumes from ``checkpoint_latest.pt`` (same config required).
     Returns the final validation Dice and the share of step time spent waiting on data. ``trainer`` is the
-    :class:`Trainer` (sub)class to run.
+    :class:`Trainer` (sub)class to run. ``nproc`` > 1: that many data-parallel processes on this machine
+    (:mod:`leanseg.training.distributed`), sharing ``train.num_threads`` and the global ``train.batch_size``.
     """
     cfg = cfg or ExperimentConfig()
     if fold is not None:
         cfg = replace(cfg, data=replace(cfg.data, fold=fold))
-    return trainer(cfg, data_dir, out_dir, cache_root, show_progress, resume).fit()
+    if nproc < 1:
+        raise LeansegError(f"--nproc is {nproc}; use 1 (one process) or more (data-parallel processes).")
+    if nproc == 1:
+        return trainer(cfg, data_dir, out_dir, cache_root, show_progress, resume).fit()
+    local_batch(cfg.train.batch_size, Rank(0, nproc))  # refused here, before any process starts
+    per_rank = replace(cfg, train=replace(cfg.train, num_threads=max(1, cfg.train.num_threads // nproc)))
+    launch(nproc, _fit_rank, trainer, per_rank, data_dir, out_dir, cache_root, show_progress, resume, run_dir=Path(out_dir))
+    return TrainResult.from_summary(RunFolder(out_dir))
+
+
+def _fit_rank(trainer: type[Trainer], *args: Any) -> None:
+    """One process of a data-parallel run (``torch.multiprocessing`` calls it by name)."""
+    trainer(*args).fit()
