@@ -120,8 +120,8 @@ def print_predictions(console: Any, p: Any, results: list[Any], skipped: list[st
     ):
         t.add_column(col)
 
-    def cells(tm: dict[str, float], seconds: float) -> list[str]:
-        used = [f"{tm['blocks_used']:.2f}/{n_blocks}"] if blocks else []
+    def cells(tm: dict[str, float], seconds: float, digits: int = 0) -> list[str]:  # blocks used: whole per case, 2 digits in the mean
+        used = [f"{tm['blocks_used']:.{digits}f}/{n_blocks}"] if blocks else []
         two = [f"{100 * tm['fraction']:.2f} %", f"{tm['stage1']:.3f}", f"{tm['stage2']:.3f}"] if stages else []
         return [*used, *two, f"{tm['network']:.3f}", f"{seconds:.3f}"]
 
@@ -130,7 +130,7 @@ def print_predictions(console: Any, p: Any, results: list[Any], skipped: list[st
     if results:
         keys = [k for k in results[0].timings if all(k in r.timings for r in results)]
         mean = {k: float(np.mean([r.timings[k] for r in results])) for k in keys}
-        t.add_row("[bold]mean", "", *cells(mean, float(np.mean([r.seconds for r in results]))))
+        t.add_row("[bold]mean", "", *cells(mean, float(np.mean([r.seconds for r in results])), digits=2))
     console.print(t)
     if skipped or failed:
         console.print(f"{len(results)} done, {len(skipped)} skipped (an earlier job's), {len(failed)} failed")
