@@ -187,8 +187,9 @@ def main() -> None:
 
 
 def scaling(ddp: dict[str, Any]) -> list[str]:
-    """Ring all-reduce sends 2 (N-1)/N of the gradient bytes a step per machine: its time on a link, against the
-    measured step split N ways (no overlap of the two assumed, so this is a lower bound on the speed-up's loss)."""
+    """Ring all-reduce sends 2 (N-1)/N of the gradient bytes a step per machine. Each machine keeps the measured step
+    (its batch of 2; the global batch 2N), so N machines process N x the patches a second, less the all-reduce's
+    time on the link: speed-up N t / (t + c), with no overlap of compute and communication assumed (a lower bound)."""
     one = ddp.get("1 process x 2 threads")
     if not one:
         return []
@@ -196,8 +197,8 @@ def scaling(ddp: dict[str, Any]) -> list[str]:
     lines = [
         "",
         f"Scaling on paper: {one['parameters']:,} parameters, {grad / 2**20:.1f} MiB of fp32 gradients a step. "
-        "Ring all-reduce sends 2(N-1)/N of them per machine; with the measured step split over N machines "
-        "(global batch N x 2) and no overlap of compute and communication:",
+        "Ring all-reduce sends 2(N-1)/N of them per machine. Each machine keeps the measured 1-process step and its "
+        "batch of 2 (global batch 2N); patches per second against one machine, no overlap of compute and communication:",
         "",
         "| machines N | " + " | ".join(f"speed-up at {g} Gbit/s" for g in LINKS_GBIT) + " |",
         "|---" * (len(LINKS_GBIT) + 1) + "|",
