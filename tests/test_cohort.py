@@ -115,3 +115,19 @@ def test_a_missing_ray_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(LeansegError, match=r'--ray-address needs Ray: pip install "leanseg\[ray\]"'):
         connect_ray("auto")
+
+
+def test_a_case_that_fails_is_named_and_the_others_are_done(ray_cluster, trained_run: Path, phantoms: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from leanseg.cli import app
+
+    inputs = _cohort(phantoms, tmp_path / "in", n=4)
+    (inputs / "c02.nii.gz").write_bytes((inputs / "c02.nii.gz").read_bytes()[:300])  # truncated
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        app, ["predict", "-m", str(trained_run), "-i", str(inputs), "-o", str(out), "--ray-address", "local", "--threads", "1"]
+    )
+    assert r.exit_code == 1 and "3 done, 0 skipped (an earlier job's), 1 failed" in r.output, r.output
+    assert "failed c02: " in r.output and "damaged or truncated" in r.output.replace("\n", " ")
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["c00.nii.gz", "c01.nii.gz", "c03.nii.gz"]

@@ -47,6 +47,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(ddp_run: Path, 
         assert abs(ddp[it] - single[it]) <= LOSS_TOLERANCE * single[it], (it, ddp[it], single[it])
     summary = (ddp_run / "summary.json").read_text()
     assert '"iterations": 8' in summary and (ddp_run / "checkpoint_latest.pt").is_file()
+    assert train(phantoms, ddp_run, _cfg(tiny_cfg), show_progress=False).already_complete  # one process takes the run as its own
     from leanseg.inference import Predictor  # the checkpoint is the plain model's: it predicts as any run's
 
     image = sorted((phantoms / "imagesTr").iterdir())[0]
@@ -85,3 +86,28 @@ def test_the_command_line_trains_with_nproc_and_refuses_a_batch_the_ranks_cannot
     assert r.exit_code == 2 and "train.batch_size 3 cannot be shared by 2 processes" in r.output and not (tmp_path / "odd").exists()
     r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "run"), "--set", "train.iterations=4"])
     assert r.exit_code == 0 and "trained 4 iterations" in r.output, r.output
+
+
+def test_torchrun_runs_the_same_command_to_the_same_weights(ddp_run: Path, phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    """The several-machine launch, on one machine: torchrun starts `leanseg train` twice; they form the group from the
+    environment and train to the weights of `--nproc 2`."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("leanseg")
+    if exe is None:
+        pytest.skip("the leanseg command is not on PATH (pip install -e . puts it there)")
+    _cfg(tiny_cfg).save(tmp_path / "tiny.yaml")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python", exe]
+    r = subprocess.run(
+        [*cmd, "train", "-d", str(phantoms), "-o", str(run), "--config", str(tmp_path / "tiny.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    ref = _weights(ddp_run)
+    for k, v in _weights(run).items():
+        assert torch.allclose(v, ref[k], atol=1e-6), k

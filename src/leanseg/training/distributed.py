@@ -8,6 +8,7 @@ each process joins one group (gloo on CPUs, NCCL on GPUs) and:
   patch stream is one pure function of (seed, index) (:mod:`leanseg.data.sampling`), and rank r takes the r-th
   slice of every global batch, so each rank samples patches of its own and together they draw exactly the patches
   a single process would. Gradients are averaged by DDP; the logged loss is the ranks' mean.
+* ``train.num_threads`` counts a machine's threads: its processes share them (``--nproc 2`` on 2 threads: 1 each).
 * Rank 0 alone holds the run folder's lock and writes its set-up files, checkpoints, history, curve and summary,
   and validates; the others read the cache rank 0 prepared. A checkpoint holds the plain model's weights, so a
   run resumes (and predicts) the same whatever the number of processes that wrote it.
@@ -34,6 +35,11 @@ class Rank:
     rank: int = 0
     world: int = 1
     local: int = 0  # the rank among this machine's processes (its GPU, where there are GPUs)
+    local_world: int = 1  # this machine's processes: they share its train.num_threads
+
+    def threads(self, per_machine: int) -> int:
+        """This process's share of the machine's ``train.num_threads``."""
+        return max(1, per_machine // self.local_world)
 
     @property
     def is_main(self) -> bool:
@@ -45,9 +51,9 @@ def join_group(device: torch.device) -> Rank:
     a CPU, NCCL on CUDA. Without one, the single process's :class:`Rank`."""
     import torch.distributed as dist
 
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local, local_world = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if dist.is_available() and dist.is_initialized():
-        return Rank(dist.get_rank(), dist.get_world_size(), local)
+        return Rank(dist.get_rank(), dist.get_world_size(), local, local_world)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Rank()
@@ -57,7 +63,7 @@ def join_group(device: torch.device) -> Rank:
 
     # rank 0 validates while the others wait at their next all-reduce: allow a long validation
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2))
-    return Rank(dist.get_rank(), dist.get_world_size(), local)
+    return Rank(dist.get_rank(), dist.get_world_size(), local, local_world)
 
 
 def rank_device(device: torch.device, rank: Rank) -> torch.device:
@@ -88,13 +94,15 @@ def patch_indices(iteration: int, batch_size: int, rank: Rank):
         k += 1
 
 
-def mean_and_max(loss: float, progress: float, rank: Rank) -> tuple[float, float]:
-    """The ranks' mean loss and largest progress (one all-reduce each); the values themselves in one process."""
+def mean_and_max(loss: float, progress: float, rank: Rank, device: torch.device | None = None) -> tuple[float, float]:
+    """The ranks' mean loss and largest progress (one all-reduce each, on ``device``: NCCL reduces GPU tensors only);
+    the values themselves in one process."""
     if rank.world == 1:
         return loss, progress
     import torch.distributed as dist
 
-    mean, most = torch.tensor([loss / rank.world], dtype=torch.float64), torch.tensor([progress], dtype=torch.float64)
+    mean = torch.tensor([loss / rank.world], dtype=torch.float64, device=device)
+    most = torch.tensor([progress], dtype=torch.float64, device=device)
     dist.all_reduce(mean)
     dist.all_reduce(most, op=dist.ReduceOp.MAX)
     return float(mean[0]), float(most[0])
@@ -122,7 +130,12 @@ def _free_port() -> int:
 
 def _worker(local_rank: int, nproc: int, port: int, fn: Any, args: tuple) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(nproc)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(nproc),
+        LOCAL_WORLD_SIZE=str(nproc),
     )
     try:
         fn(*args)

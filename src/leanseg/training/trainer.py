@@ -28,7 +28,17 @@ import torch
 from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
 from leanseg.runfolder import RunFolder
-from leanseg.training.distributed import Rank, barrier, join_group, launch, local_batch, mean_and_max, patch_indices, rank_device
+from leanseg.training.distributed import (
+    Rank,
+    barrier,
+    join_group,
+    launch,
+    leave_group,
+    local_batch,
+    mean_and_max,
+    patch_indices,
+    rank_device,
+)
 from leanseg.training.schedule import lr_at, make_optimizer, use_bf16
 from leanseg.utils import folder_lock, progress_bar, resolve_device, seed_everything, set_threads, sweep_temporaries
 
@@ -107,7 +117,7 @@ class Trainer:
         if self.run.path.exists() and not self.run.path.is_dir():
             raise LeansegError(f"Output {self.run.path} is a file; pass a folder for the run.")
         check_settings(self.cfg.model)
-        set_threads(self.cfg.train.num_threads)
+        set_threads(self.rank.threads(self.cfg.train.num_threads))
         seed_everything(self.cfg.train.seed + self.rank.rank)
         if not self.rank.is_main:
             barrier(self.rank)  # rank 0 prepares the cache and the run folder first; the others then read them
@@ -335,7 +345,7 @@ class Trainer:
         self.model.train()
         self._wait_s = self._step_s = 0.0
         self._t_start = time.perf_counter()
-        _, self._agreed = mean_and_max(0.0, max(self._progress_parts().values()), self.rank)
+        _, self._agreed = mean_and_max(0.0, max(self._progress_parts().values()), self.rank, self.device)
         if self._is_complete():
             return self._complete_result()
         with self._progress_bar() as (bar, task):
@@ -348,7 +358,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 loss = self.train_step(batch["image"], batch["label"].float()).item()  # float: DeepSupervisionLoss resizes it
                 self.iteration += 1
-                loss, self._agreed = mean_and_max(loss, max(self._progress_parts().values()), self.rank)
+                loss, self._agreed = mean_and_max(loss, max(self._progress_parts().values()), self.rank, self.device)
                 t2 = time.perf_counter()
                 self._wait_s, self._step_s = self._wait_s + t1 - t0, self._step_s + t2 - t0
                 running = loss if running is None else 0.95 * running + 0.05 * loss
@@ -442,18 +452,21 @@ def train(
     Re-running on an existing run folder resumes from ``checkpoint_latest.pt`` (same config required).
     Returns the final validation Dice and the share of step time spent waiting on data. ``trainer`` is the
     :class:`Trainer` (sub)class to run. ``nproc`` > 1: that many data-parallel processes on this machine
-    (:mod:`leanseg.training.distributed`), sharing ``train.num_threads`` and the global ``train.batch_size``.
+    (:mod:`leanseg.training.distributed`), sharing its ``train.num_threads`` and the global ``train.batch_size``; a
+    run resumes with any number of processes (its config does not record them).
     """
     cfg = cfg or ExperimentConfig()
     if fold is not None:
         cfg = replace(cfg, data=replace(cfg.data, fold=fold))
     if nproc < 1:
         raise LeansegError(f"--nproc is {nproc}; use 1 (one process) or more (data-parallel processes).")
-    if nproc == 1:
-        return trainer(cfg, data_dir, out_dir, cache_root, show_progress, resume).fit()
+    if nproc == 1:  # one process, or one of a torchrun launch's (its fit joins the group the environment names)
+        try:
+            return trainer(cfg, data_dir, out_dir, cache_root, show_progress, resume).fit()
+        finally:
+            leave_group()
     local_batch(cfg.train.batch_size, Rank(0, nproc))  # refused here, before any process starts
-    per_rank = replace(cfg, train=replace(cfg.train, num_threads=max(1, cfg.train.num_threads // nproc)))
-    launch(nproc, _fit_rank, trainer, per_rank, data_dir, out_dir, cache_root, show_progress, resume, run_dir=Path(out_dir))
+    launch(nproc, _fit_rank, trainer, cfg, data_dir, out_dir, cache_root, show_progress, resume, run_dir=Path(out_dir))
     return TrainResult.from_summary(RunFolder(out_dir))
 
 
