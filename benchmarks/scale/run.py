@@ -28,7 +28,12 @@ from leanseg.bench import benchmark_arguments, header_markdown, run_isolated
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared" / "data"
-MODES = {"plain, 1 thread": (None, 1), "plain, 2 threads": (None, 2), "Ray, 1 worker x 1 thread": (1, 1), "Ray, 2 workers x 1 thread": (2, 1)}
+MODES = {
+    "plain, 1 thread": (None, 1),
+    "plain, 2 threads": (None, 2),
+    "Ray, 1 worker x 1 thread": (1, 1),
+    "Ray, 2 workers x 1 thread": (2, 1),
+}
 DDP = {"1 process x 2 threads": 1, "DDP 2 processes x 1 thread": 2}
 LINKS_GBIT = (1, 10, 100)
 
@@ -139,7 +144,9 @@ def predict_cells(results: Any, key: str, data: str, iterations: int, work: Path
         else:
             cell, rss = run_isolated(predict_ray, str(run), str(inputs), str(out), workers, threads)
             cell["identical_to_plain"] = same_labels(out, work / key / "plain_1_thread")
-        results.put("predict", f"{key}: {mode}", {**cell, "peak_rss_mib_driver": rss, "cases_per_minute": 60 * cell["cases"] / cell["seconds"]})
+        results.put(
+            "predict", f"{key}: {mode}", {**cell, "peak_rss_mib_driver": rss, "cases_per_minute": 60 * cell["cases"] / cell["seconds"]}
+        )
         results.write()
 
 
@@ -212,11 +219,16 @@ def scaling(ddp: dict[str, Any]) -> list[str]:
 
 def render_markdown(r: dict[str, Any]) -> str:
     lines = ["# Scale: cohort prediction on Ray, data-parallel training", "", *header_markdown(r)]
-    lines += ["| dataset: mode | cases | Ray start s | prediction s | cases / min | identical to plain | driver peak MiB |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| dataset: mode | cases | Ray start s | prediction s | cases / min | identical to plain | driver peak MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k, c in r.get("predict", {}).items():
         same = {True: "yes", False: "**no**"}.get(c.get("identical_to_plain"), "")
         start = f"{c['ray_start_seconds']:.1f}" if "ray_start_seconds" in c else ""
-        lines.append(f"| {k} | {c['cases']} | {start} | {c['seconds']:.1f} | {c['cases_per_minute']:.1f} | {same} | {c['peak_rss_mib_driver']:.0f} |")
+        lines.append(
+            f"| {k} | {c['cases']} | {start} | {c['seconds']:.1f} | {c['cases_per_minute']:.1f} | {same} | {c['peak_rss_mib_driver']:.0f} |"
+        )
     lines += ["", "| training (global batch 2, 2 threads in all) | s / step | steps timed |", "|---|---|---|"]
     for k, c in r.get("ddp", {}).items():
         lines.append(f"| {k} | {c['seconds_per_step']:.3f} | {c['steps_timed']} |")
