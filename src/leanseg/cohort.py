@@ -10,8 +10,6 @@ still fails after its retries is reported by name, and ``--continue`` skips the 
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from leanseg.inference import CaseResult, Predictor
-from leanseg.utils import connect_ray, set_threads
+from leanseg.utils import connect_ray, ray_error_line, set_threads
 
 TASK_RETRIES = 2  # a case is tried again this many times on a restarted worker before it counts as failed
 
@@ -31,22 +29,12 @@ class PredictWorker:
         set_threads(threads)
         self.predictor = Predictor.from_run([Path(r) for r in runs], num_threads=threads, **options)
 
-    def pid(self) -> int:
-        return os.getpid()
-
-    def predict(self, case_id: str, files: list[str], target: str, job_start_ns: int, output_format: str) -> dict[str, Any]:
+    def predict(self, case_id: str, files: list[str], target: str, job_start_ns: int, output_format: str) -> CaseResult:
         """Predict one case into ``target``; a target this job already wrote (an attempt killed after its rename) is kept."""
-        from leanseg.data.io import read_image
-
         out = Path(target)
         if out.is_file() and out.stat().st_mtime_ns >= job_start_ns:
-            return {"case_id": case_id, "seconds": 0.0, "timings": {}, "rewritten": False}
-        t0 = time.perf_counter()
-        paths = [Path(f) for f in files]
-        vol = read_image(paths)
-        label, timings = self.predictor.predict_volume(vol, source=paths[0])
-        self.predictor.write(out, paths, label, vol, output_format)
-        return {"case_id": case_id, "seconds": time.perf_counter() - t0, "timings": timings, "rewritten": True}
+            return CaseResult(case_id, out, 0.0)
+        return self.predictor.predict_case(case_id, [Path(f) for f in files], out, output_format)
 
 
 @dataclass
@@ -116,11 +104,9 @@ def _run(
         ready, _ = ray.wait(list(running), num_returns=1)
         worker, case_id = running.pop(ready[0])
         try:
-            r = ray.get(ready[0])
-            summary.done.append(CaseResult(case_id, targets[case_id], r["seconds"], r["timings"]))
+            summary.done.append(ray.get(ready[0]))
         except Exception as e:  # the case's own error, or its worker lost after every retry
-            lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
-            summary.failed[case_id] = lines[-1] if lines else type(e).__name__
+            summary.failed[case_id] = ray_error_line(e)
         if progress:
             progress(len(summary.done) + len(summary.failed), len(todo))
         submit(worker)

@@ -348,12 +348,16 @@ class Predictor:
         with self.output_folder(cases, out_dir, output_format, resume) as (targets, todo, skipped):
             results = [CaseResult(c, targets[c], 0.0, skipped=True) for c in skipped]
             for case_id, files in progress(todo) if progress else todo:
-                t0 = time.perf_counter()
-                vol = read_image(files)
-                label, timings = self.predict_volume(vol, source=files[0])
-                written = self.write(targets[case_id], files, label, vol, output_format)
-                results.append(CaseResult(case_id, written, time.perf_counter() - t0, timings))
+                results.append(self.predict_case(case_id, files, targets[case_id], output_format))
         return results
+
+    def predict_case(self, case_id: str, files: list[Path], target: Path, output_format: str = "auto") -> CaseResult:
+        """Read one case, segment it and write its labels atomically to ``target`` (a path :meth:`output_folder` gave)."""
+        t0 = time.perf_counter()
+        vol = read_image(files)
+        label, timings = self.predict_volume(vol, source=files[0])
+        written = self.write(target, files, label, vol, output_format)
+        return CaseResult(case_id, written, time.perf_counter() - t0, timings)
 
     @contextmanager
     def output_folder(
@@ -379,10 +383,10 @@ class Predictor:
             record = PredictionRecord(out_dir, self.source)
             record.check_targets(targets)
             sweep_temporaries(out_dir)
-            skipped = [c for c, _ in cases if resume and record.complete(c, targets[c])]
-            todo = [(c, f) for c, f in cases if c not in set(skipped)]
+            skipped = {c for c, _ in cases if resume and record.complete(c, targets[c])}
+            todo = [(c, f) for c, f in cases if c not in skipped]
             record.claim({c: targets[c] for c, _ in todo})
-            yield targets, todo, skipped
+            yield targets, todo, sorted(skipped)
             sweep_temporaries(out_dir)  # a worker killed mid-write (its case retried elsewhere) leaves its temporary
 
     @staticmethod

@@ -36,7 +36,7 @@ def check_output_folder(out_dir: Path, inputs: list[Path]) -> None:
     out = Path(out_dir).resolve()
     for src in inputs:
         folder = Path(src).resolve()
-        folder = folder if folder.is_dir() and not folder.is_file() else folder.parent
+        folder = folder if folder.is_dir() else folder.parent  # a DICOM series is its folder; a file, the one holding it
         if _within(folder, out):
             raise LeansegError(
                 f"The output folder {out_dir} {'is' if folder == out else 'holds'} the input folder {folder}: the label files "

@@ -208,6 +208,13 @@ def warn_emulated_bf16(setting: str) -> None:
 _WARNED_BF16: set[str] = set()
 
 
+def ray_error_line(error: BaseException) -> str:
+    """The line that says what failed in a Ray error (Ray re-raises a task's exception under a header, in colour;
+    its last line is "Type: message")."""
+    lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def connect_ray(address: str, num_cpus: int | None = None) -> Any:
     """The ``ray`` module, connected to the cluster at ``address`` (``auto``: the one this machine belongs to;
     ``local``: a new one on this machine with ``num_cpus``). Ray is an optional extra: a missing one is a sentence."""

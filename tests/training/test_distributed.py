@@ -111,3 +111,16 @@ def test_torchrun_runs_the_same_command_to_the_same_weights(ddp_run: Path, phant
     ref = _weights(ddp_run)
     for k, v in _weights(run).items():
         assert torch.allclose(v, ref[k], atol=1e-6), k
+
+
+def test_a_run_of_two_processes_resumes_in_one(ddp_run: Path, phantoms: Path, tiny_cfg, tmp_path: Path) -> None:
+    """The checkpoint holds the plain model and the config no process count: one process takes the killed DDP run on
+    from its checkpoint at 4 to the end, within the batch-Dice tolerance of the uninterrupted DDP run."""
+    run = tmp_path / "run"
+    with pytest.raises(LeansegError, match="Rank 1 of 2 was killed"):
+        train(phantoms, run, _cfg(tiny_cfg), show_progress=False, trainer=DiesAtIteration6, nproc=2)
+    r = train(phantoms, run, _cfg(tiny_cfg), show_progress=False)
+    assert r.iterations == 8 and not r.already_complete
+    resumed, ddp = _losses(run), _losses(ddp_run)
+    assert resumed[4] == ddp[4]  # the history up to the checkpoint is the DDP run's own
+    assert abs(resumed[8] - ddp[8]) <= LOSS_TOLERANCE * ddp[8], (resumed[8], ddp[8])

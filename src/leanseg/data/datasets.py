@@ -252,7 +252,6 @@ def _listed_cases(root: Path, listing: Any, num_channels: int, meta_path: Path) 
         raise LeansegError(f"{meta_path}: 'dataset' must map case id -> {{'images': [...], 'label': ...}}.")
     cases = []
     for cid, entry in sorted(listing.items()):
-        check_case_id(cid, meta_path)
         images = entry.get("images") if isinstance(entry, dict) else None
         if not isinstance(images, list) or len(images) != num_channels:
             raise LeansegError(f"{meta_path}: 'dataset' entry '{cid}' needs 'images', one file per channel ({num_channels}).")

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 import traceback
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from leanseg.errors import LeansegError
+from leanseg.utils import connect_ray, ray_error_line
 
 
 @dataclass
@@ -156,8 +156,6 @@ class RayExecutor:
     """Trials as Ray tasks; ``address`` is a cluster address, or ``"local"`` for a cluster on this machine."""
 
     def __init__(self, address: str, parallel: int = 1, cpus_per_trial: float = 1.0, num_cpus: int | None = None) -> None:
-        from leanseg.utils import connect_ray
-
         self.ray = ray = connect_ray(address, num_cpus)
         self.parallel = parallel
         self._task = ray.remote(num_cpus=cpus_per_trial, max_retries=0)(_ray_call)
@@ -179,9 +177,7 @@ class RayExecutor:
             try:
                 out.append(TrialOutcome(tid, True, self.ray.get(ref), None, time.perf_counter() - t0))
             except Exception as e:  # RayTaskError, WorkerCrashedError, OutOfMemoryError: all mean a failed trial
-                # Ray re-raises the trial's exception under a header; its last line is "Type: message"
-                lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
-                out.append(TrialOutcome(tid, False, None, lines[-1] if lines else type(e).__name__, time.perf_counter() - t0))
+                out.append(TrialOutcome(tid, False, None, ray_error_line(e), time.perf_counter() - t0))
         return out
 
     def shutdown(self) -> None:

@@ -309,7 +309,10 @@ class Trainer:
     def progress(self) -> float:
         """The schedule's progress: iterations done, or the wall-clock budget spent, whichever is further; in a
         data-parallel group, what the ranks agreed on after the last step (so that a clock ends them together)."""
-        return self._agreed if self.rank.world > 1 else max(self._progress_parts().values())
+        return self._agreed if self.rank.world > 1 else self._local_progress()
+
+    def _local_progress(self) -> float:
+        return max(self._progress_parts().values())
 
     def _progress_parts(self) -> dict[str, float]:
         """Progress by what can end the run: ``iterations`` (where a limit is set) and ``budget`` (where one is)."""
@@ -345,7 +348,7 @@ class Trainer:
         self.model.train()
         self._wait_s = self._step_s = 0.0
         self._t_start = time.perf_counter()
-        _, self._agreed = mean_and_max(0.0, max(self._progress_parts().values()), self.rank, self.device)
+        _, self._agreed = mean_and_max(0.0, self._local_progress(), self.rank, self.device)
         if self._is_complete():
             return self._complete_result()
         with self._progress_bar() as (bar, task):
@@ -358,7 +361,7 @@ class Trainer:
                 t1 = time.perf_counter()
                 loss = self.train_step(batch["image"], batch["label"].float()).item()  # float: DeepSupervisionLoss resizes it
                 self.iteration += 1
-                loss, self._agreed = mean_and_max(loss, max(self._progress_parts().values()), self.rank, self.device)
+                loss, self._agreed = mean_and_max(loss, self._local_progress(), self.rank, self.device)
                 t2 = time.perf_counter()
                 self._wait_s, self._step_s = self._wait_s + t1 - t0, self._step_s + t2 - t0
                 running = loss if running is None else 0.95 * running + 0.05 * loss
