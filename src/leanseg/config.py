@@ -93,6 +93,9 @@ class TrainConfig:
     init_checkpoint: str | None = None  # fine-tune from these weights
     device: str = "auto"  # auto (CUDA where torch sees one) | cpu | cuda | cuda:N
     amp: bool = True  # on CUDA: float16 autocast with gradient scaling (CPU steps follow ``bf16``)
+    compile: bool | None = (
+        None  # torch.compile + channels-last; None: where this CPU measured faster, for runs long enough (leanseg.fastpath)
+    )
 
     @property
     def iteration_limit(self) -> int | None:
@@ -113,6 +116,7 @@ class InferenceConfig:
     num_threads: int = 2
     max_memory_gb: float | None = None  # refuse volumes whose estimate exceeds this (None: memory available now)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (torch back-ends; ONNX Runtime runs on the CPU)
+    compile: bool | None = None  # torch.compile + channels-last for the torch back-ends; None: off (measured no faster, leanseg.fastpath)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from leanseg.config import ExperimentConfig, InferenceConfig
 from leanseg.data.io import NIFTI_ENDINGS, file_ending, is_dicom_series, read_image, write_label
 from leanseg.data.preprocess import Preprocessor
 from leanseg.errors import LeansegError
+from leanseg.fastpath import FastPath, should_compile
 from leanseg.names import check_case_id, check_unique
 from leanseg.nn.padding import pad_to_multiple
 from leanseg.plan import Plan
@@ -108,16 +109,18 @@ def mirrored(net: Net) -> Net:
     return run
 
 
-def torch_net(model: torch.nn.Module, backend: str, **call_kwargs: Any) -> Net:
-    """``model`` in eval mode as a function of a batch; ``call_kwargs`` go to every call (a keep mask)."""
+def torch_net(model: torch.nn.Module, backend: str, call: Callable[..., Any] | None = None, **call_kwargs: Any) -> Net:
+    """``model`` in eval mode as a function of a batch; ``call`` runs it (a :class:`~leanseg.fastpath.FastPath`),
+    else the model itself; ``call_kwargs`` go to every call (a keep mask)."""
     model.eval()
+    call = call or model
     device = next(model.parameters()).device  # inputs go there, outputs come back to the CPU
 
     def run(x: torch.Tensor) -> torch.Tensor:
         # no_grad rather than inference_mode: MONAI's sliding window adds into buffers in place
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=backend == "bf16"):
             kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in call_kwargs.items()}
-            out = model(x.to(device, non_blocking=True), **kwargs)
+            out = call(x.to(device, non_blocking=True), **kwargs)
         return out.float().cpu()
 
     return run
@@ -219,8 +222,10 @@ class Predictor:
                 raise LeansegError("--backend onnx needs the run folder of the exported model; pass -m RUN after `leanseg export -m RUN`.")
             net = onnx_net(model, onnx_dir, self.cfg.num_threads)
         else:
-            model.to(resolve_device(self.cfg.device))
-            net = torch_net(model, self.cfg.backend)
+            device = resolve_device(self.cfg.device)
+            model.to(device)
+            compiled = should_compile(self.cfg.compile, device) and self.policy is None  # a policy's gated blocks stay eager
+            net = torch_net(model, self.cfg.backend, call=FastPath(model, compiled, "inference.compile"))
         return mirrored(net) if self.cfg.tta else net
 
     @classmethod

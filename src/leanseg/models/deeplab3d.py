@@ -36,6 +36,7 @@ from torch import nn
 from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ASPP, ConvNormAct
+from leanseg.nn.norm import instance_norm
 from leanseg.registry import MODELS
 
 LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 50: ("bottleneck", (3, 4, 6, 3))}
@@ -68,7 +69,7 @@ class GatedBlock(nn.Module):
 def _shortcut(in_ch: int, out_ch: int, stride: Sequence[int]) -> nn.Module:
     if in_ch == out_ch and all(s == 1 for s in stride):
         return nn.Identity()
-    return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=tuple(stride), bias=False), nn.InstanceNorm3d(out_ch, affine=True))
+    return nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=tuple(stride), bias=False), instance_norm(out_ch))
 
 
 class BasicBlock(GatedBlock):
@@ -81,10 +82,10 @@ class BasicBlock(GatedBlock):
         out = width * self.expansion
         self.residual = nn.Sequential(
             nn.Conv3d(in_ch, width, 3, stride=tuple(stride), padding=dilation, dilation=dilation, bias=False),
-            nn.InstanceNorm3d(width, affine=True),
+            instance_norm(width),
             nn.LeakyReLU(0.01),
             nn.Conv3d(width, out, 3, padding=dilation, dilation=dilation, bias=False),
-            nn.InstanceNorm3d(out, affine=True),
+            instance_norm(out),
         )
         self.shortcut = _shortcut(in_ch, out, stride)
 
@@ -99,13 +100,13 @@ class Bottleneck(GatedBlock):
         out = width * self.expansion
         self.residual = nn.Sequential(
             nn.Conv3d(in_ch, width, 1, bias=False),
-            nn.InstanceNorm3d(width, affine=True),
+            instance_norm(width),
             nn.LeakyReLU(0.01),
             nn.Conv3d(width, width, 3, stride=tuple(stride), padding=dilation, dilation=dilation, bias=False),
-            nn.InstanceNorm3d(width, affine=True),
+            instance_norm(width),
             nn.LeakyReLU(0.01),
             nn.Conv3d(width, out, 1, bias=False),
-            nn.InstanceNorm3d(out, affine=True),
+            instance_norm(out),
         )
         self.shortcut = _shortcut(in_ch, out, stride)
 

@@ -30,6 +30,7 @@ from torch import nn
 from leanseg.config import ModelConfig, build_section
 from leanseg.models.nas_space import ArchitectureSpace, long_skip_source
 from leanseg.models.protocol import SegmentationModel
+from leanseg.nn.norm import instance_norm
 from leanseg.registry import MODELS
 
 DILATIONS = (1, 2, 3)
@@ -52,9 +53,7 @@ class SharedConv(nn.Module):
         super().__init__()
         self.ops = nn.ModuleDict(
             {
-                str(d): nn.Sequential(
-                    nn.Conv3d(in_ch, out_ch, 3, padding=d, dilation=d, bias=False), nn.InstanceNorm3d(out_ch, affine=True)
-                )
+                str(d): nn.Sequential(nn.Conv3d(in_ch, out_ch, 3, padding=d, dilation=d, bias=False), instance_norm(out_ch))
                 for d in dilations
             }
         )
@@ -73,10 +72,7 @@ class SuperNet(nn.Module):
         self.enc1 = nn.ModuleList([SharedConv(C if s == 0 else w[s - 1], w[s], (1,) if s == 0 else DILATIONS) for s in range(S)])
         self.enc2 = nn.ModuleList([SharedConv(w[s], w[s], (1,) if s == 0 else DILATIONS) for s in range(S)])
         self.shortcut = nn.ModuleList(
-            [
-                nn.Sequential(nn.Conv3d(C if s == 0 else w[s - 1], w[s], 1, bias=False), nn.InstanceNorm3d(w[s], affine=True))
-                for s in range(S)
-            ]
+            [nn.Sequential(nn.Conv3d(C if s == 0 else w[s - 1], w[s], 1, bias=False), instance_norm(w[s])) for s in range(S)]
         )
         # decoder level s (0-based, S - 2 down to 0) receives level s + 1
         self.up = nn.ModuleList([nn.Conv3d(w[s + 1], w[s], 1, bias=False) for s in range(S - 1)])

@@ -18,6 +18,7 @@ from torch import nn
 from leanseg.config import ModelConfig, build_section
 from leanseg.models.protocol import SegmentationModel
 from leanseg.nn.blocks import ConvNormAct, ResidualBlock
+from leanseg.nn.norm import replace_instance_norms
 from leanseg.nn.vae import VAEBranch
 from leanseg.registry import MODELS
 
@@ -179,4 +180,4 @@ def monai_unet(
         kernel_size=cfg.kernel_size,
         **kwargs,
     )
-    return _DivisorUNet(net, strides)
+    return _DivisorUNet(replace_instance_norms(net), strides)

@@ -7,13 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from leanseg.nn.norm import instance_norm, replace_instance_norms
+
 
 def _pad(kernel: int | Sequence[int]) -> int | tuple[int, ...]:
     return kernel // 2 if isinstance(kernel, int) else tuple(k // 2 for k in kernel)
 
 
 class ConvNormAct(nn.Sequential):
-    """Conv3d -> InstanceNorm3d (affine) -> LeakyReLU(0.01); ``act=False`` leaves the activation out."""
+    """Conv3d -> instance norm (affine, :mod:`leanseg.nn.norm`) -> LeakyReLU(0.01); ``act=False`` leaves the activation out."""
 
     def __init__(
         self,
@@ -25,7 +27,7 @@ class ConvNormAct(nn.Sequential):
     ) -> None:
         layers: list[nn.Module] = [
             nn.Conv3d(in_ch, out_ch, kernel, stride=stride, padding=_pad(kernel), bias=False),
-            nn.InstanceNorm3d(out_ch, affine=True, eps=1e-5),
+            instance_norm(out_ch),
         ]
         if act:
             layers.append(nn.LeakyReLU(0.01, inplace=True))
@@ -44,9 +46,7 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvNormAct(out_ch, out_ch, kernel, 1, act=False)
         needs_proj = in_ch != out_ch or any(s != 1 for s in ((stride,) * 3 if isinstance(stride, int) else stride))
         self.shortcut: nn.Module = (
-            nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=stride, bias=False), nn.InstanceNorm3d(out_ch, affine=True))
-            if needs_proj
-            else nn.Identity()
+            nn.Sequential(nn.Conv3d(in_ch, out_ch, 1, stride=stride, bias=False), instance_norm(out_ch)) if needs_proj else nn.Identity()
         )
         self.act = nn.LeakyReLU(0.01, inplace=True)
 
@@ -65,7 +65,8 @@ class ASPP(nn.Module):
 
         super().__init__()
         kernels = [1] + [3] * (len(dilations) - 1)
-        self.branches = SimpleASPP(3, in_ch, branch_ch, kernels, list(dilations), norm_type="INSTANCE", acti_type="LEAKYRELU")
+        aspp = SimpleASPP(3, in_ch, branch_ch, kernels, list(dilations), norm_type="INSTANCE", acti_type="LEAKYRELU")
+        self.branches = replace_instance_norms(aspp)
         # instance norm of a 1x1x1 map is undefined: the pooled branch has a bias and no norm
         self.pool = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Conv3d(in_ch, branch_ch, 1), nn.LeakyReLU(0.01))
         self.out_channels = branch_ch * (len(dilations) + 1)

@@ -27,6 +27,7 @@ import torch
 
 from leanseg.config import ExperimentConfig
 from leanseg.errors import LeansegError
+from leanseg.fastpath import FastPath, should_compile
 from leanseg.runfolder import RunFolder
 from leanseg.training.distributed import (
     Rank,
@@ -93,6 +94,7 @@ class Trainer:
         self.val: dict[str, float] = {}
         self.rank = Rank()  # this process's place in a data-parallel group (rank 0 of 1 alone)
         self.ddp: Any = None  # the model wrapped in DistributedDataParallel where the group has several ranks
+        self.net: Any = None  # the model (or DDP) on the CPU's fast path (leanseg.fastpath), once initialised
         self._agreed = 0.0  # the ranks' agreed progress after the last step (several ranks only)
 
     @classmethod
@@ -134,9 +136,13 @@ class Trainer:
         self.optimizer = self.configure_optimizer()
         self.elapsed_before = 0.0
         self._load_start_weights()
+        t = self.cfg.train
+        compiled = should_compile(t.compile, self.device, t.iteration_limit, t.budget_minutes)
+        self.model.to(memory_format=FastPath.layout_of(compiled))  # before DDP, which records the gradients' layout
         if self.rank.world > 1:  # DDP broadcasts rank 0's weights, then averages every gradient over the ranks
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.net = FastPath(self.ddp or self.model, compiled, "train.compile", owner=self.model)
         self.loss_fn = self.build_loss()
         val = self.split["val"]
         self.val_ids = val[: self.cfg.train.val_max_cases] if self.cfg.train.val_max_cases else val
@@ -242,7 +248,7 @@ class Trainer:
 
     # --- the step -----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> Any:
-        return (self.ddp or self.model)(x)
+        return (self.net or self.ddp or self.model)(x)
 
     def compute_loss(self, output: Any, y: torch.Tensor) -> torch.Tensor:
         """Dice + CE (plus a model's ``aux_loss``), or the model's own objective where it has one (LowRes)."""
@@ -286,7 +292,7 @@ class Trainer:
     def validation_step(self) -> dict[str, float]:
         from leanseg.training.validation import validate
 
-        return validate(self.model, self.prep.cache_dir, self.val_ids, self.plan, self.cfg, self.bf16)
+        return validate(self.model, self.prep.cache_dir, self.val_ids, self.plan, self.cfg, self.bf16, call=self.net)
 
     def on_checkpoint(self, path: Path) -> None:
         from leanseg.checkpoint import save_checkpoint

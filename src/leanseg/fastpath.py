@@ -1,0 +1,109 @@
+"""The CPU's fast path: which kind of CPU this is, whether a run compiles, and compiling with a fallback.
+
+The fast path is ``torch.compile`` of the network with weights and batches in torch's channels-last 3D layout
+(oneDNN's native layout for bf16 and fp32 convolutions; :class:`leanseg.nn.norm.InstanceNorm` compiles to one fused
+pass there). In eager mode channels-last is slower (the norm's eager backward), so the layout follows the
+compilation: compiled means channels-last, eager means NCDHW. Whether compiling pays is measured per kind of CPU by
+``benchmarks/throughput`` (``benchmarks/results/throughput.md``) and written into :data:`COMPILE_PAYS`; a run
+compiles by default only where it does and where it is long enough to repay the warm-up (:func:`should_compile`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+# Does the compiled channels-last step beat eager NCDHW on this kind of CPU? From benchmarks/results/throughput.md
+# (the default training step, hippocampus patch, batch 2, 2 threads), except "amx": the Intel probe of issue 55
+# (0.130 s against 0.22 s), not yet rerun by the benchmark.
+COMPILE_PAYS = {"amx": True, "avx512_bf16": True, "avx2": True}
+# The warm-up (17-45 s measured, per process) against about 0.05 s saved per step: a run of fewer iterations or a
+# shorter budget than these stays eager by default.
+COMPILE_MIN_ITERATIONS = 1000
+COMPILE_MIN_MINUTES = 5.0
+
+
+def cpu_kind() -> str:
+    """``amx`` (AMX bf16: Intel Sapphire Rapids and newer), ``avx512_bf16`` (AMD Zen 4, Intel Cooper Lake) or ``avx2``
+    (anything else, bf16 emulated). ``ATEN_CPU_CAPABILITY=avx2`` (or ``default``) reads as ``avx2``, as torch runs then."""
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default"):
+        return "avx2"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return "avx2"
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "avx2"
+
+
+def compile_supported() -> str | None:
+    """None where ``torch.compile`` can run here, else why not (one clause)."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile does not support this Python or platform"
+    return None
+
+
+def should_compile(setting: bool | None, device: torch.device, iterations: int | None = None, minutes: float | None = None) -> bool:
+    """``setting`` where it is given; ``None`` (auto): on a CPU whose kind measured faster compiled, for a run of at
+    least :data:`COMPILE_MIN_ITERATIONS` iterations or :data:`COMPILE_MIN_MINUTES` minutes (CUDA: eager, not measured).
+    Prediction passes neither: compiled bf16 sliding windows measured no faster on Zen 4 (results/throughput.md),
+    so it compiles only where ``inference.compile`` asks."""
+    if setting is not None:
+        return setting
+    if device.type != "cpu" or not COMPILE_PAYS.get(cpu_kind(), False):
+        return False
+    return (iterations or 0) >= COMPILE_MIN_ITERATIONS or (minutes or 0.0) >= COMPILE_MIN_MINUTES
+
+
+class FastPath:
+    """``module`` as a function of NCDHW batches: compiled and channels-last where ``compiled``, else as it is.
+
+    ``owner`` is the model whose weights take the layout (``module`` may wrap it: DDP). Where compilation fails (no
+    C++ compiler, an unsupported platform) it warns once, naming ``setting``, returns the model to NCDHW and runs
+    eager from then on. The first input shape compiles a static graph (fixed patches and windows); an input of another
+    shape has its batch and spatial sizes marked dynamic, so one more graph serves whole volumes of every size.
+    """
+
+    def __init__(self, module: nn.Module, compiled: bool, setting: str, owner: nn.Module | None = None) -> None:
+        self.module, self.owner, self.setting = module, owner or module, setting
+        reason = compile_supported() if compiled else None
+        if reason:
+            self._fall_back(reason)
+        self.compiled = compiled and not reason
+        self._fn: Any = torch.compile(module) if self.compiled else None
+        self._first_shape: torch.Size | None = None
+        self.owner.to(memory_format=self.layout)
+
+    @staticmethod
+    def layout_of(compiled: bool) -> torch.memory_format:
+        """The weights' and batches' layout: channels-last where compiled, NCDHW where eager."""
+        return torch.channels_last_3d if compiled else torch.contiguous_format
+
+    @property
+    def layout(self) -> torch.memory_format:
+        return self.layout_of(getattr(self, "compiled", False))
+
+    def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        if self._fn is None:
+            return self.module(x, **kwargs)
+        x = x.contiguous(memory_format=self.layout)
+        self._first_shape = self._first_shape or x.shape
+        if x.shape != self._first_shape:
+            for dim in (0, 2, 3, 4):
+                torch._dynamo.maybe_mark_dynamic(x, dim)
+        try:
+            return self._fn(x, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as e:
+            self._fall_back(str(e).strip().splitlines()[0])
+            return self.module(x, **kwargs)
+
+    def _fall_back(self, reason: str) -> None:
+        warnings.warn(f"{self.setting} is on, but {reason}; running eager (NCDHW) instead.", stacklevel=3)
+        self.compiled, self._fn = False, None
+        self.owner.to(memory_format=torch.contiguous_format)
