@@ -10,12 +10,13 @@ compiles by default only where it does and where it is long enough to repay the 
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any
 
 import torch
 from torch import nn
+
+from leanseg.utils import cpu_kind
 
 # Does the compiled channels-last step beat eager NCDHW on this kind of CPU? From benchmarks/results/throughput.md
 # (the default training step, hippocampus patch, batch 2, 2 threads), except "amx": the Intel probe of issue 55
@@ -25,21 +26,6 @@ COMPILE_PAYS = {"amx": True, "avx512_bf16": True, "avx2": True}
 # shorter budget than these stays eager by default.
 COMPILE_MIN_ITERATIONS = 1000
 COMPILE_MIN_MINUTES = 5.0
-
-
-def cpu_kind() -> str:
-    """``amx`` (AMX bf16: Intel Sapphire Rapids and newer), ``avx512_bf16`` (AMD Zen 4, Intel Cooper Lake) or ``avx2``
-    (anything else, bf16 emulated). ``ATEN_CPU_CAPABILITY=avx2`` (or ``default``) reads as ``avx2``, as torch runs then."""
-    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default"):
-        return "avx2"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return "avx2"
-    if "amx_bf16" in flags:
-        return "amx"
-    return "avx512_bf16" if "avx512_bf16" in flags else "avx2"
 
 
 def compile_supported() -> str | None:

@@ -181,14 +181,24 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off."""
+def cpu_kind() -> str:
+    """``amx`` (AMX bf16: Intel Sapphire Rapids and newer), ``avx512_bf16`` (AMD Zen 4, Intel Cooper Lake) or ``avx2``
+    (anything else, bf16 emulated). ``ATEN_CPU_CAPABILITY=avx2`` (or ``default``) reads as ``avx2``, as torch runs then."""
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("avx2", "default"):
+        return "avx2"
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return "avx2"
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "avx2"
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast pays off."""
+    return cpu_kind() != "avx2"
 
 
 def warn_emulated_bf16(setting: str) -> None:
