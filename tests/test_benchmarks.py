@@ -26,6 +26,7 @@ def test_benchmarks_are_found() -> None:
         "strategy_search",
         "architecture_search",
         "base_recipe",
+        "throughput",
     }
 
 

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from leanseg import fastpath
-from leanseg.fastpath import FastPath, cpu_kind, should_compile
+from leanseg.fastpath import FastPath, should_compile
 from leanseg.nn.blocks import ConvNormAct
 from leanseg.training.trainer import Trainer
+from leanseg.utils import cpu_kind
 
 CPU = torch.device("cpu")
 
