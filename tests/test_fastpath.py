@@ -18,17 +18,23 @@ from leanseg.utils import cpu_kind
 CPU = torch.device("cpu")
 
 
-def test_auto_compiles_long_cpu_runs_where_the_cpu_measured_faster(monkeypatch) -> None:
+def test_auto_compiles_long_cpu_runs_of_measured_families_where_the_cpu_measured_faster(monkeypatch) -> None:
+    from leanseg.models.unet import ResidualUNet
+
     monkeypatch.setattr(fastpath, "cpu_kind", lambda: "avx512_bf16")
     monkeypatch.setitem(fastpath.COMPILE_PAYS, "avx512_bf16", True)
-    assert should_compile(None, CPU, iterations=fastpath.COMPILE_MIN_ITERATIONS)
-    assert should_compile(None, CPU, minutes=fastpath.COMPILE_MIN_MINUTES)
-    assert not should_compile(None, CPU, iterations=fastpath.COMPILE_MIN_ITERATIONS - 1, minutes=1.0)  # warm-up not repaid
-    assert not should_compile(None, torch.device("cuda"), iterations=10**6)  # not measured there
-    assert not should_compile(None, CPU)  # prediction: only where inference.compile asks
-    assert should_compile(True, CPU) and not should_compile(False, CPU, iterations=10**6)  # a setting wins
+    net, long = ResidualUNet(1, 2, (4, 8), ((1, 1, 1), (2, 2, 2))), fastpath.COMPILE_MIN_ITERATIONS
+    assert should_compile(None, CPU, iterations=long, model=net)
+    assert should_compile(None, CPU, minutes=fastpath.COMPILE_MIN_MINUTES, model=net)
+    assert not should_compile(None, CPU, iterations=long - 1, minutes=1.0, model=net)  # warm-up not repaid
+    assert not should_compile(None, torch.device("cuda"), iterations=10**6, model=net)  # not measured there
+    assert not should_compile(None, CPU, model=net)  # prediction: only where inference.compile asks
+    assert not should_compile(None, CPU, iterations=long, model=_net())  # a family not measured compiled
+    checkpointed = ResidualUNet(1, 2, (4, 8), ((1, 1, 1), (2, 2, 2)), gradient_checkpointing=True)
+    assert not should_compile(None, CPU, iterations=long, model=checkpointed)  # not as measured
+    assert should_compile(True, CPU) and not should_compile(False, CPU, iterations=10**6, model=net)  # a setting wins
     monkeypatch.setitem(fastpath.COMPILE_PAYS, "avx512_bf16", False)
-    assert not should_compile(None, CPU, iterations=10**6)
+    assert not should_compile(None, CPU, iterations=10**6, model=net)
 
 
 def test_cpu_kind_reads_torch_s_capability_override(monkeypatch) -> None:

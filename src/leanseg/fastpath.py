@@ -35,16 +35,30 @@ def compile_supported() -> str | None:
     return None
 
 
-def should_compile(setting: bool | None, device: torch.device, iterations: int | None = None, minutes: float | None = None) -> bool:
-    """``setting`` where it is given; ``None`` (auto): on a CPU whose kind measured faster compiled, for a run of at
-    least :data:`COMPILE_MIN_ITERATIONS` iterations or :data:`COMPILE_MIN_MINUTES` minutes (CUDA: eager, not measured).
+def should_compile(
+    setting: bool | None,
+    device: torch.device,
+    iterations: int | None = None,
+    minutes: float | None = None,
+    model: nn.Module | None = None,
+) -> bool:
+    """``setting`` where it is given; ``None`` (auto): for a ``model`` whose family was measured compiled
+    (``compiles_by_default``) on a CPU whose kind measured faster, for a run of at least
+    :data:`COMPILE_MIN_ITERATIONS` iterations or :data:`COMPILE_MIN_MINUTES` minutes (CUDA: eager, not measured).
     Prediction passes neither: compiled bf16 sliding windows measured no faster on Zen 4 (results/throughput.md),
     so it compiles only where ``inference.compile`` asks."""
     if setting is not None:
         return setting
-    if device.type != "cpu" or not COMPILE_PAYS.get(cpu_kind(), False):
+    if device.type != "cpu" or not COMPILE_PAYS.get(cpu_kind(), False) or not _measured(model):
         return False
     return (iterations or 0) >= COMPILE_MIN_ITERATIONS or (minutes or 0.0) >= COMPILE_MIN_MINUTES
+
+
+def _measured(model: nn.Module | None) -> bool:
+    """The family was measured compiled, and this model runs as measured: no recomputation, no VAE branch."""
+    if model is None or not getattr(model, "compiles_by_default", False):
+        return False
+    return not getattr(model, "gradient_checkpointing", False) and getattr(model, "vae", None) is None
 
 
 class FastPath:

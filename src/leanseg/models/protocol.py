@@ -44,6 +44,9 @@ class SegmentationModel(nn.Module):
             gated blocks takes ``forward(x, keep)`` with ``keep`` (B, num_gated_blocks) of 0/1.
         last_stats: timings of the last forward pass, reported by the predictor (assigned anew, never mutated).
         onnx_graphs: the names of the ONNX graphs of :meth:`onnx_parts`, each written as ``<name>.onnx``.
+        compiles_by_default: ``train.compile`` unset compiles this family where the CPU's kind measured faster
+            (:func:`leanseg.fastpath.should_compile`); set only for families the throughput benchmark measured
+            (Python control flow between layers, custom backward passes or per-sample gates stay eager).
     """
 
     divisor: Any = (1, 1, 1)
@@ -52,6 +55,7 @@ class SegmentationModel(nn.Module):
     num_gated_blocks: Any = 0
     last_stats: Mapping[str, float] = {}
     onnx_graphs: ClassVar[tuple[str, ...]] = ("model",)
+    compiles_by_default: ClassVar[bool] = False
 
     def onnx_parts(self, example: torch.Tensor) -> dict[str, OnnxPart]:
         """The graphs to export for ONNX Runtime, traced on ``example`` (B, C, D, H, W): the whole model as one graph.

@@ -24,6 +24,8 @@ from leanseg.registry import MODELS
 
 
 class ResidualUNet(SegmentationModel):
+    compiles_by_default = True  # measured: benchmarks/results/throughput.md (gradient checkpointing and the VAE aside)
+
     def __init__(
         self,
         in_channels: int,

@@ -137,7 +137,7 @@ class Trainer:
         self.elapsed_before = 0.0
         self._load_start_weights()
         t = self.cfg.train
-        compiled = should_compile(t.compile, self.device, t.iteration_limit, t.budget_minutes)
+        compiled = should_compile(t.compile, self.device, t.iteration_limit, t.budget_minutes, self.model)
         self.model.to(memory_format=FastPath.layout_of(compiled))  # before DDP, which records the gradients' layout
         if self.rank.world > 1:  # DDP broadcasts rank 0's weights, then averages every gradient over the ranks
             ids = [self.device.index] if self.device.type == "cuda" else None
