@@ -10,7 +10,7 @@ CPU; each kind compiles into its own inductor cache (torch 2.13 serves a kernel 
   on random batches; GFLOP per step (FlopCounterMode) and GFLOP/s; the share of a dense matmul's rate on the same
   threads; the per-op profile (top ops, the reorders' ``aten::copy_`` share).
 - predict: network seconds for a hippocampus-size case (whole volume, one pass) and a BraTS-size volume (2 channels,
-  155x240x240, sliding windows of the plan's 64^3), eager fp32, bf16, bf16 compiled (its warm-up apart).
+  155x240x240, sliding windows of the plan's 64^3), eager fp32, bf16, bf16 compiled (its warm-up apart), ONNX Runtime fp32.
 - curves: the real training (fold 0 of the hippocampus, 1000 iterations, 3 seeds) on today's path and the chosen one:
   loss every 10 iterations, the final validation Dice, iterations per minute.
 
@@ -162,7 +162,7 @@ def predict_cell(backend: str, compiled: bool, repeats: int, smoke: bool) -> dic
         shape = [max(8, s // 6) for s in shape] if smoke else shape
         torch.manual_seed(0)
         model, plan = default_model(channels, classes, shape)
-        net = torch_net(model, backend, call=FastPath(model, compiled, "inference.compile"))
+        net = onnx_of(model, plan) if backend == "onnx" else torch_net(model, backend, call=FastPath(model, compiled, "inference.compile"))
         x = torch.randn(channels, *shape)
         t0 = time.perf_counter()
         predict_probabilities(net, x, plan.patch_size, model.divisor, InferenceConfig())
@@ -174,6 +174,21 @@ def predict_cell(backend: str, compiled: bool, repeats: int, smoke: bool) -> dic
             times.append(time.perf_counter() - t0)
         out[name] = {"seconds": min(times), "first_call_seconds": first}
     return out
+
+
+def onnx_of(model: Any, plan: Any) -> Any:
+    """``model`` exported as ``leanseg export`` does (dynamic sizes) and run on ONNX Runtime (fp32, 2 threads)."""
+    import tempfile
+
+    import torch
+
+    from leanseg.export import export_part
+    from leanseg.inference import onnx_net
+
+    folder = Path(tempfile.mkdtemp(prefix="leanseg_onnx_"))
+    model.eval()
+    export_part(model.onnx_parts(torch.zeros(2, plan.num_channels, *plan.patch_size))["model"], folder / "model.onnx")
+    return onnx_net(model, folder, 2)
 
 
 def curve_cell(data: str, run: str, compiled: bool, seed: int, iterations: int) -> dict:
@@ -221,7 +236,13 @@ def measure(results: Any, work: Path, data: str, smoke: bool) -> None:
                 results.put("steps", key, cell)
                 results.write()
     kind = kinds_here()[0]
-    for label, (backend, comp) in {"eager fp32": ("eager", False), "bf16": ("bf16", False), "bf16 compiled": ("bf16", True)}.items():
+    backends = {
+        "eager fp32": ("eager", False),
+        "bf16": ("bf16", False),
+        "bf16 compiled": ("bf16", True),
+        "ONNX Runtime fp32": ("onnx", False),
+    }
+    for label, (backend, comp) in backends.items():
         key = f"{kind}: {label}"
         if not results.keep("predict", key):
             print(key, flush=True)
@@ -331,7 +352,9 @@ def curve_lines(curves: dict[str, Any]) -> list[str]:
         tail = [loss for it, loss in c["loss"] if it > c["iterations"] - 100]
         c["tail_loss"] = statistics.mean(tail)
         groups.setdefault(key.rsplit(", seed", 1)[0], []).append(c)
-        lines.append(f"| {key} | {c['iterations_per_minute']:.0f} | {c['tail_loss']:.4f} | {c['val_dice']:.4f} | {c['train_seconds']:.0f} |")
+        lines.append(
+            f"| {key} | {c['iterations_per_minute']:.0f} | {c['tail_loss']:.4f} | {c['val_dice']:.4f} | {c['train_seconds']:.0f} |"
+        )
     for name, cs in groups.items():
         if len(cs) > 1:
             tails, dice = [c["tail_loss"] for c in cs], [c["val_dice"] for c in cs]

@@ -11,6 +11,8 @@ compiles by default only where it does and where it is long enough to repay the 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,8 +24,9 @@ from leanseg.utils import cpu_kind
 # (the default training step, hippocampus patch, batch 2, 2 threads), except "amx": the Intel probe of issue 55
 # (0.130 s against 0.22 s), not yet rerun by the benchmark.
 COMPILE_PAYS = {"amx": True, "avx512_bf16": True, "avx2": True}
-# The warm-up (17-45 s measured, per process) against about 0.05 s saved per step: a run of fewer iterations or a
-# shorter budget than these stays eager by default.
+# The first compile of a process takes 25-31 s (3.8 s from inductor's disk cache); real hippocampus training saved
+# 0.044 s an iteration on Zen 4 (0.300 -> 0.256 s), so 1000 iterations repay even a cold compile. A run of fewer
+# iterations or a shorter budget than these stays eager by default.
 COMPILE_MIN_ITERATIONS = 1000
 COMPILE_MIN_MINUTES = 5.0
 
@@ -64,10 +67,12 @@ def _measured(model: nn.Module | None) -> bool:
 class FastPath:
     """``module`` as a function of NCDHW batches: compiled and channels-last where ``compiled``, else as it is.
 
-    ``owner`` is the model whose weights take the layout (``module`` may wrap it: DDP). Where compilation fails (no
-    C++ compiler, an unsupported platform) it warns once, naming ``setting``, returns the model to NCDHW and runs
-    eager from then on. The first input shape compiles a static graph (fixed patches and windows); an input of another
-    shape has its batch and spatial sizes marked dynamic, so one more graph serves whole volumes of every size.
+    ``owner`` is the model whose weights take the layout (``module`` may wrap it: DDP). One static graph is compiled,
+    for the first input shape (the training patch, the sliding window); an input of any other shape (a whole volume,
+    a short last batch of windows) runs eager, so prediction never recompiles per case. Dynamic shapes were tried:
+    torch 2.13's inductor fails to lower the residual U-Net with symbolic sizes (``ValueRangeError``). Where
+    compilation fails (no C++ compiler, an unsupported platform) it warns once, naming ``setting``, returns the model
+    to NCDHW and runs eager from then on.
     """
 
     def __init__(self, module: nn.Module, compiled: bool, setting: str, owner: nn.Module | None = None) -> None:
@@ -76,8 +81,8 @@ class FastPath:
         if reason:
             self._fall_back(reason)
         self.compiled = compiled and not reason
-        self._fn: Any = torch.compile(module) if self.compiled else None
-        self._first_shape: torch.Size | None = None
+        self._fn: Any = torch.compile(module, dynamic=False) if self.compiled else None
+        self._shape: torch.Size | None = None
         self.owner.to(memory_format=self.layout)
 
     @staticmethod
@@ -93,15 +98,23 @@ class FastPath:
         if self._fn is None:
             return self.module(x, **kwargs)
         x = x.contiguous(memory_format=self.layout)
-        self._first_shape = self._first_shape or x.shape
-        if x.shape != self._first_shape:
-            for dim in (0, 2, 3, 4):
-                torch._dynamo.maybe_mark_dynamic(x, dim)
+        self._shape = self._shape or x.shape
+        if x.shape != self._shape:
+            return self.module(x, **kwargs)
         try:
             return self._fn(x, **kwargs)
         except torch._dynamo.exc.TorchDynamoException as e:
             self._fall_back(str(e).strip().splitlines()[0])
             return self.module(x, **kwargs)
+
+    @contextmanager
+    def eager(self) -> Iterator[None]:
+        """The owner in NCDHW for an eager pass (validation during training), back in this path's layout after."""
+        self.owner.to(memory_format=torch.contiguous_format)
+        try:
+            yield
+        finally:
+            self.owner.to(memory_format=self.layout)
 
     def _fall_back(self, reason: str) -> None:
         warnings.warn(f"{self.setting} is on, but {reason}; running eager (NCDHW) instead.", stacklevel=3)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,8 @@ class Trainer:
         self.elapsed_before = 0.0
         self._load_start_weights()
         t = self.cfg.train
-        compiled = should_compile(t.compile, self.device, t.iteration_limit, t.budget_minutes, self.model)
+        measured = self.model if self.rank.world == 1 else None  # unset, a data-parallel run stays eager (not measured)
+        compiled = should_compile(t.compile, self.device, t.iteration_limit, t.budget_minutes, measured)
         self.model.to(memory_format=FastPath.layout_of(compiled))  # before DDP, which records the gradients' layout
         if self.rank.world > 1:  # DDP broadcasts rank 0's weights, then averages every gradient over the ranks
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -292,7 +293,10 @@ class Trainer:
     def validation_step(self) -> dict[str, float]:
         from leanseg.training.validation import validate
 
-        return validate(self.model, self.prep.cache_dir, self.val_ids, self.plan, self.cfg, self.bf16, call=self.net)
+        # eager and NCDHW, as before: whole volumes differ in shape (the compiled graph is the patch's), and rank 0
+        # validates alone, never through DDP's collectives
+        with self.net.eager() if self.net is not None else nullcontext():
+            return validate(self.model, self.prep.cache_dir, self.val_ids, self.plan, self.cfg, self.bf16)
 
     def on_checkpoint(self, path: Path) -> None:
         from leanseg.checkpoint import save_checkpoint

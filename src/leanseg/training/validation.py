@@ -16,19 +16,12 @@ from leanseg.plan import Plan
 
 
 def validate(
-    model: torch.nn.Module,
-    cache_dir: Path,
-    case_ids: list[str],
-    plan: Plan,
-    cfg: ExperimentConfig,
-    bf16: bool = False,
-    call: Callable[..., Any] | None = None,
+    model: torch.nn.Module, cache_dir: Path, case_ids: list[str], plan: Plan, cfg: ExperimentConfig, bf16: bool = False
 ) -> dict[str, float]:
-    """Dice per foreground class (``val_dice_<k>``) and their mean (``val_dice``); the model is left in train mode.
-    ``call``: what runs the model (the trainer's fast path), else the model itself."""
+    """Dice per foreground class (``val_dice_<k>``) and their mean (``val_dice``); the model is left in train mode."""
     from leanseg.inference import torch_net
 
-    net = torch_net(model, "bf16" if bf16 else "eager", call=call)
+    net = torch_net(model, "bf16" if bf16 else "eager")
     icfg = replace(cfg.inference, mode="whole") if model.whole_volume else cfg.inference
     arr = case_dice(net, cache_dir, case_ids, plan, plan.patch_size, model.divisor, icfg)
     model.train()
