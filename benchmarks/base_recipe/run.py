@@ -184,10 +184,9 @@ def peer_cell(data: str, refs: Path, pred: Path, minutes: float, args: argparse.
 
 def validation_curve(run: Path) -> list[tuple[float, float]]:
     """(seconds, validation Dice) pairs of a run's metrics.csv: the Dice-against-minutes curve."""
-    import csv
+    from leanseg.training.history import read_history
 
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
-    return [(float(r["seconds"]), float(r["val_dice"])) for r in rows if r.get("val_dice")]
+    return [(r["seconds"], r["val_dice"]) for r in read_history(run) if "val_dice" in r]
 
 
 def score_inference(run: Path, data: str, work: Path, args: argparse.Namespace) -> dict:

@@ -190,21 +190,20 @@ def render_markdown(r: dict) -> str:
 
 
 def plot(r: dict, path: Path) -> None:
-    import csv
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from leanseg.training.history import read_history
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in r["training"]:
         log = Path(r["work"]) / name / "metrics.csv"
         if not log.is_file():
             continue
-        with open(log) as f:
-            rows = [row for row in csv.DictReader(f) if row.get("val_dice")]
-        ax.plot([float(row["seconds"]) / 60 for row in rows], [float(row["val_dice"]) for row in rows], "o-", label=name)
+        rows = [row for row in read_history(log.parent) if "val_dice" in row]
+        ax.plot([row["seconds"] / 60 for row in rows], [row["val_dice"] for row in rows], "o-", label=name)
     ax.set_xlabel("training time (min, 2 threads)")
     ax.set_ylabel("validation Dice (20 cases, preprocessed grid)")
     ax.set_ylim(0, 1)

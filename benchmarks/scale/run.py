@@ -77,19 +77,17 @@ def predict_ray(run: str, inputs: str, out: str, workers: int, threads: int) -> 
 
 def ddp_step(data: str, run: str, nproc: int, iterations: int) -> dict:
     """Seconds per step of the default hippocampus training at global batch 2 on 2 threads in all (iterations 20 on)."""
-    import csv
-
     from leanseg.config import ExperimentConfig
     from leanseg.models import build_model
     from leanseg.runfolder import RunFolder
     from leanseg.training import train
+    from leanseg.training.history import read_history
 
     cfg = ExperimentConfig().with_overrides(
         {"train.iterations": iterations, "train.val_every": 10**6, "train.checkpoint_every": 10**6, "train.num_threads": 2}
     )
     train(data, run, cfg, show_progress=False, nproc=nproc)
-    with open(Path(run) / "metrics.csv") as f:
-        rows = {int(r["iteration"]): float(r["seconds"]) for r in csv.DictReader(f)}
+    rows = {int(r["iteration"]): r["seconds"] for r in read_history(Path(run))}
     start = min(k for k in rows if k >= 20)
     end = max(rows)
     model = build_model(cfg.model, RunFolder(run).plan())

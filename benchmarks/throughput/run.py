@@ -48,7 +48,10 @@ def cpu_env(kind: str, work: Path):
         yield
     finally:
         for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
 
 
 def default_model(in_channels: int, classes: int, shape: list[int]) -> tuple[Any, Any]:
@@ -94,7 +97,7 @@ def step_cell(channels_last: bool, compiled: bool, steps: int, warmup: int, patc
 
     set_threads(2)
     torch.manual_seed(0)
-    model, plan = default_model(1, 3, [36, 50, 35]) if patch is None else default_model(1, 3, patch)
+    model, plan = default_model(1, 3, patch or [36, 50, 35])  # a hippocampus case's shape: the 40x56x40 patch
     cfg = ExperimentConfig()
     t = Trainer.for_step(cfg, model, make_optimizer(model.parameters(), cfg.train), plan)
     t.net = FastPath(model, compiled, "train.compile")
@@ -193,10 +196,9 @@ def onnx_of(model: Any, plan: Any) -> Any:
 
 def curve_cell(data: str, run: str, compiled: bool, seed: int, iterations: int) -> dict:
     """Fold 0 of the real training for ``iterations``: the loss every 10 iterations, the final validation Dice."""
-    import csv
-
     from leanseg.config import ExperimentConfig
     from leanseg.training import train
+    from leanseg.training.history import read_history
 
     cfg = ExperimentConfig().with_overrides(
         {"train.iterations": iterations, "train.val_every": iterations, "train.seed": seed, "train.compile": compiled}
@@ -204,8 +206,7 @@ def curve_cell(data: str, run: str, compiled: bool, seed: int, iterations: int) 
     t0 = time.perf_counter()
     r = train(data, run, cfg, fold=0, show_progress=False)
     wall = time.perf_counter() - t0
-    with open(Path(run) / "metrics.csv") as f:
-        rows = [(int(row["iteration"]), float(row["loss"])) for row in csv.DictReader(f)]
+    rows = [(int(row["iteration"]), row["loss"]) for row in read_history(Path(run))]
     return {
         "iterations": r.iterations,
         "train_seconds": r.seconds,

@@ -77,12 +77,12 @@ class FastPath:
 
     def __init__(self, module: nn.Module, compiled: bool, setting: str, owner: nn.Module | None = None) -> None:
         self.module, self.owner, self.setting = module, owner or module, setting
+        self.compiled, self._fn, self._shape = False, None, None
         reason = compile_supported() if compiled else None
         if reason:
             self._fall_back(reason)
-        self.compiled = compiled and not reason
-        self._fn: Any = torch.compile(module, dynamic=False) if self.compiled else None
-        self._shape: torch.Size | None = None
+        elif compiled:
+            self.compiled, self._fn = True, torch.compile(module, dynamic=False)
         self.owner.to(memory_format=self.layout)
 
     @staticmethod
@@ -92,7 +92,7 @@ class FastPath:
 
     @property
     def layout(self) -> torch.memory_format:
-        return self.layout_of(getattr(self, "compiled", False))
+        return self.layout_of(self.compiled)
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Any:
         if self._fn is None:

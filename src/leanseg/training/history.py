@@ -22,6 +22,12 @@ def write_history(out: Path, history: list[dict[str, Any]]) -> None:
     plot_training_curve(history, out / "training_curve.png")
 
 
+def read_history(run: Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv`` as :func:`write_history` wrote them, each with its filled cells as floats."""
+    with open(Path(run) / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(f)]
+
+
 def plot_training_curve(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -295,7 +295,7 @@ class Trainer:
 
         # eager and NCDHW, as before: whole volumes differ in shape (the compiled graph is the patch's), and rank 0
         # validates alone, never through DDP's collectives
-        with self.net.eager() if self.net is not None else nullcontext():
+        with self.net.eager():
             return validate(self.model, self.prep.cache_dir, self.val_ids, self.plan, self.cfg, self.bf16)
 
     def on_checkpoint(self, path: Path) -> None:
