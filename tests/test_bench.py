@@ -94,7 +94,10 @@ def test_results_keep_stamps_sections_and_smoke_writes_elsewhere(tmp_path: Path)
     assert third.keep("part") and third["kept"]["part"] == saved["kept"]["part"]  # the stamp of the call that measured it
     third["sub"] = {"x": 1, "y": 2}
     third.write()
+    on_disk = json.loads((tmp_path / "b.json").read_text())
+    (tmp_path / "b.json").write_text(json.dumps({**on_disk, "kept": {"part": "commit old, then"}}))
     fourth = Results(tmp_path, "b", "bench", render, threads=1, seed=0, split="fold 0", data="phantoms")
+    assert fourth.keep("part", "a") and fourth["kept"]["part/a"] == "commit old, then"  # kept whole before, in part now
     assert fourth.keep("sub", "x") and fourth.keep("sub", "y")
     fourth.put("sub", "y", 3)  # measured again: its stamp goes, the other part's stays
     assert fourth["sub"] == {"x": 1, "y": 3} and "sub/x" in fourth["kept"] and "sub/y" not in fourth["kept"]

@@ -308,9 +308,9 @@ class Results:
             self.data[key] = old
         else:
             self.data.setdefault(key, {})[sub] = old[sub]
-        self.data.setdefault("kept", {})[key if sub is None else f"{key}/{sub}"] = self.earlier.get("kept", {}).get(
-            key if sub is None else f"{key}/{sub}", self.stamp()
-        )
+        kept, name = self.earlier.get("kept", {}), key if sub is None else f"{key}/{sub}"
+        # the earlier file may itself have kept the part (or the whole section it belongs to) from a call before it
+        self.data.setdefault("kept", {})[name] = kept.get(name, kept.get(key, self.stamp()))
         return True
 
     def keep_cells(self, section: str, same: tuple[str, ...] = (), same_cpu: bool = True) -> None:
