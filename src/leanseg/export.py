@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from contextlib import ExitStack
 from pathlib import Path
 
 import torch
+from torch.nn.utils import parametrize
 
 from leanseg.checkpoint import load_run_model
 from leanseg.models.protocol import OnnxPart
@@ -35,7 +37,7 @@ def export_part(part: OnnxPart, path: Path | str, opset: int = 18) -> None:
     names = part.input_names + part.output_names
     with torch.inference_mode():
         torch.onnx.export(
-            part.module,
+            baked(part.module),
             part.inputs,
             str(path),
             input_names=list(part.input_names),
@@ -44,3 +46,17 @@ def export_part(part: OnnxPart, path: Path | str, opset: int = 18) -> None:
             opset_version=opset,
             dynamo=False,
         )
+
+
+def baked(module: torch.nn.Module) -> torch.nn.Module:
+    """``module``, or a copy whose parametrised weights (``torch.nn.utils.parametrize``: ``fully_invres``'s orthogonal
+    resampling) are plain tensors at their current value: the tracer cannot export matrix_exp."""
+    if not any(parametrize.is_parametrized(m) for m in module.modules()):
+        return module
+    module = copy.deepcopy(module)
+    for m in [m for m in module.modules() if parametrize.is_parametrized(m)]:
+        # a copy shares its parametrised class with the original, and removal edits that class: give it its own
+        m.__class__ = type(m.__class__.__name__, m.__class__.__bases__, dict(m.__class__.__dict__))
+        for name in list(m.parametrizations):
+            parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return module

@@ -202,3 +202,22 @@ def test_encoder_depths_add_couplings_per_level_and_keep_the_core_a_bijection() 
         assert torch.allclose(net.core_inverse(net.core(h)[0]), h, atol=1e-4)
     with pytest.raises(ValueError, match="encoder_depths"):
         FullyInvertibleUNet(1, 2, features=(8, 16, 32), encoder_depths=(1, 2))
+
+
+def test_learned_sampling_exports_to_onnx_with_its_current_weights(tmp_path) -> None:
+    """The tracer cannot export the orthogonal parametrisation's matrix_exp: ``leanseg export`` computes the weights
+    once outside the trace, and ONNX Runtime then predicts what torch does."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from leanseg.export import export_part
+    from leanseg.models.protocol import OnnxPart
+
+    torch.manual_seed(0)
+    net = _perturbed(FullyInvertibleUNet(1, 2, features=(8, 16), sampling="learned")).eval()
+    x = torch.randn(1, 1, 8, 8, 8)
+    export_part(OnnxPart(net, (x,), ("image",), ("logits",)), tmp_path / "m.onnx")
+    assert torch.nn.utils.parametrize.is_parametrized(net.enc[1].pre)  # the model is left as it was
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    got = session.run(None, {"image": x.numpy()})[0]
+    assert np.abs(got - net(x).detach().numpy()).max() < 1e-4
