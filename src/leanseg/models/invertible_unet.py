@@ -126,7 +126,6 @@ class FullyInvertibleUNet(_InvertibleUNet):
         self.sampling = sampling
         super().__init__(in_channels, out_channels, features, **kwargs)
         memory_saving = kwargs.get("memory_saving", True)
-        # the level i-1 -> i resampling works on the quarter of level i-1's channels that does not go over the skip
         self.bottleneck_up = InvertibleChain([], memory_saving, post=self._up(len(features) - 1))
 
     def _stage(self, level: int, depth: int, kernel: int, memory_saving: bool, decoder: bool) -> InvertibleChain:
@@ -136,6 +135,7 @@ class FullyInvertibleUNet(_InvertibleUNet):
         return invertible_stage(self.features[level], depth, kernel, memory_saving, learned, pre, post)
 
     def _down(self, level: int) -> InvertibleBlock:
+        """The level-1 -> level resampling, on the quarter of level-1's channels that does not go over the skip."""
         quarter = self.features[level - 1] // 4
         return OrthogonalSqueeze(quarter) if self.sampling == "learned" else Squeeze()
 

@@ -22,8 +22,8 @@ stride-2 grouped 2x2x2 convolution whose kernel is an orthogonal 8x8 matrix per 
 Haar wavelet), its transpose as up-sampling (:class:`Inverse`), and :class:`ChannelMixing`, an orthogonal
 1x1x1 convolution before a coupling's channel split. Unlike iUNets, which store the resampling's
 activations, these rebuild their inputs in backward like the couplings, so the memory saving stays.
-Orthogonality comes from :func:`torch.nn.utils.parametrizations.orthogonal`; they compute in float32
-whatever the autocast, so that the inverse of a bf16 step rebuilds its input to float32 rounding.
+Orthogonality comes from :func:`torch.nn.utils.parametrizations.orthogonal`; they compute in float32 (or
+float64) whatever the autocast, so that the inverse of a bf16 step rebuilds its input to float32 rounding.
 """
 
 from __future__ import annotations
